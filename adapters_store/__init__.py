@@ -1,0 +1,31 @@
+"""The on-disk store of saved adapters: format, manifest, validation, archives."""
+
+from adapters_store.errors import (
+    AdapterExists,
+    AdapterNotFound,
+    ArchiveRejected,
+    ArchiveTooLarge,
+    BaseModelMismatch,
+    InvalidAdapter,
+    InvalidName,
+    StoreError,
+)
+from adapters_store.format import BaseModelRef, Manifest, validate_name
+from adapters_store.store import AdapterStore, StoredAdapter, check_base
+
+__all__ = [
+    "AdapterExists",
+    "AdapterNotFound",
+    "AdapterStore",
+    "ArchiveRejected",
+    "ArchiveTooLarge",
+    "BaseModelMismatch",
+    "BaseModelRef",
+    "InvalidAdapter",
+    "InvalidName",
+    "Manifest",
+    "StoreError",
+    "StoredAdapter",
+    "check_base",
+    "validate_name",
+]

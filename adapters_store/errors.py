@@ -1,0 +1,45 @@
+"""Store errors. Each carries a stable `code` that the API maps to an HTTP status."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    code = "store_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidName(StoreError):
+    code = "invalid_name"
+
+
+class AdapterNotFound(StoreError):
+    code = "adapter_not_found"
+
+
+class AdapterExists(StoreError):
+    code = "adapter_exists"
+
+
+class InvalidAdapter(StoreError):
+    """The files do not form a valid adapter (missing file, bad JSON, pickle, ...)."""
+
+    code = "invalid_adapter"
+
+
+class ArchiveRejected(InvalidAdapter):
+    """An archive is unsafe or malformed (traversal, links, bomb caps, unknown format)."""
+
+    code = "archive_rejected"
+
+
+class ArchiveTooLarge(ArchiveRejected):
+    code = "archive_too_large"
+
+
+class BaseModelMismatch(InvalidAdapter):
+    """The adapter was made for another base model than the one it is used with."""
+
+    code = "base_model_mismatch"

@@ -1,0 +1,132 @@
+"""The on-disk format: names, the files of a saved adapter, and our manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from adapters_store.errors import InvalidAdapter, InvalidName
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+HEAD_CONFIG = "head_config.json"
+HEAD_WEIGHTS = "model_head.safetensors"
+MANIFEST = "manifest.json"
+MODEL_CARD = "README.md"
+REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)
+# Files we accept beside the required ones; anything else in an import is refused.
+OPTIONAL_FILES = (MANIFEST, MODEL_CARD)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+SAFETENSORS_FILES = (ADAPTER_WEIGHTS, HEAD_WEIGHTS)
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid adapter name {name!r}: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class BaseModelRef(BaseModel):
+    id: str
+    fingerprint: str | None = None
+    model_type: str | None = None
+    hidden_size: int | None = None
+
+
+class FileInfo(BaseModel):
+    sha256: str
+    size: int
+
+
+class Manifest(BaseModel):
+    name: str
+    version: int = 1
+    base_model: BaseModelRef
+    adapter_config: str
+    labels: dict[int, str]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: Literal["trained", "uploaded"]
+    training: dict[str, Any] | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    files: dict[str, FileInfo] = Field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidAdapter(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidAdapter(f"{path.name} must hold a JSON object")
+    return data
+
+
+def labels_from_head_config(head_config: dict) -> dict[int, str]:
+    """id2label of a classification head, from the adapters library's head_config.json."""
+    config = head_config.get("config")
+    if not isinstance(config, dict) or config.get("head_type") != "classification":
+        raise InvalidAdapter("head_config.json must describe a classification head")
+    label2id = config.get("label2id") or {}
+    num_labels = config.get("num_labels")
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise InvalidAdapter("head_config.json has no valid num_labels")
+    labels = {int(i): f"LABEL_{i}" for i in range(num_labels)}
+    try:
+        labels.update({int(i): str(label) for label, i in label2id.items()})
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidAdapter("head_config.json has a malformed label2id") from None
+    if sorted(labels) != list(range(num_labels)):
+        raise InvalidAdapter("head_config.json label ids do not match num_labels")
+    return labels
+
+
+def adapter_config_name(adapter_config: dict) -> str:
+    """A short name of the adapter method (seq_bn, lora, prefix_tuning, ...)."""
+    config = adapter_config.get("config")
+    if not isinstance(config, dict):
+        raise InvalidAdapter("adapter_config.json has no 'config' object")
+    if isinstance(adapter_config.get("config_name"), str):
+        return adapter_config["config_name"]
+    arch = config.get("architecture")
+    if arch:
+        return str(arch)
+    if "reduction_factor" in config:
+        return "double_seq_bn" if config.get("mh_adapter") else "seq_bn"
+    return "custom"
+
+
+def check_safetensors(path: Path) -> None:
+    """Parse the safetensors header without unpickling anything; refuse what does not parse."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as exc:  # the library raises several types for malformed files
+        raise InvalidAdapter(f"{path.name} is not a valid safetensors file: {exc}") from None
+    if not keys:
+        raise InvalidAdapter(f"{path.name} holds no tensors")
