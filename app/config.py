@@ -1,0 +1,72 @@
+"""Settings: the only place that reads the environment (prefix APP_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
+
+    # model
+    base_model: str = Field("roberta-base", description="hub id or local directory")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_length: int = Field(512, ge=8, le=8192, description="token cap per text")
+
+    # storage
+    data_dir: Path = Path("./data")
+    store_dir: Path | None = None  # default: data_dir / "adapters"
+
+    # http
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # batching
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    max_batch_tokens: int = Field(16384, ge=64)
+    max_queue: int = Field(2048, ge=1, description="pending texts before 503")
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_inputs_per_request: int = Field(256, ge=1)
+
+    # adapter cache
+    max_resident_adapters: int = Field(64, ge=1)
+    max_resident_bytes: int = Field(2 * 1024**3, ge=1)
+
+    # uploads
+    max_upload_bytes: int = Field(64 * 1024**2, ge=1024)
+
+    # jobs / worker
+    redis_url: str | None = None
+    embedded_worker: bool = True
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="allowed dataset roots"
+    )
+    allow_hub_datasets: bool = True
+
+    # security
+    api_keys: str | None = Field(None, description="comma list of KEY:scope1+scope2")
+    api_keys_file: Path | None = None
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in value.split(",") if p.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if self.store_dir is None:
+            self.store_dir = self.data_dir / "adapters"
+        return self
+
+    @property
+    def adapters_dir(self) -> Path:
+        assert self.store_dir is not None
+        return self.store_dir
