@@ -11,6 +11,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -78,6 +79,13 @@ def extract_archive(
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
 ) -> None:
     """Extract `archive` into the empty directory `dest`, or raise ArchiveRejected."""
+    try:
+        _extract(archive, dest, max_files=max_files, max_total_bytes=max_total_bytes)
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, ValueError) as exc:
+        raise ArchiveRejected(f"archive is corrupt: {exc}") from None
+
+
+def _extract(archive: Path, dest: Path, *, max_files: int, max_total_bytes: int) -> None:
     kind = archive_kind(archive)
     opener = zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*")  # noqa: SIM115
     with opener as handle:
