@@ -11,7 +11,8 @@ from adapters_store.errors import (
     StoreError,
 )
 from adapters_store.format import BaseModelRef, Manifest, validate_name
-from adapters_store.store import AdapterStore, StoredAdapter, check_base
+from adapters_store.store import AdapterStore, StoredAdapter
+from adapters_store.validate import check_base
 
 __all__ = [
     "AdapterExists",

@@ -16,7 +16,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +28,9 @@ from adapters_store import format as fmt
 from adapters_store.errors import (
     AdapterExists,
     AdapterNotFound,
-    BaseModelMismatch,
     InvalidAdapter,
 )
+from adapters_store.validate import check_base, inspect_folder, prior_manifest
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class AdapterStore:
         """Copy a folder written by `save_adapter(..., use_safetensors=True)` into the store."""
         fmt.validate_name(name)
         src = Path(src_dir)
-        info = self._inspect(src)
+        info = inspect_folder(src)
         found: fmt.BaseModelRef = info["base_model"]
         base_model = base_model.model_copy(
             update={
@@ -121,12 +121,19 @@ class AdapterStore:
         *,
         expected_base: fmt.BaseModelRef | None = None,
         overwrite: bool = False,
+        check: Callable[[Path], None] | None = None,
     ) -> fmt.Manifest:
-        """Import a user's saved adapter folder (with or without our manifest)."""
+        """Import a user's saved adapter folder (with or without our manifest).
+
+        `check(folder)` runs after our own validation and before anything is written; it
+        raises (e.g. InvalidAdapter) to refuse, for instance when tensors do not fit the base.
+        """
         fmt.validate_name(name)
         src = Path(src_dir)
-        info = self._inspect(src)
-        prior = self._prior_manifest(src)
+        info = inspect_folder(src)
+        if check is not None:
+            check(src)
+        prior = prior_manifest(src)
         base = prior.base_model if prior else info["base_model"]
         if expected_base is not None:
             check_base(base, expected_base)
@@ -149,6 +156,7 @@ class AdapterStore:
         *,
         expected_base: fmt.BaseModelRef | None = None,
         overwrite: bool = False,
+        check: Callable[[Path], None] | None = None,
     ) -> fmt.Manifest:
         fmt.validate_name(name)
         with self._scratch() as scratch:
@@ -163,6 +171,7 @@ class AdapterStore:
                 archives.adapter_root(scratch),
                 expected_base=expected_base,
                 overwrite=overwrite,
+                check=check,
             )
 
     def export_archive(self, name: str, out: str | Path, *, archive_format: str = "zip") -> Path:
@@ -194,49 +203,6 @@ class AdapterStore:
         return removed
 
     # ---- internals -----------------------------------------------------------------------
-    def _inspect(self, src: Path) -> dict[str, Any]:
-        if not src.is_dir():
-            raise InvalidAdapter(f"{src} is not a directory")
-        names = {p.name for p in src.iterdir()}
-        for entry in src.iterdir():
-            if entry.is_symlink() or not entry.is_file():
-                raise InvalidAdapter(f"{entry.name}: only regular files are allowed")
-        pickles = sorted(n for n in names if n.endswith(fmt.PICKLE_SUFFIXES))
-        if pickles:
-            raise InvalidAdapter(
-                f"pickle weight files are refused ({', '.join(pickles)}): save the adapter with "
-                "save_adapter(..., use_safetensors=True)"
-            )
-        missing = [n for n in fmt.REQUIRED_FILES if n not in names]
-        if missing:
-            raise InvalidAdapter(f"missing required files: {', '.join(missing)}")
-        unknown = sorted(names - set(fmt.REQUIRED_FILES) - set(fmt.OPTIONAL_FILES))
-        if unknown:
-            raise InvalidAdapter(f"unexpected files: {', '.join(unknown)}")
-        adapter_config = fmt.read_json(src / fmt.ADAPTER_CONFIG)
-        head_config = fmt.read_json(src / fmt.HEAD_CONFIG)
-        for weights in fmt.SAFETENSORS_FILES:
-            fmt.check_safetensors(src / weights)
-        hidden = adapter_config.get("hidden_size")
-        return {
-            "adapter_config": fmt.adapter_config_name(adapter_config),
-            "labels": fmt.labels_from_head_config(head_config),
-            "base_model": fmt.BaseModelRef(
-                id=str(adapter_config.get("model_name") or "unknown"),
-                model_type=adapter_config.get("model_type"),
-                hidden_size=hidden if isinstance(hidden, int) else None,
-            ),
-        }
-
-    def _prior_manifest(self, src: Path) -> fmt.Manifest | None:
-        path = src / fmt.MANIFEST
-        if not path.is_file():
-            return None
-        try:
-            return fmt.Manifest.model_validate(fmt.read_json(path))
-        except ValidationError as exc:
-            raise InvalidAdapter(f"manifest.json does not validate: {exc.errors()[0]}") from None
-
     def _commit(
         self, name: str, src: Path, manifest: fmt.Manifest, *, overwrite: bool
     ) -> fmt.Manifest:
@@ -321,20 +287,6 @@ class AdapterStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def check_base(actual: fmt.BaseModelRef, expected: fmt.BaseModelRef) -> None:
-    """Refuse an adapter whose recorded base model cannot be `expected`."""
-    if actual.fingerprint and expected.fingerprint and actual.fingerprint != expected.fingerprint:
-        raise BaseModelMismatch(
-            f"adapter was trained for base model {actual.id!r} (fingerprint "
-            f"{actual.fingerprint}); this base is {expected.id!r} ({expected.fingerprint})"
-        )
-    if actual.hidden_size and expected.hidden_size and actual.hidden_size != expected.hidden_size:
-        raise BaseModelMismatch(
-            f"adapter is for a {actual.hidden_size}-wide model ({actual.id!r}); this base "
-            f"{expected.id!r} is {expected.hidden_size}-wide"
-        )
 
 
 def _write_json(path: Path, data: dict) -> None:
