@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         default_factory=list, description="allowed dataset roots"
     )
     allow_hub_datasets: bool = True
+    job_lease_s: float = Field(
+        30.0, ge=1.0, le=3600, description="a running job whose worker is silent this long fails"
+    )
+    worker_shutdown_s: float = Field(
+        60.0, gt=0, description="graceful worker stop: wait this long for the job to re-queue"
+    )
 
     # security
     api_keys: str | None = Field(None, description="comma list of KEY:scope1+scope2")
