@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # http
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # batching
     max_batch_size: int = Field(32, ge=1, le=1024)
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(2048, ge=1, description="pending texts before 503")
     request_timeout_s: float = Field(30.0, gt=0)
     max_inputs_per_request: int = Field(256, ge=1)
+    max_text_chars: int = Field(100_000, ge=1, description="characters per text (422 above)")
 
     # adapter cache
     max_resident_adapters: int = Field(64, ge=1)
