@@ -1,0 +1,224 @@
+"""A bounded soak of the real server: concurrent mixed-adapter traffic while adapters churn.
+
+    python bench/soak.py --seconds 120 --clients 32 --adapters 6 [--base minilm|tiny]
+
+Starts `python -m app` on 127.0.0.1, uploads N random adapters, computes golden outputs for a
+fixed text set in-process, then runs closed-loop clients for the given time while a churn task
+uploads, uses and deletes extra adapters and re-uploads a stable one (new version, same weights).
+Reports requests, errors by status, wrong answers (label differs, or score off by > 1e-3),
+p50/p99 latency and the server's RSS growth after warm-up. Stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench._common import SHARED_DATA, Server, minilm_dir, save_random_adapter, tiny_dir
+
+TOLERANCE = 1e-3
+
+
+def load_texts(n: int) -> list[str]:
+    import json
+
+    path = SHARED_DATA / "rotten_tomatoes" / "test.jsonl"
+    lines = path.read_text().splitlines()[:n]
+    return [json.loads(line)["text"] for line in lines]
+
+
+def golden(base: Path, folders: dict[str, Path], texts: list[str]) -> dict:
+    """(adapter, text index) -> (label id, score), in-process, fp32, one adapter at a time."""
+    import torch
+    from adapters import AdapterSetup, AutoAdapterModel
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoAdapterModel.from_pretrained(base).eval()
+    out = {}
+    for name, folder in folders.items():
+        model.load_adapter(str(folder), load_as=name, use_safetensors=True)
+        for i, text in enumerate(texts):
+            batch = tok([text], truncation=True, max_length=512, return_tensors="pt")
+            with torch.inference_mode(), AdapterSetup(name, head_setup=name):
+                probs = model(**batch).logits.softmax(-1)[0]
+            score, idx = probs.max(-1)
+            out[(name, i)] = (int(idx), float(score))
+    return out
+
+
+async def upload(client: httpx.AsyncClient, name: str, archive: Path) -> int:
+    with archive.open("rb") as f:
+        r = await client.post(
+            "/adapters",
+            data={"name": name, "overwrite": "true"},
+            files={"file": (archive.name, f, "application/zip")},
+        )
+    return r.status_code
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.status: Counter[int | str] = Counter()
+        self.latencies: list[float] = []
+        self.wrong = 0
+        self.requests = 0
+
+
+async def client_loop(client, names, texts, gold, labels, deadline, tally: Tally, rng):
+    while time.monotonic() < deadline:
+        name = rng.choice(names)
+        idx = rng.sample(range(len(texts)), k=rng.randint(1, 4))
+        start = time.perf_counter()
+        try:
+            r = await client.post(
+                "/classify", json={"adapter": name, "inputs": [texts[i] for i in idx]}
+            )
+        except httpx.HTTPError as exc:
+            tally.status[type(exc).__name__] += 1
+            continue
+        tally.latencies.append(time.perf_counter() - start)
+        tally.requests += 1
+        tally.status[r.status_code] += 1
+        if r.status_code != 200:
+            continue
+        for i, preds in zip(idx, r.json()["predictions"], strict=True):
+            want_idx, want_score = gold[(name, i)]
+            top = preds[0]
+            if top["label"] != labels[want_idx] or abs(top["score"] - want_score) > TOLERANCE:
+                tally.wrong += 1
+
+
+async def churn_loop(client, archives, stable, texts, deadline, counts: Counter):
+    """Upload, use and delete short-lived adapters; re-upload a stable adapter (same weights)."""
+    i = 0
+    while time.monotonic() < deadline:
+        name = f"churn-{i % 3}"
+        counts[f"upload {await upload(client, name, archives['churn'])}"] += 1
+        r = await client.post("/classify", json={"adapter": name, "inputs": texts[:2]})
+        counts[f"classify-churn {r.status_code}"] += 1
+        r = await client.delete(f"/adapters/{name}")
+        counts[f"delete {r.status_code}"] += 1
+        counts[f"reupload {await upload(client, stable, archives[stable])}"] += 1
+        i += 1
+        await asyncio.sleep(0.5)
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+async def drive(server: Server, args, names, archives, texts, gold, labels) -> dict:
+    limits = httpx.Limits(max_connections=args.clients + 4)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+        for name in names:
+            assert await upload(client, name, archives[name]) == 200, name
+        warm_end = time.monotonic() + args.warmup
+        tally, rng = Tally(), random.Random(0)
+        await asyncio.gather(
+            *[
+                client_loop(client, names, texts, gold, labels, warm_end, Tally(), random.Random(k))
+                for k in range(args.clients)
+            ]
+        )
+        rss_start = rss_mb(server.proc.pid)
+        deadline = time.monotonic() + args.seconds
+        churn: Counter[str] = Counter()
+        samples = []
+
+        async def sample_rss():
+            while time.monotonic() < deadline:
+                samples.append(rss_mb(server.proc.pid))
+                await asyncio.sleep(2)
+
+        await asyncio.gather(
+            sample_rss(),
+            churn_loop(client, archives, names[0], texts, deadline, churn),
+            *[
+                client_loop(
+                    client, names, texts, gold, labels, deadline, tally, random.Random(rng.random())
+                )
+                for _ in range(args.clients)
+            ],
+        )
+        rss_end = rss_mb(server.proc.pid)
+    return {"tally": tally, "churn": churn, "rss": (rss_start, rss_end, max(samples))}
+
+
+def report(result: dict, args) -> None:
+    tally: Tally = result["tally"]
+    lat = sorted(tally.latencies)
+    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: 0)
+    rss_start, rss_end, rss_peak = result["rss"]
+    five_xx = sum(v for k, v in tally.status.items() if isinstance(k, int) and k >= 500)
+    print(
+        f"\nsoak: {args.seconds}s, {args.clients} clients, {args.adapters} adapters, "
+        f"base {args.base}"
+    )
+    print(
+        "| requests | req/s | wrong answers | 5xx | p50 ms | p99 ms | RSS start -> end MB "
+        "(growth) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    growth = (rss_end - rss_start) / rss_start * 100
+    print(
+        f"| {tally.requests} | {tally.requests / args.seconds:.1f} | {tally.wrong} | {five_xx} "
+        f"| {p(0.5):.1f} | {p(0.99):.1f} | {rss_start:.0f} -> {rss_end:.0f} "
+        f"(peak {rss_peak:.0f}, {growth:+.1f}%) |"
+    )
+    print("status counts:", dict(tally.status))
+    print("churn:", dict(result["churn"]))
+    if lat:
+        print(f"mean latency {statistics.mean(lat) * 1000:.1f} ms")
+    ok = tally.wrong == 0 and five_xx == 0 and growth < 5
+    print("GOALS (0 wrong, 0 5xx, RSS growth < 5%):", "met" if ok else "MISSED")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--adapters", type=int, default=6)
+    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--base", choices=["minilm", "tiny"], default="minilm")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="soak-"))
+    try:
+        base = minilm_dir() if args.base == "minilm" else tiny_dir(work)
+        labels = {0: "negative", 1: "positive"}
+        names = [f"soak-{i}" for i in range(args.adapters)]
+        folders = {
+            n: save_random_adapter(base, n, work / "saved" / n, seed=i, labels=labels)
+            for i, n in enumerate([*names, "churn"])
+        }
+        archives = {
+            n: Path(shutil.make_archive(str(work / n), "zip", f)) for n, f in folders.items()
+        }
+        texts = load_texts(args.texts)
+        print(f"computing golden outputs for {len(names)} adapters x {len(texts)} texts ...")
+        gold = golden(base, {n: folders[n] for n in names}, texts)
+        data = work / "data"
+        data.mkdir()
+        with Server(
+            base_model=base, data_dir=data, max_resident_adapters=max(2, args.adapters - 2)
+        ) as server:
+            result = asyncio.run(drive(server, args, names, archives, texts, gold, labels))
+        report(result, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
