@@ -42,9 +42,11 @@ LEASE_LOST = "worker lost: no heartbeat for {lease:.0f}s (the worker process die
 class JobError(Exception):
     code = "job_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
 
 
 class JobNotFound(JobError):
@@ -55,6 +57,16 @@ class JobConflict(JobError):
     """Another active job already trains this adapter name, or the job is already finished."""
 
     code = "job_conflict"
+
+
+class InvalidJob(JobError):
+    """The training config cannot work (bad values, dataset missing or not allowed)."""
+
+    code = "invalid_training_config"
+
+
+class QueueUnavailable(JobError):
+    code = "queue_unavailable"
 
 
 @dataclass(frozen=True)

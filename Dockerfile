@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+# adapter-serve: the API (`python -m app`) and the training worker (`python -m app.worker`).
+#
+#   docker build -t adapter-serve .                              # CUDA build of torch (GPU host)
+#   docker build --build-arg TORCH_VARIANT=cpu -t adapter-serve:cpu .    # CPU-only, much smaller
+#
+# The CUDA wheels of torch bundle the CUDA runtime; the host needs only the NVIDIA driver and
+# the NVIDIA Container Toolkit (`docker run --gpus all` / the compose file's GPU reservation).
+
+ARG PYTHON_VERSION=3.11
+
+# ---- build: a virtual environment with torch and the project --------------------------------
+FROM python:${PYTHON_VERSION}-slim AS build
+ARG TORCH_VERSION=2.13.0
+# cuda: torch from PyPI (the Linux x86_64 wheels there are CUDA builds); cpu: the CPU index.
+ARG TORCH_VARIANT=cuda
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN set -eu; \
+    case "$TORCH_VARIANT" in \
+      cuda) pip install "torch==${TORCH_VERSION}" ;; \
+      cpu)  pip install --index-url "$TORCH_CPU_INDEX" "torch==${TORCH_VERSION}" ;; \
+      *)    echo "TORCH_VARIANT must be cuda or cpu, not $TORCH_VARIANT" >&2; exit 1 ;; \
+    esac
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY adapters_store ./adapters_store
+COPY training ./training
+COPY app ./app
+# torch is already there, so pip keeps the chosen build.
+RUN pip install .
+
+# ---- runtime ----------------------------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim AS runtime
+ARG TORCH_VARIANT=cuda
+LABEL org.opencontainers.image.title="adapter-serve" \
+      org.opencontainers.image.description="Many text-classification adapters on one base model"
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
+ && mkdir -p /data/adapters /data/datasets /cache/huggingface \
+ && chown -R app:app /data /cache
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    APP_DATA_DIR=/data \
+    APP_HOST=0.0.0.0 \
+    APP_PORT=8000 \
+    HF_HOME=/cache/huggingface \
+    TOKENIZERS_PARALLELISM=false \
+    TORCH_VARIANT=${TORCH_VARIANT}
+WORKDIR /home/app
+USER app
+# The store, the job records, the queue and the datasets live on /data; the model cache on
+# /cache/huggingface (so the base model downloads once).
+VOLUME ["/data", "/cache/huggingface"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+  CMD ["python", "-m", "app.healthcheck"]
+# The API plus an embedded worker; compose runs the worker as its own service instead.
+CMD ["python", "-m", "app"]

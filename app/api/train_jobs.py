@@ -1,0 +1,138 @@
+"""/train-jobs: submit a training job (202 + id), list, get, cancel.
+
+The request body is the training module's `TrainConfig`; the base model is always the
+server's own. The work happens in a worker process (app.worker); these routes only validate,
+record and read job records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from app.api.deps import AdminAccess, ClassifyAccess
+from app.api.errors import NotReady, error_responses
+from app.job_service import JobService
+from app.jobs import Job, JobStatus
+from training.config import TrainConfig
+
+router = APIRouter(prefix="/train-jobs", tags=["training jobs"])
+
+
+def get_job_service(request: Request) -> JobService:
+    service = getattr(request.app.state, "job_service", None)
+    if service is None:
+        raise NotReady("the job service is starting or stopping; retry shortly")
+    return service
+
+
+JobServiceDep = Annotated[JobService, Depends(get_job_service)]
+
+
+class TrainJobCreated(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobProgress(BaseModel):
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = Field(None, description="latest training loss")
+    eval: dict[str, Any] | None = Field(None, description="latest evaluation metrics")
+    phase: str | None = Field(None, description="train, eval or save")
+
+
+class TrainJobAdapter(BaseModel):
+    name: str
+    version: int | None = Field(None, description="the stored version, once succeeded")
+
+
+class TrainJob(BaseModel):
+    id: str
+    status: JobStatus
+    adapter: TrainJobAdapter
+    progress: JobProgress
+    metrics: dict[str, Any] = Field(description="final metrics, once succeeded")
+    error: str | None = None
+    cancel_requested: bool
+    attempts: int = Field(description="times a worker started it")
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None
+    config: dict[str, Any] = Field(description="the training config as the worker runs it")
+
+
+class TrainJobList(BaseModel):
+    jobs: list[TrainJob]
+
+
+def render(job: Job) -> TrainJob:
+    return TrainJob(
+        id=job.id,
+        status=job.status,
+        adapter=TrainJobAdapter(name=job.adapter_name, version=job.adapter_version),
+        progress=JobProgress.model_validate(job.progress),
+        metrics=job.metrics,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+        created_at=_time(job.created_at),
+        started_at=_time(job.started_at),
+        finished_at=_time(job.finished_at),
+        heartbeat_at=_time(job.heartbeat_at),
+        config=job.config,
+    )
+
+
+def _time(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=TrainJobCreated,
+    responses=error_responses(409, 422, 503),
+    summary="Queue a training job for a new adapter",
+)
+def submit_job(
+    body: TrainConfig, service: JobServiceDep, response: Response, _: AdminAccess
+) -> TrainJobCreated:
+    job = service.submit(config=body)
+    response.headers["Location"] = f"/train-jobs/{job.id}"
+    return TrainJobCreated(id=job.id, status=job.status)
+
+
+@router.get("", response_model=TrainJobList, summary="List training jobs, newest first")
+def list_jobs(
+    service: JobServiceDep,
+    _: ClassifyAccess,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TrainJobList:
+    return TrainJobList(jobs=[render(j) for j in service.list(status=status, limit=limit)])
+
+
+@router.get(
+    "/{job_id}",
+    response_model=TrainJob,
+    responses=error_responses(404),
+    summary="One job: status, progress, metrics, error",
+)
+def get_job(job_id: str, service: JobServiceDep, _: ClassifyAccess) -> TrainJob:
+    return render(service.get(job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=TrainJob,
+    responses=error_responses(404, 409),
+    summary="Cancel: a queued job never starts, a running one stops at its next step",
+)
+def cancel_job(job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
+    return render(service.cancel(job_id))
