@@ -9,6 +9,17 @@ fi
 # torch first: the CPU wheel, so that pip does not pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The Redis-queue tests start a real redis-server (Debian package); install it when missing
+# and we can (root + apt, as on CI). Without it those tests skip and say why.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends redis-server; } >/dev/null \
+      || echo "warning: could not install redis-server; Redis queue tests will skip" >&2
+  else
+    echo "note: no redis-server (apt install redis-server); Redis queue tests will skip" >&2
+  fi
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"
