@@ -1,0 +1,68 @@
+"""`python -m app`: run the service with uvicorn, settings from the environment (APP_*)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pydantic import ValidationError
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error.get("loc", ()))
+    return f"APP_{field.upper()}: {error.get('msg', 'invalid')}" if field else str(error)
+
+
+def main() -> int:
+    from app.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"error: invalid setting {_first_error(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvicorn
+
+    from app.engine import BaseModelLoadError, Engine
+    from app.main import create_app
+
+    try:
+        engine = Engine.load(
+            base_model=settings.base_model,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_length=settings.max_length,
+        )
+    except BaseModelLoadError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    app = create_app(settings, engine=engine)
+    with _embedded_worker(settings):
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+        )
+    return 0
+
+
+def _embedded_worker(settings):
+    """A training-worker child beside the API unless APP_EMBEDDED_WORKER=false (app.worker)."""
+    import contextlib
+
+    from app.worker import EmbeddedWorker
+
+    if not settings.embedded_worker:
+        return contextlib.nullcontext()
+    return EmbeddedWorker(stop_timeout_s=settings.worker_shutdown_s + 10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

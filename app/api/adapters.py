@@ -1,0 +1,217 @@
+"""/adapters: list, inspect, upload, download, delete, load and unload stored adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
+
+from adapters_store import Manifest
+from app.adapter_cache import AdapterCache
+from app.api.deps import (
+    AdminAccess,
+    BatcherDep,
+    CacheDep,
+    ClassifyAccess,
+    EngineDep,
+    SettingsDep,
+    StoreDep,
+)
+from app.api.errors import InvalidRequest, PayloadTooLarge, error_responses
+from app.compat import check_adapter_fits
+from app.schemas import AdapterInfo, AdapterList
+
+router = APIRouter(prefix="/adapters", tags=["adapters"])
+
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "name"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": ".zip or .tar.gz of a folder written by save_adapter",
+                    },
+                    "name": {"type": "string", "description": "the adapter's name in the store"},
+                    "overwrite": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "replace an existing adapter (new version)",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+def info(manifest: Manifest, cache: AdapterCache) -> AdapterInfo:
+    resident = cache.snapshot().get(manifest.name)
+    last = cache.last_used(manifest.name)
+    return AdapterInfo(
+        name=manifest.name,
+        version=manifest.version,
+        labels=manifest.labels,
+        base_model=manifest.base_model,
+        adapter_config=manifest.adapter_config,
+        source=manifest.source,
+        size_bytes=manifest.size_bytes,
+        metrics=manifest.metrics,
+        created_at=manifest.created_at,
+        resident=resident is not None and resident.version == manifest.version,
+        last_used=datetime.fromtimestamp(last, UTC).isoformat() if last else None,
+    )
+
+
+@router.get("", response_model=AdapterList, summary="Every stored adapter")
+async def list_adapters(store: StoreDep, cache: CacheDep, _access: ClassifyAccess) -> AdapterList:
+    manifests = await asyncio.to_thread(store.list)
+    return AdapterList(adapters=[info(m, cache) for m in manifests])
+
+
+@router.get("/{name}", response_model=AdapterInfo, responses=error_responses(404, 422))
+async def get_adapter(
+    name: str, store: StoreDep, cache: CacheDep, _access: ClassifyAccess
+) -> AdapterInfo:
+    stored = await asyncio.to_thread(store.get, name)
+    return info(stored.manifest, cache)
+
+
+async def _read_form(request: Request, limit: int):
+    """Parse the multipart body, refusing it with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"upload of {declared} bytes; the limit is {limit}")
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise PayloadTooLarge(f"upload over the limit of {limit} bytes")
+        return message
+
+    return await Request(request.scope, receive).form(max_files=1, max_fields=4)
+
+
+def _save_upload(upload: UploadFile, folder: Path) -> Path:
+    path = folder / "upload"
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    return path
+
+
+def _flag(value: object) -> bool:
+    text = str(value or "false").strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidRequest("overwrite must be true or false")
+    return text in ("true", "1", "yes")
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AdapterInfo,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses=error_responses(409, 413, 422),
+    summary="Upload an archive of a saved adapter (multipart: file, name, overwrite)",
+)
+async def upload_adapter(
+    request: Request,
+    store: StoreDep,
+    engine: EngineDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    _access: AdminAccess,
+) -> AdapterInfo:
+    form = await _read_form(request, settings.max_upload_bytes)
+    try:
+        upload, name = form.get("file"), form.get("name")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("form field 'file' (the archive) is required")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("form field 'name' is required")
+        overwrite = _flag(form.get("overwrite"))
+        with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+            path = await asyncio.to_thread(_save_upload, upload, Path(folder))
+            manifest = await asyncio.to_thread(
+                store.import_archive,
+                name,
+                path,
+                expected_base=engine.base_ref,
+                overwrite=overwrite,
+                check=functools.partial(check_adapter_fits, engine.base_config),
+            )
+    finally:
+        await form.close()
+    return info(manifest, cache)
+
+
+@router.get(
+    "/{name}/archive",
+    response_class=FileResponse,
+    responses=error_responses(404, 422),
+    summary="Download a stored adapter as an archive",
+)
+async def download_adapter(
+    name: str,
+    store: StoreDep,
+    _access: ClassifyAccess,
+    format: Literal["zip", "tar.gz"] = "zip",
+) -> FileResponse:
+    folder = Path(tempfile.mkdtemp(prefix="export-"))
+    try:
+        version = (await asyncio.to_thread(store.get, name)).manifest.version
+        filename = f"{name}-v{version}.{format}"
+        path = await asyncio.to_thread(
+            store.export_archive, name, folder / filename, archive_format=format
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    cleanup = BackgroundTask(shutil.rmtree, folder, ignore_errors=True)
+    return FileResponse(path, filename=filename, background=cleanup)
+
+
+@router.delete("/{name}", response_model=AdapterInfo, responses=error_responses(404, 422))
+async def delete_adapter(
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+) -> AdapterInfo:
+    """Remove the adapter from the store and unload it; later requests get 404."""
+    manifest = await asyncio.to_thread(store.delete, name)
+    await batcher.run_exclusive(cache.unload, name)
+    return info(manifest, cache)
+
+
+@router.post("/{name}/load", response_model=AdapterInfo, responses=error_responses(404, 422))
+async def load_adapter(
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+) -> AdapterInfo:
+    """Make the adapter resident now (idempotent), evicting the least recently used."""
+    await batcher.run_exclusive(cache.ensure, name)
+    return info((await asyncio.to_thread(store.get, name)).manifest, cache)
+
+
+@router.post("/{name}/unload", response_model=AdapterInfo, responses=error_responses(404, 422))
+async def unload_adapter(
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+) -> AdapterInfo:
+    """Evict the adapter from the device (idempotent); it reloads on its next use."""
+    stored = await asyncio.to_thread(store.get, name)
+    await batcher.run_exclusive(cache.unload, name)
+    return info(stored.manifest, cache)

@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import MetricsDep
+from app.api.errors import NotReady, error_responses
+from app.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses=error_responses(503),
+    summary="The base model is loaded and the batcher runs",
+)
+async def readyz(request: Request) -> Health:
+    state = request.app.state
+    engine = getattr(state, "engine", None)
+    batcher = getattr(state, "batcher", None)
+    if engine is None or batcher is None or not batcher.running:
+        raise NotReady("the base model is not loaded yet")
+    return Health(
+        status="ready",
+        details={
+            "base_model": engine.base_ref.id,
+            "fingerprint": engine.base_ref.fingerprint,
+            "device": str(engine.device),
+            "dtype": str(engine.dtype).removeprefix("torch."),
+            "max_length": engine.max_length,
+        },
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=metrics.content_type)

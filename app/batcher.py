@@ -1,0 +1,338 @@
+"""Dynamic batching: concurrent requests share forward passes; one thread owns the model.
+
+Requests are split into items (one text for one adapter) in a bounded FIFO queue. An asyncio
+loop decides when to cut a batch (`dispatch_delay`), takes it off the queue (`collect`), and
+hands it to the single inference thread, which orders it into per-adapter segments
+(`group_segments`), makes the adapters resident and runs the forward passes. Results and errors
+are delivered back on the event loop. `collect`, `group_segments` and `dispatch_delay` are
+pure functions with table-driven tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from adapters_store import AdapterNotFound, AdapterStore
+from app.adapter_cache import AdapterCache
+from app.engine import Engine, Segment, ServiceError
+from app.inference import BatchResult, run_batch
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class QueueFull(ServiceError):
+    code = "queue_full"
+    retry_after_s = 1
+
+
+class RequestTimeout(ServiceError):
+    code = "timeout"
+
+
+class ServiceStopping(ServiceError):
+    code = "unavailable"
+
+
+@dataclass(eq=False)
+class Request:
+    """One classify call: its future completes when every item has a result."""
+
+    future: asyncio.Future
+    deadline: float
+    results: list[Any]
+    remaining: int
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Item:
+    request: Request
+    slot: int
+    adapter: str
+    ids: list[int]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_s: float
+    max_queue: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class AdapterResult:
+    adapter: str
+    version: int
+    labels: dict[int, str]
+    probs: list[list[float]]
+
+
+@dataclass(frozen=True)
+class Classified:
+    results: list[AdapterResult]
+    queue_ms: float
+    inference_ms: float
+
+
+# ---- pure functions ------------------------------------------------------------------------
+def collect(
+    queue: deque[Item], *, now: float, max_batch_size: int, max_batch_tokens: int
+) -> tuple[list[Item], list[Item]]:
+    """Take the next batch off the front of `queue`: (batch, expired).
+
+    Items whose request is finished or past its deadline are removed as expired. The batch
+    holds at most `max_batch_size` items and at most `max_batch_tokens` padded tokens
+    (rows x longest row); the first item is always taken so that no item can starve.
+    """
+    batch: list[Item] = []
+    expired: list[Item] = []
+    width = 0
+    while queue:
+        item = queue[0]
+        if item.request.done or item.request.deadline <= now:
+            expired.append(queue.popleft())
+            continue
+        if len(batch) >= max_batch_size:
+            break
+        new_width = max(width, len(item.ids))
+        if batch and new_width * (len(batch) + 1) > max_batch_tokens:
+            break
+        batch.append(queue.popleft())
+        width = new_width
+    return batch, expired
+
+
+def group_segments(adapters: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """Contiguous per-adapter segments: [(adapter, row indices)] in first-appearance order."""
+    segments: dict[str, list[int]] = {}
+    for index, name in enumerate(adapters):
+        segments.setdefault(name, []).append(index)
+    return list(segments.items())
+
+
+def dispatch_delay(
+    *, queued: int, oldest_age: float, max_batch_size: int, max_wait: float, expected: int
+) -> float:
+    """Seconds to wait before cutting a batch (0 = now, inf = nothing queued).
+
+    Cut at once when the queue holds as many items as the last batch had (the recent
+    concurrency; 1 for a lone client, so it never waits) or a full batch; otherwise wait for
+    more until the oldest item has waited `max_wait`.
+    """
+    if queued <= 0:
+        return math.inf
+    if queued >= min(max_batch_size, max(expected, 1)):
+        return 0.0
+    return max(0.0, max_wait - oldest_age)
+
+
+# ---- the batcher ---------------------------------------------------------------------------
+class Batcher:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        cache: AdapterCache,
+        store: AdapterStore,
+        limits: Limits,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.store = store
+        self.limits = limits
+        self.metrics = metrics
+        self._queue: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self._expected = 1
+        self._task: asyncio.Task | None = None
+        self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._tok = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        stopping = ServiceStopping("the service is shutting down")
+        while self._queue:
+            self._fail(self._queue.popleft().request, stopping)
+        await asyncio.to_thread(self._infer.shutdown, True)
+        self._tok.shutdown(wait=False)
+
+    async def run_exclusive(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `fn` on the inference thread (between batches): loads, unloads, checks."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._infer, functools.partial(fn, *args, **kwargs))
+
+    async def classify(
+        self, *, texts: Sequence[str], adapters: Sequence[str], truncation: bool = True
+    ) -> Classified:
+        """Classify `texts` with each adapter; raises domain errors (not found, full, ...)."""
+        started = time.monotonic()
+        for name in adapters:
+            if not self.store.exists(name):
+                raise AdapterNotFound(f"adapter {name!r} not found")
+        self._check_room(len(texts) * len(adapters))
+        loop = asyncio.get_running_loop()
+        tokenize = functools.partial(self.engine.tokenize, texts, truncation=truncation)
+        ids = await loop.run_in_executor(self._tok, tokenize)
+        self._check_room(len(texts) * len(adapters))
+        request = self._enqueue(ids, adapters, deadline=started + self.limits.timeout_s)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(request.future), timeout=request.deadline - time.monotonic()
+            )
+        except TimeoutError:
+            self._count("timeout")
+            raise RequestTimeout(
+                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
+            ) from None
+        finally:
+            request.done = True
+        return _assemble(request, adapters, len(texts))
+
+    # ---- internals -----------------------------------------------------------------------
+    def _check_room(self, n: int) -> None:
+        if len(self._queue) + n > self.limits.max_queue:
+            self._count("queue_full")
+            raise QueueFull(
+                f"the queue is full ({len(self._queue)} texts waiting, cap "
+                f"{self.limits.max_queue}); retry later"
+            )
+
+    def _enqueue(
+        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float
+    ) -> Request:
+        size = len(ids) * len(adapters)
+        request = Request(
+            future=asyncio.get_running_loop().create_future(),
+            deadline=deadline,
+            results=[None] * size,
+            remaining=size,
+        )
+        now = time.monotonic()
+        for a, name in enumerate(adapters):
+            for t, row in enumerate(ids):
+                self._queue.append(Item(request, a * len(ids) + t, name, row, now))
+        self._gauge()
+        self._wake.set()
+        return request
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            oldest = self._queue[0].enqueued if self._queue else time.monotonic()
+            delay = dispatch_delay(
+                queued=len(self._queue),
+                oldest_age=time.monotonic() - oldest,
+                max_batch_size=self.limits.max_batch_size,
+                max_wait=self.limits.max_wait_s,
+                expected=self._expected,
+            )
+            if delay > 0:
+                self._wake.clear()
+                if delay != math.inf:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.set()  # re-check the queue either way
+                continue
+            batch, expired = collect(
+                self._queue,
+                now=time.monotonic(),
+                max_batch_size=self.limits.max_batch_size,
+                max_batch_tokens=self.limits.max_batch_tokens,
+            )
+            self._expire(expired)
+            self._gauge()
+            if not batch:
+                continue
+            self._expected = len(batch)
+            groups = group_segments([item.adapter for item in batch])
+            segments = [Segment(name, [batch[i].ids for i in rows]) for name, rows in groups]
+            result = await loop.run_in_executor(
+                self._infer, run_batch, self.engine, self.cache, segments, self.metrics
+            )
+            for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
+                self._deliver([batch[i] for i in rows], outcome, result)
+
+    def _expire(self, expired: list[Item]) -> None:
+        for item in expired:
+            if not item.request.done:
+                self._count("timeout")
+                self._fail(item.request, RequestTimeout("the request timed out in the queue"))
+
+    def _deliver(self, items: list[Item], outcome: Any, result: BatchResult) -> None:
+        for position, item in enumerate(items):
+            request = item.request
+            if request.done:
+                continue
+            if isinstance(outcome, BaseException):
+                self._fail(request, outcome)
+                continue
+            request.results[item.slot] = outcome[position]
+            request.queue_ms = max(request.queue_ms, (result.started - item.enqueued) * 1000)
+            request.inference_ms = max(request.inference_ms, result.seconds * 1000)
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.done = True
+                request.future.set_result(None)
+
+    @staticmethod
+    def _fail(request: Request, exc: BaseException) -> None:
+        request.done = True
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+    def _gauge(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.set(len(self._queue))
+
+    def _count(self, reason: str) -> None:
+        if self.metrics:
+            self.metrics.rejected.labels(reason).inc()
+
+
+def _assemble(request: Request, adapters: Sequence[str], n_texts: int) -> Classified:
+    results = []
+    for a, name in enumerate(adapters):
+        outcomes = request.results[a * n_texts : (a + 1) * n_texts]
+        latest = max(outcomes, key=lambda o: o.version)
+        results.append(
+            AdapterResult(
+                adapter=name,
+                version=latest.version,
+                labels=latest.labels,
+                probs=[o.probs for o in outcomes],
+            )
+        )
+    return Classified(results, queue_ms=request.queue_ms, inference_ms=request.inference_ms)

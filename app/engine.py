@@ -1,0 +1,265 @@
+"""The inference engine: one frozen base model + tokenizer, adapters loaded by name. No HTTP.
+
+The engine owns the model; every method that touches it (load, unload, forward) must be called
+from ONE thread (the batcher's inference thread). `tokenize` only uses the tokenizer and must
+also be called from one thread at a time (the fast tokenizer is not re-entrant).
+
+A forward over several adapters runs the body ONCE with `BatchSplit` and then applies each
+adapter's head to its own slice of the batch (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters_store import BaseModelRef, InvalidAdapter
+from adapters_store.fingerprint import fingerprint_model, is_base_parameter
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A domain error of the service; the api layer maps `code` to an HTTP status."""
+
+    code = "service_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BaseModelLoadError(ServiceError):
+    code = "base_model_unavailable"
+
+
+class TextTooLong(ServiceError):
+    code = "text_too_long"
+
+
+class InferenceFailed(ServiceError):
+    code = "inference_failed"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive rows of one forward pass that use the same adapter."""
+
+    adapter: str
+    ids: list[list[int]]
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def choose_dtype(requested: str, device: str) -> Any:
+    """fp16/bf16 only on CUDA (auto = bf16 when supported, else fp16); CPU is always fp32."""
+    import torch
+
+    if not device.startswith("cuda"):
+        if requested not in ("auto", "float32"):
+            log.warning("APP_DTYPE=%s ignored on %s: using float32", requested, device)
+        return torch.float32
+    if requested == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, requested)
+
+
+def _load_error(base_model: str, exc: BaseException) -> BaseModelLoadError:
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return BaseModelLoadError(
+        f"cannot load base model {base_model!r} ({reason}). Set APP_BASE_MODEL to a local "
+        "directory holding the model's config.json, weights and tokenizer (e.g. one written by "
+        "save_pretrained), or run where the Hugging Face hub is reachable."
+    )
+
+
+class Engine:
+    def __init__(self, *, model: Any, tokenizer: Any, base_ref: BaseModelRef, max_length: int):
+        import torch
+
+        self.model = model
+        self.base_config = model.config
+        self.tokenizer = tokenizer
+        self.base_ref = base_ref
+        self.max_length = max_length
+        first = next(model.parameters())
+        self.device = first.device
+        self.dtype = first.dtype
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._torch = torch
+        # The tokenizer warns once per over-long text; we check lengths ourselves.
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
+            True
+        )
+
+    @classmethod
+    def load(
+        cls, *, base_model: str, device: str = "auto", dtype: str = "auto", max_length: int = 512
+    ) -> Engine:
+        """Load the base model once; raise BaseModelLoadError with a one-line reason."""
+        from adapters import AutoAdapterModel
+        from transformers import AutoTokenizer
+
+        logging.getLogger("adapters").setLevel(logging.ERROR)  # per-forward warnings
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base_model)
+            model = AutoAdapterModel.from_pretrained(base_model)
+        except Exception as exc:  # OSError, ValueError, HF errors: all mean "cannot load"
+            raise _load_error(base_model, exc) from None
+        model.eval()
+        config = model.config
+        base_config = copy.deepcopy(config)  # before any adapter: for compatibility probes
+        base_ref = BaseModelRef(
+            id=str(base_model),
+            fingerprint=fingerprint_model(model),  # on the float32 weights, before any cast
+            model_type=getattr(config, "model_type", None),
+            hidden_size=getattr(config, "hidden_size", None),
+        )
+        target = choose_device(device)
+        model.to(device=target, dtype=choose_dtype(dtype, target))
+        limit = min(max_length, _model_limit(tokenizer, config))
+        engine = cls(model=model, tokenizer=tokenizer, base_ref=base_ref, max_length=limit)
+        engine.base_config = base_config
+        return engine
+
+    # ---- tokenisation (tokenizer thread) -------------------------------------------------
+    def tokenize(self, texts: Sequence[str], *, truncation: bool = True) -> list[list[int]]:
+        """Token ids per text (with special tokens); TextTooLong when over the limit."""
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=truncation,
+            max_length=self.max_length if truncation else None,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        if not truncation:
+            for index, ids in enumerate(encoded):
+                if len(ids) > self.max_length:
+                    raise TextTooLong(
+                        f"inputs[{index}] has {len(ids)} tokens; the limit is {self.max_length} "
+                        "(send truncation: true to cut it)"
+                    )
+        return encoded
+
+    # ---- adapters (inference thread) -----------------------------------------------------
+    def has_adapter(self, name: str) -> bool:
+        return name in self.model.adapters_config.adapters or name in self.model.heads
+
+    def load_adapter(self, name: str, path: Path) -> int:
+        """Load a stored adapter + head as `name`; return the bytes it added on the device."""
+        if not (path / "adapter_config.json").is_file():
+            # Without this check the library would look the path up on the hub.
+            raise InvalidAdapter(f"adapter files of {name!r} not found at {path}")
+        self.unload_adapter(name)
+        before = self._param_names()
+        try:
+            self.model.load_adapter(str(path), load_as=name, use_safetensors=True)
+        except Exception as exc:
+            self.unload_adapter(name)
+            reason = " ".join(str(exc).split())[:300]
+            raise InvalidAdapter(f"adapter {name!r} cannot be loaded: {reason}") from None
+        added = 0
+        for pname, tensor in self._named_tensors():
+            if pname not in before:
+                tensor.data = tensor.data.to(device=self.device, dtype=self.dtype)
+                added += tensor.numel() * tensor.element_size()
+        return added
+
+    def unload_adapter(self, name: str) -> bool:
+        """Delete the adapter and its head; idempotent. True when something was removed."""
+        removed = False
+        if name in self.model.adapters_config.adapters:
+            self.model.delete_adapter(name)
+            removed = True
+        if name in self.model.heads:
+            self.model.delete_head(name)
+            removed = True
+        return removed
+
+    def base_state(self) -> dict[str, Any]:
+        """The base model's tensors (adapters and heads excluded), for integrity checks."""
+        return {k: v for k, v in self.model.state_dict().items() if is_base_parameter(k)}
+
+    # ---- inference (inference thread) ----------------------------------------------------
+    def forward(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
+        """Softmax probabilities per segment and row; one body pass for all segments."""
+        from adapters import AdapterSetup
+        from adapters.composition import BatchSplit
+
+        torch = self._torch
+        rows = [ids for seg in segments for ids in seg.ids]
+        input_ids, mask = self._pad(rows)
+        names = [seg.adapter for seg in segments]
+        sizes = [len(seg.ids) for seg in segments]
+        setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
+        with torch.inference_mode():
+            with AdapterSetup(setup):
+                body = self.model.base_model(
+                    input_ids=input_ids, attention_mask=mask, return_dict=True
+                )
+            out, start = [], 0
+            for name, size in zip(names, sizes, strict=True):
+                logits = self._head(body, mask, name, slice(start, start + size))
+                out.append(logits.float().softmax(dim=-1).cpu().tolist())
+                start += size
+        return out
+
+    def _head(self, body: Any, mask: Any, name: str, rows: slice) -> Any:
+        torch = self._torch
+        part = body.__class__(**{k: v[rows] for k, v in body.items() if torch.is_tensor(v)})
+        pooled = body.get("pooler_output")
+        return self.model.forward_head(
+            part,
+            head_name=name,
+            attention_mask=mask[rows],
+            return_dict=True,
+            pooled_output=pooled[rows] if pooled is not None else None,
+        ).logits
+
+    def _pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
+        torch = self._torch
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _named_tensors(self) -> list[tuple[str, Any]]:
+        return [*self.model.named_parameters(), *self.model.named_buffers()]
+
+    def _param_names(self) -> set[str]:
+        return {name for name, _ in self._named_tensors()}
+
+
+def _model_limit(tokenizer: Any, config: Any) -> int:
+    """The longest input the model accepts (tokenizer cap, else position embeddings)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    positions = getattr(config, "max_position_embeddings", 512)
+    # RoBERTa-style models offset positions by padding_idx + 1.
+    return (
+        positions - 2
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta")
+        else positions
+    )
+
+
+def rank(probs: Sequence[float], labels: dict[int, str], top_k: int | None) -> list[dict]:
+    """Pipeline-shaped predictions: [{"label", "score"}] sorted by score, the best `top_k`."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    if top_k is not None:
+        order = order[:top_k]
+    return [{"label": labels.get(i, f"LABEL_{i}"), "score": probs[i]} for i in order]

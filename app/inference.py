@@ -1,0 +1,92 @@
+"""One batch on the inference thread: make its adapters resident, run the forward passes.
+
+The batch arrives as per-adapter segments. Normally all segments share one forward pass
+(BatchSplit); when the resident budget cannot hold every adapter of the batch at once, the
+segments are run in several passes, each over as many adapters as fit. A segment whose adapter
+cannot be used (deleted, invalid, made for another base) fails alone; a forward pass that
+raises fails the segments it carried. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters_store import StoreError
+from app.adapter_cache import AdapterCache, CacheFull, Resident
+from app.engine import Engine, InferenceFailed, Segment, ServiceError
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result for one text: softmax probabilities and the adapter version that made them."""
+
+    probs: list[float]
+    version: int
+    labels: dict[int, str]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[list[Outcome] | BaseException]  # per segment
+    started: float  # time.monotonic()
+    seconds: float
+
+
+def run_batch(
+    engine: Engine, cache: AdapterCache, segments: Sequence[Segment], metrics: Metrics | None
+) -> BatchResult:
+    started = time.monotonic()
+    outcomes: list[Any] = [None] * len(segments)
+    group: list[tuple[int, Resident]] = []
+    for index, segment in enumerate(segments):
+        pinned = {segments[i].adapter for i, _ in group}
+        try:
+            try:
+                resident = cache.ensure(segment.adapter, pinned=pinned)
+            except CacheFull:
+                _forward(engine, segments, group, outcomes, metrics)
+                group = []
+                resident = cache.ensure(segment.adapter)
+        except (StoreError, ServiceError) as exc:
+            outcomes[index] = exc
+            continue
+        except Exception:
+            log.exception("loading adapter %r failed", segment.adapter)
+            outcomes[index] = InferenceFailed("inference failed; see the server log")
+            continue
+        group.append((index, resident))
+    _forward(engine, segments, group, outcomes, metrics)
+    return BatchResult(outcomes, started=started, seconds=time.monotonic() - started)
+
+
+def _forward(
+    engine: Engine,
+    segments: Sequence[Segment],
+    group: list[tuple[int, Resident]],
+    outcomes: list[Any],
+    metrics: Metrics | None,
+) -> None:
+    if not group:
+        return
+    started = time.perf_counter()
+    try:
+        probs = engine.forward([segments[i] for i, _ in group])
+    except Exception:
+        log.exception("forward pass failed for adapters %s", [r.name for _, r in group])
+        failure = InferenceFailed("inference failed; see the server log")
+        for index, _ in group:
+            outcomes[index] = failure
+        return
+    for (index, resident), rows in zip(group, probs, strict=True):
+        outcomes[index] = [Outcome(p, resident.version, resident.labels) for p in rows]
+    if metrics:
+        metrics.batch_size.observe(sum(len(segments[i].ids) for i, _ in group))
+        metrics.batch_adapters.observe(len(group))
+        metrics.inference_seconds.observe(time.perf_counter() - started)

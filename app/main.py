@@ -1,0 +1,98 @@
+"""The application factory: `create_app(settings)`; the lifespan builds the serving stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from adapters_store import AdapterStore
+from app.adapter_cache import AdapterCache
+from app.api import adapters, classify, health, train_jobs
+from app.api.errors import install_error_handlers
+from app.batcher import Batcher, Limits
+from app.config import Settings
+from app.engine import Engine
+from app.job_service import JobService
+from app.metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger(__name__)
+
+# Every router of the service; add one here (e.g. train_jobs.router) to mount it.
+ROUTERS: list[APIRouter] = [health.router, classify.router, adapters.router, train_jobs.router]
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """The FastAPI app. Pass `engine` to reuse a loaded base model (else the lifespan loads it)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    app = FastAPI(
+        title="adapter-serve",
+        version="0.1.0",
+        summary="Many text-classification adapters on one frozen base model",
+        lifespan=lifespan,
+    )
+    state = app.state
+    state.settings, state.metrics, state.engine = settings, metrics, engine
+    state.store = state.cache = state.batcher = None
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def build_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queue=settings.max_queue,
+        timeout_s=settings.request_timeout_s,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    settings: Settings = state.settings
+    if state.engine is None:
+        state.engine = await asyncio.to_thread(
+            Engine.load,
+            base_model=settings.base_model,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_length=settings.max_length,
+        )
+    engine: Engine = state.engine
+    store = AdapterStore(settings.adapters_dir)
+    removed = store.cleanup()
+    if removed:
+        log.info("removed %d scratch folder(s) left in %s", removed, store.root)
+    cache = AdapterCache(
+        engine=engine,
+        store=store,
+        max_count=settings.max_resident_adapters,
+        max_bytes=settings.max_resident_bytes,
+        metrics=state.metrics,
+    )
+    batcher = Batcher(
+        engine=engine,
+        cache=cache,
+        store=store,
+        limits=build_limits(settings),
+        metrics=state.metrics,
+    )
+    await batcher.start()
+    state.store, state.cache, state.batcher = store, cache, batcher
+    state.job_service = JobService.from_settings(settings, store=store)
+    log.info("serving base model %s on %s (%s)", engine.base_ref.id, engine.device, engine.dtype)
+    try:
+        yield
+    finally:
+        state.batcher = None
+        await batcher.stop()
+        state.job_service.close()

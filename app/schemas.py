@@ -1,0 +1,97 @@
+"""Request and response models of the HTTP API (pydantic; no FastAPI imports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from adapters_store import BaseModelRef
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"adapter": "amazon-polarity", "inputs": ["great phone"], "top_k": 1}]
+        },
+    )
+
+    adapter: StrictStr | None = Field(None, description="the adapter to classify with")
+    adapters: list[StrictStr] | None = Field(
+        None, min_length=1, max_length=16, description="several adapters, same inputs"
+    )
+    inputs: StrictStr | list[StrictStr] = Field(description="one text or a list of texts")
+    top_k: int | None = Field(1, ge=1, description="labels per input; null = all labels")
+    truncation: bool = Field(True, description="cut texts over the token limit (else 422)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ClassifyRequest:
+        if (self.adapter is None) == (self.adapters is None):
+            raise ValueError("give exactly one of 'adapter' or 'adapters'")
+        if self.adapters is not None and len(set(self.adapters)) != len(self.adapters):
+            raise ValueError("'adapters' lists an adapter twice")
+        texts = self.texts
+        if not texts:
+            raise ValueError("'inputs' is empty")
+        for index, text in enumerate(texts):
+            if not text:
+                raise ValueError(f"inputs[{index}] is an empty string")
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters) if self.adapters is not None else [str(self.adapter)]
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    adapter: str
+    version: int
+    predictions: list[list[Prediction]] = Field(
+        description="per input, the top_k labels with softmax scores, best first"
+    )
+
+
+class MultiClassifyResponse(BaseModel):
+    results: list[ClassifyResponse]
+
+
+class AdapterInfo(BaseModel):
+    name: str
+    version: int
+    labels: dict[int, str]
+    base_model: BaseModelRef
+    adapter_config: str
+    source: str
+    size_bytes: int
+    metrics: dict[str, float]
+    created_at: str
+    resident: bool
+    last_used: str | None = None
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterInfo]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,72 @@
+"""The real app in-process (TestClient runs its lifespan) over a store of random adapters."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters_store import AdapterStore
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
+from tests.support.adapters import AdapterFactory
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+LABELS3 = {0: "neg", 1: "neu", 2: "pos"}
+
+
+@pytest.fixture(scope="session")
+def factory(tiny_model_dir) -> AdapterFactory:
+    return AdapterFactory(tiny_model_dir)
+
+
+def seed_store(store: AdapterStore, factory: AdapterFactory) -> None:
+    factory.add_to_store(store, "alpha", seed=1)
+    factory.add_to_store(store, "beta", seed=2, labels=LABELS3)
+    factory.add_to_store(store, "gamma", seed=3)
+
+
+@pytest.fixture
+def serve(tmp_path, tiny_model_dir, factory) -> Callable[..., contextlib.AbstractContextManager]:
+    """serve(**settings) -> context manager yielding a TestClient of a fresh app."""
+
+    @contextlib.contextmanager
+    def _serve(**overrides) -> Iterator[TestClient]:
+        data_dir = tmp_path / f"data-{len(list(tmp_path.iterdir()))}"
+        settings = Settings(base_model=str(tiny_model_dir), data_dir=data_dir, **overrides)
+        seed_store(AdapterStore(settings.adapters_dir), factory)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client
+
+    return _serve
+
+
+@pytest.fixture
+def client(serve) -> Iterator[TestClient]:
+    with serve(max_inputs_per_request=8, max_text_chars=500) as client:
+        yield client
+
+
+def reference(store_root: Path, model_dir: Path, name: str, texts: list[str]) -> list[list[float]]:
+    """Each text alone through a separate in-process engine: the expected probabilities."""
+    from app.engine import Segment
+
+    engine = Engine.load(base_model=str(model_dir))
+    engine.load_adapter(name, store_root / name)
+    return [engine.forward([Segment(name, engine.tokenize([t]))])[0][0] for t in texts]
+
+
+def base_digest(engine: Engine) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(engine.base_state().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,121 @@
+"""The batcher's pure functions, table-driven: collect, group_segments, dispatch_delay."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import pytest
+
+from app.batcher import Item, Request, collect, dispatch_delay, group_segments
+
+NOW = 100.0
+
+
+def _request(*, deadline: float = NOW + 10, done: bool = False) -> Request:
+    return Request(future=None, deadline=deadline, results=[], remaining=0, done=done)
+
+
+def _queue(spec: list[tuple[str, int, str]]) -> deque[Item]:
+    """spec: (adapter, token count, state) with state 'ok' | 'late' | 'done'."""
+    items = deque()
+    for slot, (adapter, tokens, state) in enumerate(spec):
+        request = _request(deadline=NOW - 1 if state == "late" else NOW + 10, done=state == "done")
+        items.append(Item(request, slot, adapter, list(range(tokens)), enqueued=NOW - 1))
+    return items
+
+
+COLLECT_CASES = [
+    # (name, queue spec, max size, max tokens, expected batch slots, expected expired, left)
+    ("empty", [], 4, 100, [], [], 0),
+    ("fits all", [("a", 5, "ok"), ("b", 5, "ok")], 4, 100, [0, 1], [], 0),
+    ("size cap", [("a", 2, "ok")] * 5, 3, 100, [0, 1, 2], [], 2),
+    (
+        "token cap counts padding",
+        [("a", 10, "ok"), ("a", 2, "ok"), ("a", 30, "ok")],
+        8,
+        40,
+        [0, 1],
+        [],
+        1,
+    ),
+    ("first item always taken", [("a", 50, "ok"), ("a", 1, "ok")], 8, 40, [0], [], 1),
+    (
+        "late items expire",
+        [("a", 3, "late"), ("b", 3, "ok"), ("c", 3, "late")],
+        8,
+        100,
+        [1],
+        [0, 2],
+        0,
+    ),
+    ("finished requests expire", [("a", 3, "done"), ("b", 3, "ok")], 8, 100, [1], [0], 0),
+    (
+        "expired do not use the size cap",
+        [("a", 1, "late")] * 3 + [("b", 1, "ok")] * 2,
+        1,
+        100,
+        [3],
+        [0, 1, 2],
+        1,
+    ),
+    ("fifo order kept", [("b", 1, "ok"), ("a", 1, "ok"), ("b", 1, "ok")], 8, 100, [0, 1, 2], [], 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "size", "tokens", "batch", "expired", "left"),
+    [case[1:] for case in COLLECT_CASES],
+    ids=[case[0] for case in COLLECT_CASES],
+)
+def test_collect(spec, size, tokens, batch, expired, left):
+    queue = _queue(spec)
+    got_batch, got_expired = collect(queue, now=NOW, max_batch_size=size, max_batch_tokens=tokens)
+    assert [item.slot for item in got_batch] == batch
+    assert [item.slot for item in got_expired] == expired
+    assert len(queue) == left
+
+
+GROUP_CASES = [
+    ("empty", [], []),
+    ("one adapter", ["a", "a", "a"], [("a", [0, 1, 2])]),
+    ("contiguous", ["a", "a", "b"], [("a", [0, 1]), ("b", [2])]),
+    ("interleaved", ["a", "b", "a", "c", "b"], [("a", [0, 2]), ("b", [1, 4]), ("c", [3])]),
+    ("first appearance order", ["z", "a", "z"], [("z", [0, 2]), ("a", [1])]),
+    ("all distinct", ["c", "b", "a"], [("c", [0]), ("b", [1]), ("a", [2])]),
+]
+
+
+@pytest.mark.parametrize(
+    ("adapters", "expected"), [c[1:] for c in GROUP_CASES], ids=[c[0] for c in GROUP_CASES]
+)
+def test_group_segments(adapters, expected):
+    segments = group_segments(adapters)
+    assert segments == expected
+    # Every row exactly once.
+    assert sorted(i for _, rows in segments for i in rows) == list(range(len(adapters)))
+
+
+DELAY_CASES = [
+    # (name, queued, oldest age, max batch, max wait, expected (last batch), delay)
+    ("nothing queued", 0, 0.0, 8, 0.005, 4, math.inf),
+    ("lone client never waits", 1, 0.0, 8, 0.005, 1, 0.0),
+    ("full batch goes now", 8, 0.0, 8, 0.005, 32, 0.0),
+    ("as many as last time", 4, 0.0, 8, 0.005, 4, 0.0),
+    ("fewer than last time waits", 2, 0.001, 8, 0.005, 4, 0.004),
+    ("waited long enough", 2, 0.006, 8, 0.005, 4, 0.0),
+    ("zero wait setting", 1, 0.0, 8, 0.0, 8, 0.0),
+    ("expected capped by max batch", 8, 0.0, 8, 0.005, 100, 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("queued", "age", "size", "wait", "expected", "delay"),
+    [c[1:] for c in DELAY_CASES],
+    ids=[c[0] for c in DELAY_CASES],
+)
+def test_dispatch_delay(queued, age, size, wait, expected, delay):
+    got = dispatch_delay(
+        queued=queued, oldest_age=age, max_batch_size=size, max_wait=wait, expected=expected
+    )
+    assert got == pytest.approx(delay)

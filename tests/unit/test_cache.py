@@ -1,0 +1,136 @@
+"""AdapterCache: lazy loads, LRU by count and bytes, version reloads, guard clauses."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters_store import AdapterNotFound, AdapterStore, BaseModelMismatch, BaseModelRef
+from app.adapter_cache import AdapterCache, CacheFull
+from app.engine import Engine, Segment
+from app.metrics import Metrics
+from tests.support.adapters import AdapterFactory
+
+NAMES = ["a", "b", "c", "d", "e"]
+
+
+@pytest.fixture(scope="module")
+def factory(tiny_model_dir) -> AdapterFactory:
+    return AdapterFactory(tiny_model_dir)
+
+
+@pytest.fixture
+def engine(tiny_model_dir) -> Engine:
+    return Engine.load(base_model=str(tiny_model_dir))
+
+
+@pytest.fixture
+def store(tmp_path, factory) -> AdapterStore:
+    store = AdapterStore(tmp_path / "store")
+    for seed, name in enumerate(NAMES):
+        factory.add_to_store(store, name, seed=seed)
+    return store
+
+
+def _cache(engine, store, *, count=64, nbytes=1 << 30) -> AdapterCache:
+    return AdapterCache(
+        engine=engine, store=store, max_count=count, max_bytes=nbytes, metrics=Metrics()
+    )
+
+
+def _loaded(engine: Engine) -> set[str]:
+    return {n for n in NAMES if engine.has_adapter(n)}
+
+
+def _probs(engine: Engine, name: str) -> list[float]:
+    return engine.forward([Segment(name, engine.tokenize(["a good film"]))])[0][0]
+
+
+def test_lazy_load_once(engine, store):
+    cache = _cache(engine, store)
+    assert _loaded(engine) == set()
+    first = cache.ensure("a")
+    again = cache.ensure("a")
+    assert first == again and first.version == 1 and first.labels == {0: "negative", 1: "positive"}
+    assert cache.metrics.adapter_loads._value.get() == 1
+    assert _loaded(engine) == {"a"}
+    assert first.nbytes > 0 and cache.resident_bytes == first.nbytes
+
+
+def test_lru_count_budget_two_with_five_adapters(engine, store):
+    cache = _cache(engine, store, count=2)
+    for name in NAMES:
+        cache.ensure(name)
+        assert len(cache.snapshot()) <= 2
+    assert set(cache.snapshot()) == {"d", "e"} == _loaded(engine)
+    cache.ensure("d")  # d becomes most recent: loading a evicts e
+    cache.ensure("a")
+    assert set(cache.snapshot()) == {"d", "a"} == _loaded(engine)
+    assert cache.metrics.adapter_evictions._value.get() == 4
+    assert cache.metrics.adapter_loads._value.get() == 6
+    assert cache.metrics.resident_adapters._value.get() == 2
+
+
+def test_lru_byte_budget(engine, store):
+    probe = _cache(engine, store)
+    one = probe.ensure("a").nbytes
+    probe.unload("a")
+    cache = _cache(engine, store, nbytes=int(one * 2.5))
+    for name in ["a", "b", "c"]:
+        cache.ensure(name)
+    assert set(cache.snapshot()) == {"b", "c"}
+    assert cache.resident_bytes <= one * 2.5
+
+
+def test_reload_when_the_stored_version_changes(engine, store, factory):
+    cache = _cache(engine, store)
+    before = _probs(engine, cache.ensure("a").name)
+    factory.add_to_store(store, "a", seed=42, overwrite=True, labels={0: "no", 1: "yes"})
+    resident = cache.ensure("a")
+    assert resident.version == 2 and resident.labels == {0: "no", 1: "yes"}
+    after = _probs(engine, "a")
+    assert after != pytest.approx(before, abs=1e-4)
+    # The new output is exactly what a fresh engine gives for the new version.
+    fresh = Engine.load(base_model=str(factory.model_dir))
+    fresh.load_adapter("a", store.get("a").path)
+    assert after == _probs(fresh, "a")
+    assert cache.metrics.adapter_loads._value.get() == 2
+
+
+def test_deleted_adapter_is_unloaded_and_not_found(engine, store):
+    cache = _cache(engine, store)
+    cache.ensure("b")
+    store.delete("b")
+    with pytest.raises(AdapterNotFound):
+        cache.ensure("b")
+    assert "b" not in cache.snapshot() and not engine.has_adapter("b")
+
+
+def test_unload_and_ensure_are_idempotent(engine, store):
+    cache = _cache(engine, store)
+    assert cache.unload("c") is False
+    cache.ensure("c")
+    cache.ensure("c")
+    assert cache.unload("c") is True
+    assert cache.unload("c") is False
+    assert _loaded(engine) == set()
+
+
+def test_pinned_adapters_are_never_evicted(engine, store):
+    cache = _cache(engine, store, count=2)
+    cache.ensure("a")
+    cache.ensure("b", pinned={"a"})
+    with pytest.raises(CacheFull):
+        cache.ensure("c", pinned={"a", "b"})
+    assert set(cache.snapshot()) == {"a", "b"}
+    cache.ensure("c", pinned={"b"})
+    assert set(cache.snapshot()) == {"b", "c"}
+
+
+def test_adapter_for_another_base_is_refused(engine, store, factory, tmp_path):
+    other = factory.base_ref.model_copy(update={"fingerprint": "0" * 16})
+    folder = factory.save("alien", tmp_path / "alien", seed=5)
+    store.add("alien", folder, base_model=BaseModelRef(**other.model_dump()))
+    cache = _cache(engine, store)
+    with pytest.raises(BaseModelMismatch, match="fingerprint"):
+        cache.ensure("alien")
+    assert not engine.has_adapter("alien") and cache.snapshot() == {}
