@@ -42,26 +42,18 @@ def main() -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine)
-    with _embedded_worker(settings):
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-        )
+    if settings.embedded_worker:  # a training-worker child, started/stopped by the lifespan
+        from app.worker import EmbeddedWorker
+
+        app.state.embedded_worker = EmbeddedWorker(stop_timeout_s=settings.worker_shutdown_s + 10)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+    )
     return 0
-
-
-def _embedded_worker(settings):
-    """A training-worker child beside the API unless APP_EMBEDDED_WORKER=false (app.worker)."""
-    import contextlib
-
-    from app.worker import EmbeddedWorker
-
-    if not settings.embedded_worker:
-        return contextlib.nullcontext()
-    return EmbeddedWorker(stop_timeout_s=settings.worker_shutdown_s + 10)
 
 
 if __name__ == "__main__":

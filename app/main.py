@@ -18,6 +18,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.job_service import JobService
 from app.metrics import Metrics, MetricsMiddleware
+from app.worker import start_embedded_worker, stop_embedded_worker
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await batcher.start()
     state.store, state.cache, state.batcher = store, cache, batcher
     state.job_service = JobService.from_settings(settings, store=store)
+    start_embedded_worker(state)
     log.info("serving base model %s on %s (%s)", engine.base_ref.id, engine.device, engine.dtype)
     try:
         yield
@@ -96,3 +98,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher = None
         await batcher.stop()
         state.job_service.close()
+        await stop_embedded_worker(state)

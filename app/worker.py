@@ -17,6 +17,7 @@ API (see `EmbeddedWorker`) unless `APP_EMBEDDED_WORKER=false`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from app.jobs import JobStatus, JobStore
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2
+HEALTH_CHECK_S = 10.0
 
 
 class Heartbeat:
@@ -112,6 +114,8 @@ class JobRunner:
         self.requeue: Callable[[str], None] | None = None
 
     def prepare(self) -> None:
+        import training.trainer  # noqa: F401  (import once at start, not in the first job)
+
         removed = self.store.cleanup()
         expired = self.jobs.expire_leases()
         log.info(
@@ -189,33 +193,55 @@ class JobRunner:
 
 
 def run_consumer(settings: Settings, *, workers: int = 1, parent_pid: int | None = None) -> None:
-    """Consume training jobs until SIGTERM/SIGINT (graceful) or the parent process dies."""
+    """Consume training jobs until SIGTERM/SIGINT/SIGHUP or the parent process dies.
+
+    The stop is graceful: a running job stops at its next step and is re-queued; a second
+    signal stops at once (the job then fails when its lease expires).
+    """
     huey = build_huey(settings)
     consumer = huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=False,
-        graceful_signal="TERM",
         shutdown_timeout=settings.worker_shutdown_s,
     )
     runner = JobRunner(settings, stop_event=consumer.stop_flag)
     queue = JobQueue(huey, handler=runner)
     runner.requeue = queue.enqueue
     runner.prepare()
+    stop = threading.Event()
+    consumer.start()
+    _on_stop_signals(stop)  # after start(): replaces the consumer's own handlers
     if parent_pid is not None:
-        _watch_parent(parent_pid)
-    consumer.run()
+        _watch_parent(parent_pid, stop)
+    while not stop.wait(HEALTH_CHECK_S):
+        consumer.check_worker_health()
+    log.info("stopping: a running job stops at its next step and goes back to the queue")
+    consumer.stop(graceful=True)
     queue.close()
+    log.info("worker stopped")
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Stop gracefully (as on SIGTERM) when the process that started us is gone."""
+def _on_stop_signals(stop: threading.Event) -> None:
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal: huey stops without waiting
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handle)
+
+
+def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Stop gracefully when the process that started us is gone."""
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while os.getppid() == parent_pid and not stop.is_set():
             time.sleep(1.0)
-        log.warning("parent process %d is gone; stopping", parent_pid)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not stop.is_set():
+            log.warning("parent process %d is gone; stopping", parent_pid)
+            stop.set()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
@@ -251,6 +277,20 @@ class EmbeddedWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_embedded_worker(app_state: Any) -> None:
+    """Lifespan hook: start `app_state.embedded_worker` (set by `python -m app`), if any."""
+    worker = getattr(app_state, "embedded_worker", None)
+    if worker is not None:
+        worker.start()
+
+
+async def stop_embedded_worker(app_state: Any) -> None:
+    """Lifespan hook: stop it gracefully (its running job is re-queued) before the API exits."""
+    worker = getattr(app_state, "embedded_worker", None)
+    if worker is not None:
+        await asyncio.to_thread(worker.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
