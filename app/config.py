@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_length: int = Field(512, ge=8, le=8192, description="token cap per text")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads for the model (default: torch's choice)"
+    )
 
     # storage
     data_dir: Path = Path("./data")
