@@ -1,0 +1,161 @@
+"""`python -m training train|eval|predict|export|push`.
+
+Bad input (missing file, unknown column, labels that do not fit, taken name, ...) prints one
+line `error: ...` on stderr and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters_store import StoreError
+from training.config import TrainConfig
+from training.errors import TrainingCancelled, TrainingError
+
+EXIT_BAD_INPUT = 2
+_REQUIRED = {"name", "dataset"}
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; only flags given are passed on (defaults stay there)."""
+    for field, info in TrainConfig.model_fields.items():
+        kwargs: dict[str, Any] = {"dest": field, "help": _help(field, info.default)}
+        annotation = info.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner = args[0] if _is_optional(annotation) and args else annotation
+        if inner is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(inner) is list:
+            kwargs["nargs"] = "+"
+            kwargs["metavar"] = "LABEL"
+        elif typing.get_origin(inner) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(inner))
+        else:
+            kwargs["type"] = inner
+        kwargs["required"] = field in _REQUIRED
+        if field not in _REQUIRED:
+            kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument(_flag(field), **kwargs)
+
+
+def _is_optional(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+def _help(field: str, default: Any) -> str:
+    if field == "eval_split":
+        return "a named split, a local file, or 'none' to hold out --eval-fraction (default: test)"
+    if field == "adapter_config":
+        return "seq_bn, double_seq_bn, lora, prefix_tuning, ia3, or a JSON object"
+    if field == "learning_rate":
+        return "default 1e-4 (adapter), 2e-5 (full)"
+    return "" if default is None or field in _REQUIRED else f"default: {default}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train an adapter (or fully fine-tune) and store it")
+    _add_config_flags(train)
+    train.add_argument("--store", required=True, type=Path, help="adapter store directory")
+    train.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    ev = sub.add_parser("eval", help="evaluate a stored adapter on a dataset split")
+    ev.add_argument("name")
+    ev.add_argument("--dataset", required=True)
+    ev.add_argument("--split", default=None, help="default: test (a single file: the file)")
+    ev.add_argument("--dataset-config", default=None)
+    ev.add_argument("--text-column", default=None, help="default: the training column")
+    ev.add_argument("--label-column", default=None, help="default: the training column")
+    ev.add_argument("--max-samples", type=int, default=None)
+    ev.add_argument("--batch-size", type=int, default=32)
+    _add_model_flags(ev)
+
+    pr = sub.add_parser("predict", help="classify texts with a stored adapter (JSON lines)")
+    pr.add_argument("name")
+    pr.add_argument("texts", nargs="+", metavar="TEXT")
+    pr.add_argument("--top-k", type=int, default=1)
+    _add_model_flags(pr)
+
+    ex = sub.add_parser("export", help="write a hub-ready folder with a model card")
+    ex.add_argument("name")
+    ex.add_argument("--out", required=True, type=Path)
+    ex.add_argument("--store", required=True, type=Path)
+    ex.add_argument("--overwrite", action="store_true")
+
+    push = sub.add_parser("push", help="upload the exported folder to the Hugging Face hub")
+    push.add_argument("name")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--token", default=None)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--store", required=True, type=Path)
+    return parser
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, type=Path)
+    parser.add_argument("--base-model", default=None, help="default: the manifest's base model")
+    parser.add_argument("--device", default=None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training import commands
+
+    handlers = {
+        "train": commands.train,
+        "eval": commands.evaluate,
+        "predict": commands.predict,
+        "export": commands.export,
+        "push": commands.push,
+    }
+    try:
+        return handlers[args.command](args)
+    except ValidationError as exc:
+        return _fail(_validation_message(exc))
+    except TrainingCancelled as exc:
+        return _fail(str(exc), status=130)
+    except (TrainingError, StoreError) as exc:
+        return _fail(exc.message)
+    except KeyboardInterrupt:
+        return _fail("interrupted", status=130)
+
+
+def _fail(message: str, *, status: int = EXIT_BAD_INPUT) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if isinstance(p, str)]
+        where = _flag(loc[0]) + ": " if loc else ""
+        parts.append(where + error["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def print_table(rows: Sequence[tuple[str, Any]], *, file: Any = None) -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}", file=file or sys.stdout)
+
+
+def print_json_lines(items: Sequence[Any]) -> None:
+    for item in items:
+        print(json.dumps(item))

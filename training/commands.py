@@ -1,0 +1,122 @@
+"""The CLI's sub-commands: each takes the parsed arguments and returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from adapters_store import AdapterStore, Manifest
+from training.cli import print_json_lines, print_table
+from training.config import TrainConfig
+
+_CLI_ONLY = {"command", "store", "device", "no_progress"}
+
+
+def train(args: argparse.Namespace) -> int:
+    from training.data import check_data
+    from training.validation import validate_config
+
+    fields = {k: v for k, v in vars(args).items() if k not in _CLI_ONLY}
+    config = TrainConfig(**fields)
+    store = AdapterStore(args.store)
+    validate_config(config, store=store)
+    check_data(config)  # data errors before the (slow) ML imports
+
+    from training.trainer import train_adapter
+
+    manifest = train_adapter(
+        config, store=store, device=args.device, progress_bar=not args.no_progress
+    )
+    where = config.full_output_dir if config.method == "full" else store.root / config.name
+    print_table(summary_rows(manifest, Path(str(where))))
+    return 0
+
+
+def summary_rows(manifest: Manifest, where: Path) -> list[tuple[str, Any]]:
+    training = manifest.training or {}
+    metrics = manifest.metrics
+    labels = [manifest.labels[i] for i in sorted(manifest.labels)]
+    samples, total = training.get("eval_samples"), training.get("total_params", 0)
+    return [
+        ("name", f"{manifest.name} (version {manifest.version})"),
+        ("method", training.get("method", "adapter")),
+        ("adapter config", manifest.adapter_config),
+        ("base model", manifest.base_model.id),
+        ("labels", ", ".join(labels)),
+        ("train / eval samples", f"{training.get('train_samples')} / {samples}"),
+        ("trainable params", f"{training.get('trainable_params', 0):,} of {total:,}"),
+        ("accuracy", f"{metrics.get('accuracy', float('nan')):.4f}"),
+        ("f1_macro", f"{metrics.get('f1_macro', float('nan')):.4f}"),
+        ("eval_loss", f"{metrics.get('eval_loss', float('nan')):.4f}"),
+        ("train time", f"{metrics.get('train_runtime_s', float('nan')):.1f} s"),
+        ("samples/s", f"{metrics.get('train_samples_per_s', float('nan')):.1f}"),
+        ("saved size", f"{manifest.size_bytes / 1e6:.2f} MB"),
+        ("saved to", str(where)),
+    ]
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from training import data
+    from training.predict import evaluate as run_eval
+    from training.predict import load_stored
+
+    store = AdapterStore(args.store)
+    manifest = store.get(args.name).manifest
+    training = manifest.training or {}
+    columns = data.Columns(
+        args.text_column or training.get("text_column", "text"),
+        args.label_column or training.get("label_column", "label"),
+    )
+    split = args.split or ("train" if Path(args.dataset).is_file() else "test")
+    labels = [manifest.labels[i] for i in sorted(manifest.labels)]
+    texts, gold = data.load_labelled(
+        args.dataset,
+        split=split,
+        columns=columns,
+        names=labels,
+        dataset_config=args.dataset_config,
+        max_samples=args.max_samples,
+    )
+    loaded = load_stored(store, args.name, base_model=args.base_model, device=args.device)
+    metrics = run_eval(loaded, texts, gold, batch_size=args.batch_size)
+    rows = [("adapter", f"{args.name} (version {manifest.version})"),
+            ("dataset", f"{args.dataset} [{split}]"),
+            ("samples", int(metrics["samples"])),
+            ("accuracy", f"{metrics['accuracy']:.4f}"),
+            ("f1_macro", f"{metrics['f1_macro']:.4f}"),
+            ("eval_loss", f"{metrics['eval_loss']:.4f}")]  # fmt: skip
+    print_table(rows)
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
+    from training.predict import load_stored
+    from training.predict import predict as run_predict
+
+    if args.top_k < 1:
+        raise TrainingError("--top-k must be at least 1")
+    store = AdapterStore(args.store)
+    loaded = load_stored(store, args.name, base_model=args.base_model, device=args.device)
+    print_json_lines(run_predict(loaded, list(args.texts), top_k_labels=args.top_k))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from training.export import export_adapter
+
+    out = export_adapter(AdapterStore(args.store), args.name, args.out, overwrite=args.overwrite)
+    print(f"exported {args.name} to {out}")
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    from training.export import push_adapter
+
+    url = push_adapter(
+        AdapterStore(args.store), args.name, repo_id=args.repo_id, token=args.token,
+        private=args.private,
+    )  # fmt: skip
+    print(f"pushed {args.name} to {url}")
+    return 0

@@ -1,0 +1,135 @@
+"""TrainConfig: everything one training run needs, validated up front with clear messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters_store import InvalidName, validate_name
+
+# Adapter configs accepted by name (the adapters library's ADAPTER_CONFIG_MAP keys we support).
+NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "lora", "prefix_tuning", "ia3")
+DEFAULT_LR = {"adapter": 1e-4, "full": 2e-5}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base_model: str = "roberta-base"
+    dataset: str
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    adapter_config: str = "seq_bn"
+    method: Literal["adapter", "full"] = "adapter"
+    max_length: int = Field(100, ge=8, le=8192)
+    num_epochs: float = Field(1.0, gt=0.0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0.0, lt=1.0)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    seed: int = 42
+    overwrite: bool = False
+    full_output_dir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return validate_name(value)
+        except InvalidName as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("base_model", "dataset", "text_column", "label_column")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("label_names")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if len(value) < 2:
+            raise ValueError("label_names needs at least 2 labels")
+        if len(set(value)) != len(value):
+            raise ValueError("label_names must be unique")
+        if any(not str(v).strip() for v in value):
+            raise ValueError("label_names must not contain empty names")
+        return value
+
+    @field_validator("adapter_config")
+    @classmethod
+    def _adapter_config(cls, value: str) -> str:
+        parse_adapter_config(value)
+        return value
+
+    @field_validator("eval_split")
+    @classmethod
+    def _eval_split(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() in ("", "none"):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _method(self) -> TrainConfig:
+        if self.method == "full" and not self.full_output_dir:
+            raise ValueError(
+                "method 'full' needs full_output_dir: full fine-tuning weights are not an adapter "
+                "and are saved outside the adapter store"
+            )
+        return self
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+
+    @property
+    def adapter_config_name(self) -> str | None:
+        """The config's name for named configs; None for a JSON config (the store infers it)."""
+        return self.adapter_config if self.adapter_config in NAMED_ADAPTER_CONFIGS else None
+
+
+def parse_adapter_config(value: str) -> str | dict[str, Any]:
+    """A named config, or the dict of a JSON object string; ValueError otherwise.
+
+    The JSON object is resolved with the adapters library (``AdapterConfig.load``), so unknown
+    architectures and fields are refused here, before any training starts.
+    """
+    text = value.strip()
+    if text in NAMED_ADAPTER_CONFIGS:
+        return text
+    if not text.startswith("{"):
+        known = ", ".join(NAMED_ADAPTER_CONFIGS)
+        raise ValueError(f"unknown adapter config {value!r}: use one of {known} or a JSON object")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"adapter config is not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError("adapter config JSON must be an object")
+    _check_with_library(data)
+    return data
+
+
+def _check_with_library(data: dict[str, Any]) -> None:
+    from adapters import AdapterConfig
+
+    try:
+        AdapterConfig.load(dict(data))
+    except KeyError as exc:
+        arch = exc.args[0] if exc.args else "?"
+        raise ValueError(f"adapter config JSON names an unknown architecture {arch!r}") from None
+    except Exception as exc:  # the library raises TypeError/ValueError for bad fields
+        detail = exc.args[0] if exc.args else type(exc).__name__
+        raise ValueError(f"adapter config JSON is not a valid adapters config: {detail}") from None

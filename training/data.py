@@ -1,0 +1,309 @@
+"""Datasets for training and evaluation: load, check columns and labels, split, tokenise.
+
+A dataset is a Hugging Face hub id (loaded with ``datasets.load_dataset``), a local
+``.jsonl/.json/.csv/.parquet`` file (one split, called ``train``), or a local directory whose
+files ``<split>.<ext>`` are its splits (e.g. ``train.jsonl`` + ``test.jsonl``). Every problem a
+user can cause is raised as a TrainingError with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
+from training.errors import TrainingError
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+MAX_CLASSES = 1000
+
+
+@dataclass
+class Columns:
+    text: str
+    label: str
+
+
+@dataclass
+class PreparedData:
+    train: Any  # datasets.Dataset: input_ids, attention_mask, ..., labels
+    eval: Any
+    label_names: list[str]
+
+
+# ---- locating and loading ------------------------------------------------------------------
+def looks_local(dataset: str) -> bool:
+    """A path (existing, or written like a path / file name) rather than a hub id."""
+    path = Path(dataset).expanduser()
+    return (
+        path.exists()
+        or path.suffix.lower() in BUILDERS
+        or dataset.startswith(("/", "./", "../", "~"))
+    )
+
+
+def local_splits(dataset: str) -> dict[str, Path]:
+    """The split files of a local dataset (a file is the single split 'train')."""
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise TrainingError(f"dataset file not found: {dataset}", code="dataset_not_found")
+    if path.is_dir():
+        splits = {p.stem: p for p in sorted(path.iterdir()) if p.suffix.lower() in BUILDERS}
+        if not splits:
+            kinds = ", ".join(BUILDERS)
+            raise TrainingError(f"dataset directory {dataset} holds no {kinds} split files")
+        return splits
+    if path.suffix.lower() not in BUILDERS:
+        kinds = ", ".join(BUILDERS)
+        raise TrainingError(f"unsupported dataset file type {path.suffix!r}: use {kinds}")
+    return {"train": path}
+
+
+def check_data_roots(dataset: str, data_roots: Iterable[str | Path] | None) -> None:
+    """Refuse a local dataset outside the allowed roots (when roots are given)."""
+    if data_roots is None or not looks_local(dataset):
+        return
+    roots = [Path(r).expanduser().resolve() for r in data_roots]
+    target = Path(dataset).expanduser().resolve()
+    if not any(target == root or target.is_relative_to(root) for root in roots):
+        raise TrainingError(
+            f"dataset path {dataset} is outside the allowed data roots", code="dataset_forbidden"
+        )
+
+
+def load_split(dataset: str, split: str, *, dataset_config: str | None = None) -> Any:
+    """One raw split, from a local file/directory or the hub."""
+    if looks_local(dataset):
+        splits = local_splits(dataset)
+        if split not in splits:
+            raise missing_split(dataset, split, list(splits))
+        return _load_file(splits[split])
+    return _load_hub(dataset, split, dataset_config)
+
+
+def missing_split(dataset: str, split: str, available: Sequence[str]) -> TrainingError:
+    hint = ""
+    if Path(dataset).is_file():
+        hint = (
+            " (a single file is one split: pass eval split 'none' to hold out a fraction of it, "
+            "a path to another file, or a directory with train/test files)"
+        )
+    names = ", ".join(available)
+    return TrainingError(f"split {split!r} not found in {dataset}; available: {names}{hint}")
+
+
+def _load_file(path: Path) -> Any:
+    from datasets import load_dataset
+
+    builder = BUILDERS[path.suffix.lower()]
+    if is_empty_file(path):
+        raise TrainingError(f"dataset {path} is empty", code="empty_dataset")
+    try:
+        ds = load_dataset(builder, data_files={"train": str(path)}, split="train")
+    except Exception as exc:  # the builders raise many types for malformed files
+        raise TrainingError(f"cannot read {path}: {_first_line(exc)}") from None
+    if len(ds) == 0:
+        raise TrainingError(f"dataset {path} is empty", code="empty_dataset")
+    return ds
+
+
+def is_empty_file(path: Path) -> bool:
+    """No rows: a zero-byte file, blank lines only, or a CSV with a header and no rows."""
+    builder = BUILDERS[path.suffix.lower()]
+    if path.stat().st_size == 0:
+        return True
+    if builder == "parquet":
+        return False
+    with path.open("rb") as f:
+        lines = [line for _, line in zip(range(3), (ln for ln in f if ln.strip()), strict=False)]
+    return len(lines) <= (1 if builder == "csv" else 0)
+
+
+def _load_hub(dataset: str, split: str, dataset_config: str | None) -> Any:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(dataset, dataset_config, split=split)
+    except Exception as exc:  # offline, unknown id, unknown split, bad config...
+        raise TrainingError(
+            f"cannot load dataset {dataset!r} split {split!r} from the Hugging Face hub: "
+            f"{_first_line(exc)}",
+            code="dataset_not_found",
+        ) from None
+    if len(ds) == 0:
+        raise TrainingError(f"dataset {dataset!r} split {split!r} is empty", code="empty_dataset")
+    return ds
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# ---- columns and labels --------------------------------------------------------------------
+def check_columns(ds: Any, columns: Columns, where: str) -> None:
+    for column in (columns.text, columns.label):
+        if column not in ds.column_names:
+            available = ", ".join(ds.column_names)
+            raise TrainingError(
+                f"unknown column {column!r} in {where}; available columns: {available}",
+                code="unknown_column",
+            )
+
+
+def resolve_label_names(ds: Any, column: str, label_names: list[str] | None) -> list[str]:
+    """The label set: given names, else ClassLabel names, sorted strings, or LABEL_i."""
+    values = _label_values(ds, column)
+    if all(isinstance(v, str) for v in values):
+        names = label_names or sorted(values)
+    else:
+        feature_names = getattr(ds.features.get(column), "names", None)
+        top = max(values) + 1
+        if not (label_names or feature_names) and top > MAX_CLASSES:
+            raise TrainingError(f"label column {column!r} has label {top - 1}; max {MAX_CLASSES}")
+        names = label_names or feature_names or [f"LABEL_{i}" for i in range(top)]
+    check_label_values(values, names, column=column, where="the training data")
+    if len(names) < 2:
+        raise TrainingError(f"label column {column!r} has only one label; need at least 2")
+    if len(names) > MAX_CLASSES:
+        raise TrainingError(f"label column {column!r} has {len(names)} labels; max {MAX_CLASSES}")
+    return names
+
+
+def _label_values(ds: Any, column: str) -> list[Any]:
+    values = ds.unique(column)
+    if any(v is None for v in values):
+        raise TrainingError(f"label column {column!r} has missing values")
+    is_int = [isinstance(v, int) and not isinstance(v, bool) for v in values]
+    if not (all(is_int) or all(isinstance(v, str) for v in values)):
+        kinds = sorted({type(v).__name__ for v in values})
+        raise TrainingError(
+            f"label column {column!r} must hold integers or strings, found {', '.join(kinds)}"
+        )
+    if all(is_int) and min(values) < 0:
+        raise TrainingError(f"label column {column!r} has negative label {min(values)}")
+    return values
+
+
+def check_label_values(values: list[Any], names: list[str], *, column: str, where: str) -> None:
+    """Every value must be a valid index into `names` (ints) or one of `names` (strings)."""
+    if all(isinstance(v, str) for v in values):
+        unknown = sorted(set(values) - set(names))
+        if len(set(values)) > len(names):
+            raise TrainingError(
+                f"label column {column!r} in {where} has {len(set(values))} distinct labels but "
+                f"only {len(names)} label names are configured: {', '.join(names)}",
+                code="too_many_labels",
+            )
+        if unknown:
+            raise TrainingError(
+                f"label column {column!r} in {where} has labels not in the label set "
+                f"{names}: {', '.join(map(repr, unknown[:5]))}",
+                code="too_many_labels",
+            )
+        return
+    outside = sorted(v for v in values if v >= len(names))
+    if outside:
+        raise TrainingError(
+            f"label column {column!r} in {where} has label {outside[-1]}, outside "
+            f"0..{len(names) - 1} for the {len(names)} configured labels ({', '.join(names)})",
+            code="too_many_labels",
+        )
+
+
+# ---- preparing ----------------------------------------------------------------------------
+def sample(ds: Any, limit: int | None, seed: int) -> Any:
+    """A seeded shuffle, then the first `limit` rows (files may be sorted by label)."""
+    ds = ds.shuffle(seed=seed)
+    return ds.select(range(min(limit, len(ds)))) if limit else ds
+
+
+def encode(ds: Any, tokenizer: Any, *, columns: Columns, names: list[str], max_length: int) -> Any:
+    """Tokenise the text column (truncated to max_length) and map labels to ids in 'labels'."""
+    index = {name: i for i, name in enumerate(names)}
+
+    def _batch(batch: dict[str, list]) -> dict[str, list]:
+        texts = ["" if t is None else str(t) for t in batch[columns.text]]
+        out = tokenizer(texts, truncation=True, max_length=max_length)
+        out["labels"] = [index[v] if isinstance(v, str) else int(v) for v in batch[columns.label]]
+        return dict(out)
+
+    return ds.map(_batch, batched=True, remove_columns=ds.column_names, desc="Tokenising")
+
+
+def raw_splits(config: TrainConfig) -> tuple[Any, Any]:
+    """(train, eval) raw splits; eval is held out from train when eval_split is None."""
+    columns = Columns(config.text_column, config.label_column)
+    train = load_split(config.dataset, config.train_split, dataset_config=config.dataset_config)
+    check_columns(train, columns, f"split {config.train_split!r} of {config.dataset}")
+    if config.eval_split is None:
+        parts = train.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+        return parts["train"], parts["test"]
+    eval_ds = _eval_source(config)
+    check_columns(eval_ds, columns, f"eval split {config.eval_split!r} of {config.dataset}")
+    return train, eval_ds
+
+
+def _eval_source(config: TrainConfig) -> Any:
+    assert config.eval_split is not None
+    path = Path(config.eval_split).expanduser()
+    if looks_local(config.dataset) and path.suffix.lower() in BUILDERS:
+        return load_split(config.eval_split, "train")
+    return load_split(config.dataset, config.eval_split, dataset_config=config.dataset_config)
+
+
+@dataclass
+class CheckedData:
+    train: Any  # raw datasets.Dataset splits, columns and labels checked
+    eval: Any
+    label_names: list[str]
+
+
+def check_data(config: TrainConfig) -> CheckedData:
+    """Load the raw splits and check columns and labels (no tokenizer, no model needed)."""
+    train, eval_ds = raw_splits(config)
+    names = resolve_label_names(train, config.label_column, config.label_names)
+    eval_values = _label_values(eval_ds, config.label_column)
+    check_label_values(eval_values, names, column=config.label_column, where="the eval split")
+    return CheckedData(train, eval_ds, names)
+
+
+def prepare_data(
+    config: TrainConfig, tokenizer: Any, checked: CheckedData | None = None
+) -> PreparedData:
+    """Tokenised train/eval datasets with integer 'labels', and the label names."""
+    columns = Columns(config.text_column, config.label_column)
+    checked = checked or check_data(config)
+    train, eval_ds, names = checked.train, checked.eval, checked.label_names
+    train = sample(train, config.max_train_samples, config.seed)
+    eval_ds = sample(eval_ds, config.max_eval_samples, config.seed)
+    kwargs = {"columns": columns, "names": names, "max_length": config.max_length}
+    return PreparedData(
+        train=encode(train, tokenizer, **kwargs),
+        eval=encode(eval_ds, tokenizer, **kwargs),
+        label_names=names,
+    )
+
+
+def load_labelled(
+    dataset: str,
+    *,
+    split: str,
+    columns: Columns,
+    names: list[str],
+    dataset_config: str | None = None,
+    max_samples: int | None = None,
+    seed: int = 42,
+) -> tuple[list[str], list[int]]:
+    """Texts and label ids of one split, checked against a fixed label set (for eval)."""
+    ds = load_split(dataset, split, dataset_config=dataset_config)
+    check_columns(ds, columns, f"split {split!r} of {dataset}")
+    values = _label_values(ds, columns.label)
+    check_label_values(values, names, column=columns.label, where=f"split {split!r}")
+    ds = sample(ds, max_samples, seed)
+    index = {name: i for i, name in enumerate(names)}
+    texts = ["" if t is None else str(t) for t in ds[columns.text]]
+    labels = [index[v] if isinstance(v, str) else int(v) for v in ds[columns.label]]
+    return texts, labels

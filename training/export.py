@@ -1,0 +1,170 @@
+"""Export a stored adapter as a hub-ready folder (files + manifest + model card); push it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from adapters_store import AdapterStore, Manifest, StoreError
+from adapters_store import format as fmt
+from training.errors import TrainingError
+
+CARD_METRICS = ("accuracy", "f1_macro", "eval_loss", "train_runtime_s", "train_samples_per_s")
+
+
+def export_adapter(
+    store: AdapterStore, name: str, out: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write `name`'s adapter files, manifest.json and a README.md model card into `out`."""
+    try:
+        stored = store.get(name)
+    except StoreError as exc:
+        raise TrainingError(exc.message, code=exc.code) from None
+    target = Path(out).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise TrainingError(f"export target {target} exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise TrainingError(f"export target {target} is not empty (use --overwrite to replace)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is an ordinary folder
+    try:
+        for file_name in (*fmt.REQUIRED_FILES, fmt.MANIFEST):
+            shutil.copyfile(stored.path / file_name, tmp / file_name)
+        (tmp / fmt.MODEL_CARD).write_text(model_card(stored.manifest), encoding="utf-8")
+        _replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        os.rename(target, old)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def model_card(manifest: Manifest, *, repo_id: str | None = None) -> str:
+    """A Hugging Face model card: metadata, metrics, base model, data, usage snippet."""
+    training = manifest.training or {}
+    base = manifest.base_model.id
+    labels = [manifest.labels[i] for i in sorted(manifest.labels)]
+    dataset = training.get("dataset", "unknown")
+    front = [
+        "---",
+        "library_name: adapter-transformers",
+        "pipeline_tag: text-classification",
+        "tags:",
+        "- adapter-transformers",
+        "- adapters",
+        "- text-classification",
+        f"- {manifest.adapter_config}",
+    ]
+    if not Path(base).is_absolute():
+        front.append(f"base_model: {base}")
+    front.append("---")
+    body = [
+        f"# Adapter `{manifest.name}` for `{base}`",
+        "",
+        f"A `{manifest.adapter_config}` adapter with a classification head, trained with the "
+        "[adapters](https://github.com/adapter-hub/adapters) library.",
+        "",
+        "## Labels",
+        "",
+        *[f"- {i}: `{label}`" for i, label in enumerate(labels)],
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {manifest.metrics[k]:.4g} |" for k in CARD_METRICS if k in manifest.metrics],
+        "",
+        *_data_section(manifest, dataset),
+        *_usage_section(manifest, base, repo_id),
+    ]
+    return "\n".join([*front, "", *body]) + "\n"
+
+
+def _data_section(manifest: Manifest, dataset: str) -> list[str]:
+    training = manifest.training or {}
+    keys = ("train_split", "eval_split", "text_column", "label_column", "train_samples",
+            "eval_samples", "max_length", "num_epochs", "max_steps", "batch_size",
+            "learning_rate", "seed", "trainable_params", "total_params")  # fmt: skip
+    rows = [f"| {k} | {training[k]} |" for k in keys if training.get(k) is not None]
+    return [
+        "## Training data and setup",
+        "",
+        f"- Base model: `{manifest.base_model.id}` (fingerprint "
+        f"`{manifest.base_model.fingerprint}`)",
+        f"- Dataset: `{dataset}`",
+        f"- Adapter config: `{manifest.adapter_config}`; version {manifest.version}; "
+        f"created {manifest.created_at}",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _usage_section(manifest: Manifest, base: str, repo_id: str | None) -> list[str]:
+    source = repo_id or "path/to/this/folder"
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "from adapters import AutoAdapterModel, AdapterSetup",
+        "from transformers import AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{base}")',
+        f'model = AutoAdapterModel.from_pretrained("{base}")',
+        f'name = model.load_adapter("{source}", load_as="{_key(manifest.name)}", '
+        "use_safetensors=True)",
+        "model.eval()",
+        'inputs = tokenizer(["a sentence to classify"], return_tensors="pt")',
+        "with AdapterSetup(name, head_setup=name):",
+        "    probs = model(**inputs).logits.softmax(-1)",
+        "labels = model.get_labels_dict(name)  # {id: label}",
+        "```",
+        "",
+    ]
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def push_adapter(
+    store: AdapterStore, name: str, *, repo_id: str, token: str | None, private: bool = False
+) -> str:
+    """Export `name` and upload the folder to the hub repo `repo_id`; return the repo URL."""
+    if not token:
+        raise TrainingError("push needs a Hugging Face token: pass --token")
+    if not repo_id or repo_id.count("/") > 1:
+        raise TrainingError(f"invalid repo id {repo_id!r}: use 'user/name' or 'name'")
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory(prefix="push-") as tmp:
+        folder = export_adapter(store, name, Path(tmp) / "adapter")
+        manifest = store.get(name).manifest
+        (folder / fmt.MODEL_CARD).write_text(model_card(manifest, repo_id=repo_id), "utf-8")
+        api = HfApi(token=token)
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                commit_message=f"Upload adapter {name} v{manifest.version}",
+            )
+        except Exception as exc:  # network, auth, offline mode: many exception types
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            message = f"upload to {repo_id!r} failed: {detail}"
+            raise TrainingError(message, code="push_failed") from None
+    return str(url)

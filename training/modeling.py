@@ -1,0 +1,168 @@
+"""Base-model loading, parameter counts, and saving a fully fine-tuned model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters_store import BaseModelRef, Manifest
+from adapters_store.fingerprint import fingerprint_model
+from adapters_store.format import FileInfo, sha256_file
+from training.config import TrainConfig
+from training.errors import TrainingError
+
+
+@dataclass
+class BaseModel:
+    model: Any  # adapters AutoAdapterModel
+    tokenizer: Any
+    model_id: str  # the hub id, or the absolute path of a local directory
+    fingerprint: str
+
+
+def model_key(name: str) -> str:
+    """The adapter/head name inside the model: torch module names cannot contain '.'."""
+    return name.replace(".", "_")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("device 'cuda' was asked for but no CUDA device is available")
+        return "cuda"
+    raise TrainingError(f"unknown device {device!r}: use cpu, cuda or auto")
+
+
+def model_id(base_model: str) -> str:
+    path = Path(base_model).expanduser()
+    return str(path.resolve()) if path.is_dir() else base_model
+
+
+def load_base(base_model: str) -> BaseModel:
+    """Tokenizer + AutoAdapterModel, fingerprinted right after loading (float32)."""
+    from adapters import AutoAdapterModel
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        model = AutoAdapterModel.from_pretrained(base_model)
+    except (OSError, ValueError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise TrainingError(
+            f"cannot load base model {base_model!r}: {detail}", code="base_model_not_found"
+        ) from None
+    return BaseModel(model, tokenizer, model_id(base_model), fingerprint_model(model))
+
+
+def save_adapter_files(model: Any, directory: str | Path, key: str) -> None:
+    """`save_adapter(..., with_head=True, use_safetensors=True)`, working around shared tensors.
+
+    adapters 1.3.0 registers a prefix-tuning pool under every layer, so its state dict holds
+    the same tensor under several names and safetensors refuses to save it. On that error we
+    save again with each tensor cloned (a few KB of duplicates); loading assigns every copy to
+    the same shared parameter, so the round trip is exact.
+    """
+    try:
+        model.save_adapter(str(directory), key, with_head=True, use_safetensors=True)
+    except RuntimeError as exc:
+        if "share memory" not in str(exc):
+            raise
+        with _cloning_save_file():
+            model.save_adapter(str(directory), key, with_head=True, use_safetensors=True)
+
+
+@contextlib.contextmanager
+def _cloning_save_file() -> Iterator[None]:
+    from adapters import loading
+    from safetensors.torch import save_file
+
+    def save_cloned(tensors: dict[str, Any], filename: str, *args: Any, **kwargs: Any) -> None:
+        cloned = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+        save_file(cloned, filename, *args, **kwargs)
+
+    original = loading.save_file
+    loading.save_file = save_cloned
+    try:
+        yield
+    finally:
+        loading.save_file = original
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    params = list(model.parameters())
+    return {
+        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+        "total_params": sum(p.numel() for p in params),
+    }
+
+
+def save_full(
+    base: BaseModel,
+    config: TrainConfig,
+    *,
+    ref: BaseModelRef,
+    labels: list[str],
+    metrics: dict[str, float],
+    training: dict[str, Any],
+) -> Manifest:
+    """Write the fully fine-tuned model to `config.full_output_dir` (never the adapter store).
+
+    The folder holds ``model.safetensors`` + ``config.json`` (an AdapterModel with the
+    classification head named after the run; it reloads with
+    ``AutoAdapterModel.from_pretrained(dir)``), the tokenizer files, and our ``manifest.json``.
+    The returned Manifest has ``adapter_config="full"``, ``base_model`` = the model it was
+    fine-tuned from, and ``files`` listing every file in the folder; it is not in any store.
+    The folder appears atomically (written beside it, then renamed).
+    """
+    assert config.full_output_dir is not None
+    out = Path(config.full_output_dir).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is an ordinary folder
+    try:
+        base.model.save_pretrained(tmp, safe_serialization=True)
+        base.tokenizer.save_pretrained(tmp)
+        manifest = Manifest(
+            name=config.name,
+            base_model=ref,
+            adapter_config="full",
+            labels=dict(enumerate(labels)),
+            metrics=metrics,
+            source="trained",
+            training=training,
+        )
+        manifest.files = {
+            p.name: FileInfo(sha256=sha256_file(p), size=p.stat().st_size)
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
+        }
+        text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
+        (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")
+        _swap_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _swap_dir(new: Path, target: Path) -> None:
+    trash = None
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        os.rename(target, trash)
+    os.rename(new, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)

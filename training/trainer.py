@@ -1,0 +1,204 @@
+"""train_adapter: train an adapter (or fully fine-tune, for comparison), evaluate, store it.
+
+Nothing reaches the store unless the whole run succeeded: the adapter is saved to a temporary
+folder and handed to ``AdapterStore.add`` (itself atomic) as the very last step. A stop request
+or any failure before that leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+from adapters_store import AdapterExists, AdapterStore, BaseModelRef, Manifest
+from training import data as data_mod
+from training.callbacks import Progress, ReportCallback, ShouldStop, silence_adapters_warning
+from training.config import TrainConfig, parse_adapter_config
+from training.errors import TrainingCancelled, TrainingError
+from training.metrics import trainer_metrics
+from training.modeling import (
+    count_parameters,
+    load_base,
+    model_key,
+    resolve_device,
+    save_adapter_files,
+    save_full,
+)
+from training.validation import validate_config
+
+__all__ = ["TrainingCancelled", "TrainingError", "train_adapter", "validate_config"]
+
+
+def train_adapter(
+    config: TrainConfig,
+    *,
+    store: AdapterStore,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    device: str | None = None,
+    progress_bar: bool = False,
+) -> Manifest:
+    """Train per `config`, evaluate, and store the adapter; return its manifest.
+
+    For method "full" the fine-tuned model goes to `config.full_output_dir` instead and the
+    returned Manifest (adapter_config "full", not stored) describes it; see `save_full`.
+    """
+    validate_config(config, store=store)
+    silence_adapters_warning()
+    device = resolve_device(device)
+    _stop_check(should_stop)
+    checked = data_mod.check_data(config)  # data errors surface before the model loads
+    base = load_base(config.base_model)
+    prepared = data_mod.prepare_data(config, base.tokenizer, checked)
+    _stop_check(should_stop)
+    counts = _setup_model(base.model, config, prepared.label_names)
+    with tempfile.TemporaryDirectory(prefix="train-") as work:
+        trainer, report = _build_trainer(config, base, prepared, work, device, progress_bar)
+        report.progress, report.should_stop = progress, should_stop
+        train_metrics = trainer.train().metrics
+        if report.cancelled:
+            raise TrainingCancelled("training was cancelled")
+        eval_metrics = trainer.evaluate()
+        _stop_check(should_stop)
+        if progress is not None:
+            progress({**_state_event(trainer.state), "phase": "save"})
+    metrics = _metrics(train_metrics, eval_metrics)
+    training = _training_record(config, counts, prepared, device)
+    ref = BaseModelRef(id=base.model_id, fingerprint=base.fingerprint)
+    if config.method == "full":
+        return save_full(base, config, ref=ref, labels=prepared.label_names, metrics=metrics,
+                         training=training)  # fmt: skip
+    return _store_adapter(base.model, config, store, ref=ref, metrics=metrics, training=training)
+
+
+def _stop_check(should_stop: ShouldStop | None) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("training was cancelled")
+
+
+def _setup_model(model: Any, config: TrainConfig, label_names: list[str]) -> dict[str, int]:
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    id2label = dict(enumerate(label_names))
+    key = model_key(config.name)
+    if config.method == "adapter":
+        model.add_adapter(key, config=_adapter_config(config))
+    model.add_classification_head(key, num_labels=len(label_names), id2label=id2label)
+    if config.method == "adapter":
+        model.train_adapter(key)
+    else:
+        model.freeze_model(False)
+    return count_parameters(model)
+
+
+def _adapter_config(config: TrainConfig) -> Any:
+    from adapters import AdapterConfig
+
+    return AdapterConfig.load(parse_adapter_config(config.adapter_config))
+
+
+def _build_trainer(
+    config: TrainConfig, base: Any, prepared: Any, work: str, device: str, progress_bar: bool
+) -> tuple[Any, ReportCallback]:
+    from adapters import AdapterTrainer
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+
+    steps_per_epoch = math.ceil(len(prepared.train) / config.batch_size)
+    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    args = TrainingArguments(
+        output_dir=work,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 32),
+        learning_rate=config.lr,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps or -1,
+        logging_strategy="steps",
+        logging_steps=max(1, min(50, total // 20)),
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        disable_tqdm=not progress_bar,
+        label_names=["labels"],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    report = ReportCallback(None, None)
+    cls = AdapterTrainer if config.method == "adapter" else Trainer
+    trainer = cls(
+        model=base.model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.eval,
+        data_collator=DataCollatorWithPadding(base.tokenizer),
+        compute_metrics=trainer_metrics(len(prepared.label_names)),
+        callbacks=[report],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, report
+
+
+def _state_event(state: Any) -> dict[str, Any]:
+    return {
+        "step": int(state.global_step),
+        "total_steps": int(state.max_steps),
+        "epoch": float(state.epoch or 0.0),
+        "loss": None,
+        "eval": None,
+    }
+
+
+def _metrics(train: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, float]:
+    return {
+        "accuracy": float(evaluation["eval_accuracy"]),
+        "f1_macro": float(evaluation["eval_f1_macro"]),
+        "eval_loss": float(evaluation["eval_loss"]),
+        "train_loss": float(train.get("train_loss", float("nan"))),
+        "train_runtime_s": float(train["train_runtime"]),
+        "train_samples_per_s": float(train["train_samples_per_second"]),
+    }
+
+
+def _training_record(
+    config: TrainConfig, counts: dict[str, int], prepared: Any, device: str
+) -> dict[str, Any]:
+    record = config.model_dump(mode="json")
+    record.update(
+        learning_rate=config.lr,
+        label_names=prepared.label_names,
+        train_samples=len(prepared.train),
+        eval_samples=len(prepared.eval),
+        device=device,
+        **counts,
+    )
+    return record
+
+
+def _store_adapter(
+    model: Any,
+    config: TrainConfig,
+    store: AdapterStore,
+    *,
+    ref: BaseModelRef,
+    metrics: dict[str, float],
+    training: dict[str, Any],
+) -> Manifest:
+    with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
+        save_adapter_files(model, tmp, model_key(config.name))
+        try:
+            return store.add(
+                config.name,
+                tmp,
+                base_model=ref,
+                source="trained",
+                adapter_config=config.adapter_config_name,
+                metrics=metrics,
+                training=training,
+                overwrite=config.overwrite,
+            )
+        except AdapterExists as exc:
+            raise TrainingError(exc.message, code="adapter_exists") from None
