@@ -37,6 +37,7 @@ def main() -> int:
             device=settings.device,
             dtype=settings.dtype,
             max_length=settings.max_length,
+            threads=settings.torch_threads,
         )
     except BaseModelLoadError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

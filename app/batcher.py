@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from adapters_store import AdapterNotFound, AdapterStore
 from app.adapter_cache import AdapterCache
-from app.engine import Engine, Segment, ServiceError
+from app.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.inference import BatchResult, run_batch
 from app.metrics import Metrics
 
@@ -277,13 +277,23 @@ class Batcher:
             if not batch:
                 continue
             self._expected = len(batch)
-            groups = group_segments([item.adapter for item in batch])
-            segments = [Segment(name, [batch[i].ids for i in rows]) for name, rows in groups]
+            await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
+        groups = group_segments([item.adapter for item in batch])
+        segments = [Segment(name, [batch[i].ids for i in rows]) for name, rows in groups]
+        try:
             result = await loop.run_in_executor(
                 self._infer, run_batch, self.engine, self.cache, segments, self.metrics
             )
-            for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
-                self._deliver([batch[i] for i in rows], outcome, result)
+        except Exception:  # a bug, not a model error (run_batch catches those): keep serving
+            log.exception("batch of %d texts failed", len(batch))
+            failure = InferenceFailed("inference failed; see the server log")
+            for item in batch:
+                self._fail(item.request, failure)
+            return
+        for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
+            self._deliver([batch[i] for i in rows], outcome, result)
 
     def _expire(self, expired: list[Item]) -> None:
         for item in expired:
@@ -300,7 +310,10 @@ class Batcher:
                 self._fail(request, outcome)
                 continue
             request.results[item.slot] = outcome[position]
-            request.queue_ms = max(request.queue_ms, (result.started - item.enqueued) * 1000)
+            waited = result.started - item.enqueued
+            request.queue_ms = max(request.queue_ms, waited * 1000)
+            if self.metrics:
+                self.metrics.queue_seconds.observe(waited)
             request.inference_ms = max(request.inference_ms, result.seconds * 1000)
             request.remaining -= 1
             if request.remaining == 0:

@@ -104,12 +104,24 @@ class Engine:
 
     @classmethod
     def load(
-        cls, *, base_model: str, device: str = "auto", dtype: str = "auto", max_length: int = 512
+        cls,
+        *,
+        base_model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int = 512,
+        threads: int | None = None,
     ) -> Engine:
-        """Load the base model once; raise BaseModelLoadError with a one-line reason."""
+        """Load the base model once; raise BaseModelLoadError with a one-line reason.
+
+        `threads` sets torch's intra-op threads for the process (None: torch's default).
+        """
+        import torch
         from adapters import AutoAdapterModel
         from transformers import AutoTokenizer
 
+        if threads:
+            torch.set_num_threads(threads)
         logging.getLogger("adapters").setLevel(logging.ERROR)  # per-forward warnings
         try:
             tokenizer = AutoTokenizer.from_pretrained(base_model)

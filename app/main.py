@@ -67,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             device=settings.device,
             dtype=settings.dtype,
             max_length=settings.max_length,
+            threads=settings.torch_threads,
         )
     engine: Engine = state.engine
     store = AdapterStore(settings.adapters_dir)

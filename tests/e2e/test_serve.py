@@ -26,6 +26,8 @@ LABELS = {
 }
 POOL = [row["text"] for row in keyword_dataset(40, seed=7)]
 TOL = 1e-5
+# No training-worker child and no access log: these tests are about serving.
+QUIET = {"APP_EMBEDDED_WORKER": "false", "APP_ACCESS_LOG": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_concurrent_requests_over_five_adapters_match_in_process(
 ):
     rng = random.Random(3)
     calls = [(rng.choice(NAMES), rng.sample(POOL, rng.randint(1, 3))) for _ in range(300)]
-    env = {"APP_MAX_BATCH_SIZE": "16", "APP_MAX_WAIT_MS": "5", "APP_ACCESS_LOG": "false"}
+    env = {**QUIET, "APP_MAX_BATCH_SIZE": "16", "APP_MAX_WAIT_MS": "5"}
     with running_server(
         data_dir=data_dir, base_model=tiny_model_dir, env=env, log_path=tmp_path / "s.log"
     ) as server:
@@ -110,7 +112,7 @@ def test_concurrent_requests_over_five_adapters_match_in_process(
 def test_lru_budget_two_upload_replace_delete(
     tiny_model_dir, data_dir, factory, expected, tmp_path
 ):
-    env = {"APP_MAX_RESIDENT_ADAPTERS": "2", "APP_MAX_BATCH_SIZE": "8"}
+    env = {**QUIET, "APP_MAX_RESIDENT_ADAPTERS": "2", "APP_MAX_BATCH_SIZE": "8"}
     with (
         running_server(
             data_dir=data_dir, base_model=tiny_model_dir, env=env, log_path=tmp_path / "s.log"
@@ -157,7 +159,7 @@ def test_lru_budget_two_upload_replace_delete(
 
 def test_upload_over_the_limit_is_refused_while_streaming(tiny_model_dir, tmp_path, factory):
     archive = factory.archive("big", tmp_path / "big.zip", seed=5).read_bytes()
-    env = {"APP_MAX_UPLOAD_BYTES": "4096"}
+    env = {**QUIET, "APP_MAX_UPLOAD_BYTES": "4096"}
     with (
         running_server(data_dir=tmp_path / "data", base_model=tiny_model_dir, env=env) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
@@ -183,7 +185,7 @@ def test_upload_over_the_limit_is_refused_while_streaming(tiny_model_dir, tmp_pa
 
 @pytest.mark.parametrize("base", ["roberta-base", "/nonexistent/model-dir"])
 def test_unloadable_base_model_stops_startup_with_one_line(tmp_path, base):
-    env = process_env({"APP_BASE_MODEL": base, "APP_DATA_DIR": tmp_path, "APP_PORT": "0"})
+    env = process_env({**QUIET, "APP_BASE_MODEL": base, "APP_DATA_DIR": tmp_path, "APP_PORT": "0"})
     proc = subprocess.run(
         [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=120
     )

@@ -62,6 +62,7 @@ class AdapterFactory:
                     if f".{name}." in pname:
                         param.normal_(0, std)
             out = Path(out_dir)
+            out.parent.mkdir(parents=True, exist_ok=True)
             self.model.save_adapter(str(out), name, with_head=True, use_safetensors=True)
         finally:
             self.model.delete_adapter(name)
