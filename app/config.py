@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
     max_batch_tokens: int = Field(16384, ge=64)
+    split_overhead_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="cost of one extra forward pass in padded tokens; a batch is split by text "
+        "length when that saves more padding (default: 32 on CPU, 4096 on CUDA)",
+    )
     max_queue: int = Field(2048, ge=1, description="pending texts before 503")
     request_timeout_s: float = Field(30.0, gt=0)
     max_inputs_per_request: int = Field(256, ge=1)
