@@ -74,6 +74,7 @@ class Limits:
     max_wait_s: float
     max_queue: int
     timeout_s: float
+    split_overhead_tokens: int = 32
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,35 @@ def group_segments(adapters: Sequence[str]) -> list[tuple[str, list[int]]]:
     for index, name in enumerate(adapters):
         segments.setdefault(name, []).append(index)
     return list(segments.items())
+
+
+def split_by_length(lengths: Sequence[int], *, overhead: int) -> list[list[int]]:
+    """Split rows into forward passes of similar length when that saves padding.
+
+    Minimises sum(rows x longest row) over the passes plus `overhead` padded tokens per pass
+    (the fixed cost of one more forward). Returns row indices per pass, shortest texts first;
+    a single pass when splitting does not pay. Dynamic programming over distinct lengths.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    # Cut candidates: after the last row of each distinct length (positions in `order`).
+    ends = [
+        k + 1
+        for k in range(len(order))
+        if k + 1 == len(order) or lengths[order[k]] != lengths[order[k + 1]]
+    ]
+    best = [0] * (len(ends) + 1)  # best[j]: cost of rows before ends[j - 1]
+    cut = [0] * (len(ends) + 1)
+    for j in range(1, len(ends) + 1):
+        stop, width = ends[j - 1], lengths[order[ends[j - 1] - 1]]
+        best[j], cut[j] = min(
+            (best[i] + (stop - (ends[i - 1] if i else 0)) * width + overhead, i) for i in range(j)
+        )
+    passes, j = [], len(ends)
+    while j > 0:
+        start = ends[cut[j] - 1] if cut[j] else 0
+        passes.append(order[start : ends[j - 1]])
+        j = cut[j]
+    return passes[::-1]
 
 
 def dispatch_delay(
@@ -277,7 +307,9 @@ class Batcher:
             if not batch:
                 continue
             self._expected = len(batch)
-            await self._run(loop, batch)
+            lengths = [len(item.ids) for item in batch]
+            for rows in split_by_length(lengths, overhead=self.limits.split_overhead_tokens):
+                await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
         groups = group_segments([item.adapter for item in batch])

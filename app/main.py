@@ -46,13 +46,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     return app
 
 
-def build_limits(settings: Settings) -> Limits:
+def build_limits(settings: Settings, engine: Engine) -> Limits:
+    overhead = settings.split_overhead_tokens
+    if overhead is None:  # padding is cheap next to a forward's fixed cost on a GPU
+        overhead = 4096 if engine.device.type == "cuda" else 32
     return Limits(
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_s=settings.max_wait_ms / 1000,
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
+        split_overhead_tokens=overhead,
     )
 
 
@@ -85,7 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine=engine,
         cache=cache,
         store=store,
-        limits=build_limits(settings),
+        limits=build_limits(settings, engine),
         metrics=state.metrics,
     )
     await batcher.start()

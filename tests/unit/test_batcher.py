@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 
 import pytest
 
-from app.batcher import Item, Request, collect, dispatch_delay, group_segments
+from app.batcher import (
+    Item,
+    Request,
+    collect,
+    dispatch_delay,
+    group_segments,
+    split_by_length,
+)
 
 NOW = 100.0
 
@@ -119,3 +127,57 @@ def test_dispatch_delay(queued, age, size, wait, expected, delay):
         queued=queued, oldest_age=age, max_batch_size=size, max_wait=wait, expected=expected
     )
     assert got == pytest.approx(delay)
+
+
+SPLIT_CASES = [
+    # (name, lengths, overhead, expected passes as lists of row indices)
+    ("empty", [], 32, []),
+    ("one row", [7], 32, [[0]]),
+    ("equal lengths never split", [9, 9, 9, 9], 0, [[0, 1, 2, 3]]),
+    ("short and long apart", [10] * 4 + [60] * 4, 32, [[0, 1, 2, 3], [4, 5, 6, 7]]),
+    ("splitting does not pay", [10] * 4 + [60] * 4, 1000, [list(range(8))]),
+    ("shortest first, sorted", [50, 5, 49, 6], 10, [[1, 3], [2, 0]]),
+    ("free passes: one per length", [3, 1, 2], 0, [[1], [2], [0]]),
+    ("one long outlier", [8] * 30 + [120], 64, [list(range(30)), [30]]),
+]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "overhead", "expected"),
+    [c[1:] for c in SPLIT_CASES],
+    ids=[c[0] for c in SPLIT_CASES],
+)
+def test_split_by_length(lengths, overhead, expected):
+    assert split_by_length(lengths, overhead=overhead) == expected
+
+
+def _cost(passes, lengths, overhead):
+    return sum(len(p) * max(lengths[i] for i in p) + overhead for p in passes)
+
+
+def _brute_force(lengths, overhead):
+    """The cheapest split of the length-sorted rows into contiguous passes, by enumeration."""
+    ordered = sorted(lengths)
+    best = None
+    for mask in range(1 << max(len(ordered) - 1, 0)):
+        passes, start = [], 0
+        for k in range(1, len(ordered)):
+            if mask >> (k - 1) & 1:
+                passes.append(ordered[start:k])
+                start = k
+        passes.append(ordered[start:])
+        cost = sum(len(p) * max(p) + overhead for p in passes)
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_split_by_length_is_optimal_and_complete(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 64) for _ in range(rng.randint(1, 10))]
+    overhead = rng.choice([0, 8, 32, 200])
+    passes = split_by_length(lengths, overhead=overhead)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+    flat = [lengths[i] for p in passes for i in p]
+    assert flat == sorted(flat)
+    assert _cost(passes, lengths, overhead) == _brute_force(lengths, overhead)
