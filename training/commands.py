@@ -13,12 +13,21 @@ from training.config import TrainConfig
 _CLI_ONLY = {"command", "store", "device", "no_progress"}
 
 
+def _quiet_datasets() -> None:
+    """datasets' own bars (generating splits, tokenising) only clutter the CLI's output."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
 def train(args: argparse.Namespace) -> int:
     from training.data import check_data
     from training.validation import validate_config
 
     fields = {k: v for k, v in vars(args).items() if k not in _CLI_ONLY}
     config = TrainConfig(**fields)
+    _quiet_datasets()
     store = AdapterStore(args.store)
     validate_config(config, store=store)
     check_data(config)  # data errors before the (slow) ML imports
@@ -61,6 +70,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from training.predict import evaluate as run_eval
     from training.predict import load_stored
 
+    _quiet_datasets()
     store = AdapterStore(args.store)
     manifest = store.get(args.name).manifest
     training = manifest.training or {}
