@@ -51,6 +51,7 @@ def test_no_server_errors_for_generated_requests(tmp_path, tiny_model_dir):
             capture_output=True,
             text=True,
             timeout=400,
+            cwd=tmp_path,
         )
         output = result.stdout + result.stderr
         assert server.alive(), "server died during fuzzing:\n" + server.logs()[-3000:]
