@@ -89,9 +89,6 @@ class JobService:
     # ---- validation ----------------------------------------------------------------------
     def check(self, *, config: TrainConfig) -> TrainConfig:
         """The config the worker will run (server's base model, resolved paths), or raise."""
-        from training.errors import TrainingError
-        from training.trainer import validate_config
-
         given = config.model_fields_set
         if "base_model" in given and config.base_model != self.settings.base_model:
             raise InvalidJob(
@@ -101,6 +98,15 @@ class JobService:
         if config.method != "adapter" or config.full_output_dir:
             raise InvalidJob("the job API trains adapters only (method 'adapter')")
         roots = data_roots(self.settings)
+        try:
+            return self._checked_paths(config, roots)
+        except (OSError, ValueError):  # NUL bytes, names too long, ...: not a usable path
+            raise InvalidJob("dataset or eval_split is not a usable path") from None
+
+    def _checked_paths(self, config: TrainConfig, roots: list[Path]) -> TrainConfig:
+        from training.errors import TrainingError
+        from training.trainer import validate_config
+
         update: dict[str, Any] = {
             "base_model": self.settings.base_model,
             "dataset": self._dataset(config.dataset, roots),

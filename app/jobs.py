@@ -196,6 +196,10 @@ class JobStore:
     def expire_leases(self, *, now: float | None = None) -> int:
         """Mark running jobs whose worker stopped heartbeating as failed; return how many."""
         now = time.time() if now is None else now
+        expired = "select 1 from jobs where status = ? and lease_expires_at < ? limit 1"
+        with self._connect() as conn:  # the common case (none expired) takes no write lock
+            if conn.execute(expired, (JobStatus.RUNNING, now)).fetchone() is None:
+                return 0
         with self._write() as conn:
             rows = conn.execute(
                 "select id, lease_expires_at - heartbeat_at from jobs "

@@ -123,6 +123,8 @@ class JobSystem:
                 seen.append(job)
             if done(job):
                 return job
+            if job["status"] in FINAL:
+                raise AssertionError(f"job ended {job['status']}: {job}\n{self.diagnostics()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']}:\n{self.diagnostics()}")
             time.sleep(0.05)

@@ -9,9 +9,9 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.config import Settings
+from app.job_runner import Heartbeat, ProgressWriter
 from app.job_service import JobService
 from app.jobs import InvalidJob, JobConflict, JobStatus, JobStore
-from app.worker import Heartbeat, ProgressWriter
 from tests.support.adapters import AdapterFactory
 from tests.support.tiny import keyword_dataset, write_jsonl
 from training.config import TrainConfig
@@ -58,6 +58,16 @@ def test_bad_local_datasets(service, settings, dataset, code):
         service.submit(config=_config(dataset=dataset))
     assert info.value.code == code
     assert service.jobs.list() == [] and service.queue.pending() == 0
+
+
+@pytest.mark.parametrize(
+    "dataset", ["a\x00b.jsonl", "x" * 5000 + ".jsonl", "x" * 5000, "/" + "y/" * 3000 + "a.csv"]
+)
+def test_unusable_paths_are_invalid_not_crashes(service, dataset):
+    with pytest.raises(InvalidJob):
+        service.check(config=_config(dataset=dataset))
+    with pytest.raises(InvalidJob):
+        service.check(config=_config(eval_split=dataset if "." in dataset[-5:] else "e.csv\x00"))
 
 
 def test_symlink_out_of_the_root_is_refused(service, settings, tmp_path):

@@ -1,0 +1,177 @@
+"""Running one training job inside a worker: claim, heartbeat, progress, cancel, verdict.
+
+`JobRunner` is the queue's handler in a worker process (see app.worker). It claims the job
+record (queued -> running; a cancelled job fails the claim and never starts), renews the lease
+from a heartbeat thread, runs `training.trainer.train_adapter` on the server's base model with
+a progress callback that writes the job record and a `should_stop` that reads the cancel flag,
+and records the outcome. Only this module imports `training.trainer` (lazily).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from adapters_store import AdapterStore, StoreError
+from app.config import Settings
+from app.job_queue import jobs_db_path
+from app.jobs import Job, JobStatus, JobStore
+
+log = logging.getLogger("app.worker")
+PROGRESS_INTERVAL_S = 0.2
+
+
+class Heartbeat:
+    """Renews a job's lease in a thread; `lost` is set when the job is no longer ours."""
+
+    def __init__(self, jobs: JobStore, job_id: str, *, worker: str, lease_s: float) -> None:
+        self._jobs, self._job_id, self._worker, self._lease = jobs, job_id, worker, lease_s
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval = max(self._lease / 4, 0.1)
+        while not self._done.wait(interval):
+            try:
+                alive = self._jobs.heartbeat(self._job_id, worker=self._worker, lease_s=self._lease)
+            except Exception:  # a busy database must not kill the job; retry next beat
+                log.warning("heartbeat for job %s failed", self._job_id, exc_info=True)
+                continue
+            if not alive:
+                self.lost.set()
+                return
+
+
+class ProgressWriter:
+    """The trainer's progress callback: writes {step,total_steps,epoch,loss,eval} to the record,
+    at most every PROGRESS_INTERVAL_S unless it carries new eval metrics."""
+
+    def __init__(self, jobs: JobStore, job_id: str, *, worker: str) -> None:
+        self._jobs, self._job_id, self._worker = jobs, job_id, worker
+        self._last = 0.0
+        self.state: dict[str, Any] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        update = _progress_fields(event)
+        has_eval = bool(update.get("eval"))
+        self.state.update({k: v for k, v in update.items() if v is not None})
+        now = time.monotonic()
+        if has_eval or now - self._last >= PROGRESS_INTERVAL_S:
+            self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            self._jobs.set_progress(self._job_id, worker=self._worker, progress=self.state)
+        except Exception:
+            log.warning("could not record progress of job %s", self._job_id, exc_info=True)
+
+
+def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's event, keeping `loss` the latest training loss (eval loss is in `eval`)."""
+    fields = {k: event.get(k) for k in ("step", "total_steps", "epoch", "loss", "eval", "phase")}
+    if fields["phase"] == "eval":
+        fields["loss"] = None
+    return fields
+
+
+class JobRunner:
+    """Runs one job id end to end inside a worker (the queue's handler)."""
+
+    def __init__(self, settings: Settings, *, stop_event: threading.Event) -> None:
+        self.settings = settings
+        self.jobs = JobStore(jobs_db_path(settings))
+        self.store = AdapterStore(settings.adapters_dir)
+        self.stop_event = stop_event
+        self.requeue: Callable[[str], None] | None = None
+
+    def prepare(self) -> None:
+        removed = self.store.cleanup()
+        expired = self.jobs.expire_leases()
+        log.info(
+            "worker ready: %d stale scratch dirs removed, %d dead jobs failed", removed, expired
+        )
+
+    def __call__(self, job_id: str) -> None:
+        self.jobs.expire_leases()
+        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lease = self.settings.job_lease_s
+        job = self.jobs.claim(job_id, worker=worker, lease_s=lease)
+        if job is None:
+            log.info("job %s is not queued any more (cancelled?); skipped", job_id)
+            return
+        log.info("job %s: training adapter %r", job_id, job.adapter_name)
+        with Heartbeat(self.jobs, job_id, worker=worker, lease_s=lease) as beat:
+            try:
+                self._train(job, worker=worker, beat=beat)
+            except Exception as exc:  # never leave a claimed job running: record the failure
+                log.exception("job %s failed", job_id)
+                error = f"training failed unexpectedly ({type(exc).__name__}); see the worker log"
+                self._finish(job_id, worker, JobStatus.FAILED, error=error)
+
+    def _train(self, job: Job, *, worker: str, beat: Heartbeat) -> None:
+        from training.config import TrainConfig
+        from training.errors import TrainingCancelled, TrainingError
+        from training.trainer import train_adapter
+
+        progress = ProgressWriter(self.jobs, job.id, worker=worker)
+
+        def should_stop() -> bool:
+            return (
+                self.stop_event.is_set()
+                or beat.lost.is_set()
+                or self.jobs.should_stop(job.id, worker=worker)
+            )
+
+        try:
+            config = TrainConfig.model_validate(job.config)
+            manifest = train_adapter(
+                config,
+                store=self.store,
+                progress=progress,
+                should_stop=should_stop,
+                device=self.settings.device,
+            )
+        except TrainingCancelled:
+            progress.flush()
+            self._stopped(job.id, worker=worker)
+        except (TrainingError, StoreError) as exc:
+            self._finish(job.id, worker, JobStatus.FAILED, error=exc.message)
+        else:
+            progress.flush()
+            self._finish(
+                job.id,
+                worker,
+                JobStatus.SUCCEEDED,
+                adapter_version=manifest.version,
+                metrics=dict(manifest.metrics),
+            )
+
+    def _stopped(self, job_id: str, *, worker: str) -> None:
+        if self.stop_event.is_set() and self.jobs.requeue(job_id, worker=worker):
+            log.info("job %s: worker stopping, job put back on the queue", job_id)
+            if self.requeue is not None:
+                self.requeue(job_id)
+            return
+        if not self._finish(job_id, worker, JobStatus.CANCELLED):
+            log.warning("job %s: stopped after losing its lease", job_id)
+
+    def _finish(self, job_id: str, worker: str, status: JobStatus, **fields: Any) -> bool:
+        done = self.jobs.finish(job_id, worker=worker, status=status, **fields)
+        log.info("job %s: %s%s", job_id, status, "" if done else " (lease lost, not recorded)")
+        return done
