@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import AdminAccess, ClassifyAccess
@@ -30,6 +30,23 @@ def get_job_service(request: Request) -> JobService:
 
 
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
+SUBMIT_EXAMPLES = {
+    "local": {
+        "summary": "A JSONL file in the data directory's datasets/ folder",
+        "value": {
+            "name": "reviews",
+            "dataset": "reviews.jsonl",
+            "eval_split": None,
+            "label_names": ["negative", "positive"],
+            "num_epochs": 1,
+            "batch_size": 16,
+        },
+    },
+    "hub": {
+        "summary": "A Hugging Face hub dataset (when APP_ALLOW_HUB_DATASETS is true)",
+        "value": {"name": "imdb", "dataset": "imdb", "max_train_samples": 2000},
+    },
+}
 
 
 class TrainJobCreated(BaseModel):
@@ -101,7 +118,10 @@ def _time(value: float | None) -> dt.datetime | None:
     summary="Queue a training job for a new adapter",
 )
 def submit_job(
-    body: TrainConfig, service: JobServiceDep, response: Response, _: AdminAccess
+    body: Annotated[TrainConfig, Body(openapi_examples=SUBMIT_EXAMPLES)],
+    service: JobServiceDep,
+    response: Response,
+    _: AdminAccess,
 ) -> TrainJobCreated:
     job = service.submit(config=body)
     response.headers["Location"] = f"/train-jobs/{job.id}"
