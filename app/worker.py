@@ -38,7 +38,7 @@ log = logging.getLogger("app.worker")
 HEALTH_CHECK_S = 10.0
 
 
-def run_consumer(settings: Settings, *, workers: int = 1, parent_pid: int | None = None) -> None:
+def run_consumer(settings: Settings, *, parent_pid: int | None = None) -> None:
     """Consume training jobs until SIGTERM/SIGINT/SIGHUP or the parent process dies.
 
     The stop is graceful: a running job stops at its next step and is re-queued; a second
@@ -46,7 +46,7 @@ def run_consumer(settings: Settings, *, workers: int = 1, parent_pid: int | None
     """
     huey = build_huey(settings)
     consumer = huey.create_consumer(
-        workers=workers,
+        workers=1,  # one job at a time per process; run more processes for more
         worker_type="thread",
         periodic=False,
         shutdown_timeout=settings.worker_shutdown_s,
@@ -143,11 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.worker", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--workers", type=int, default=1, help="jobs run at once (default 1)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -156,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # pydantic ValidationError: one clear line, no traceback
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return 2
-    run_consumer(settings, workers=args.workers, parent_pid=args.parent_pid)
+    run_consumer(settings, parent_pid=args.parent_pid)
     return 0
 
 
