@@ -1,11 +1,10 @@
 """Dynamic batching: concurrent requests share forward passes; one thread owns the model.
 
-Requests are split into items (one text for one adapter) in a bounded FIFO queue. An asyncio
-loop decides when to cut a batch (`dispatch_delay`), takes it off the queue (`collect`), and
-hands it to the single inference thread, which orders it into per-adapter segments
-(`group_segments`), makes the adapters resident and runs the forward passes. Results and errors
-are delivered back on the event loop. `collect`, `group_segments` and `dispatch_delay` are
-pure functions with table-driven tests.
+Requests are tokenised on a tokenizer thread and split into items (one text for one adapter)
+in a bounded FIFO queue. An asyncio loop decides when to cut a batch, takes it off the queue,
+splits it into passes by text length and orders each pass into per-adapter segments (the pure
+functions of `app.batching`), and hands each pass to the single inference thread
+(`app.inference.run_batch`). Results and errors are delivered back on the event loop.
 """
 
 from __future__ import annotations
@@ -19,13 +18,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adapters_store import AdapterNotFound, AdapterStore
 from app.adapter_cache import AdapterCache
+from app.batching import (
+    Item,
+    Request,
+    collect,
+    dispatch_delay,
+    group_segments,
+    split_by_length,
+)
 from app.engine import Engine, InferenceFailed, Segment, ServiceError
-from app.inference import BatchResult, run_batch
+from app.inference import BatchResult, Classified, assemble, run_batch
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,34 +44,16 @@ class QueueFull(ServiceError):
     retry_after_s = 1
 
 
+class RequestTooLarge(ServiceError):
+    code = "validation_error"
+
+
 class RequestTimeout(ServiceError):
     code = "timeout"
 
 
 class ServiceStopping(ServiceError):
     code = "unavailable"
-
-
-@dataclass(eq=False)
-class Request:
-    """One classify call: its future completes when every item has a result."""
-
-    future: asyncio.Future
-    deadline: float
-    results: list[Any]
-    remaining: int
-    queue_ms: float = 0.0
-    inference_ms: float = 0.0
-    done: bool = False
-
-
-@dataclass(eq=False)
-class Item:
-    request: Request
-    slot: int
-    adapter: str
-    ids: list[int]
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -75,102 +64,6 @@ class Limits:
     max_queue: int
     timeout_s: float
     split_overhead_tokens: int = 32
-
-
-@dataclass(frozen=True)
-class AdapterResult:
-    adapter: str
-    version: int
-    labels: dict[int, str]
-    probs: list[list[float]]
-
-
-@dataclass(frozen=True)
-class Classified:
-    results: list[AdapterResult]
-    queue_ms: float
-    inference_ms: float
-
-
-# ---- pure functions ------------------------------------------------------------------------
-def collect(
-    queue: deque[Item], *, now: float, max_batch_size: int, max_batch_tokens: int
-) -> tuple[list[Item], list[Item]]:
-    """Take the next batch off the front of `queue`: (batch, expired).
-
-    Items whose request is finished or past its deadline are removed as expired. The batch
-    holds at most `max_batch_size` items and at most `max_batch_tokens` padded tokens
-    (rows x longest row); the first item is always taken so that no item can starve.
-    """
-    batch: list[Item] = []
-    expired: list[Item] = []
-    width = 0
-    while queue:
-        item = queue[0]
-        if item.request.done or item.request.deadline <= now:
-            expired.append(queue.popleft())
-            continue
-        if len(batch) >= max_batch_size:
-            break
-        new_width = max(width, len(item.ids))
-        if batch and new_width * (len(batch) + 1) > max_batch_tokens:
-            break
-        batch.append(queue.popleft())
-        width = new_width
-    return batch, expired
-
-
-def group_segments(adapters: Sequence[str]) -> list[tuple[str, list[int]]]:
-    """Contiguous per-adapter segments: [(adapter, row indices)] in first-appearance order."""
-    segments: dict[str, list[int]] = {}
-    for index, name in enumerate(adapters):
-        segments.setdefault(name, []).append(index)
-    return list(segments.items())
-
-
-def split_by_length(lengths: Sequence[int], *, overhead: int) -> list[list[int]]:
-    """Split rows into forward passes of similar length when that saves padding.
-
-    Minimises sum(rows x longest row) over the passes plus `overhead` padded tokens per pass
-    (the fixed cost of one more forward). Returns row indices per pass, shortest texts first;
-    a single pass when splitting does not pay. Dynamic programming over distinct lengths.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    # Cut candidates: after the last row of each distinct length (positions in `order`).
-    ends = [
-        k + 1
-        for k in range(len(order))
-        if k + 1 == len(order) or lengths[order[k]] != lengths[order[k + 1]]
-    ]
-    best = [0] * (len(ends) + 1)  # best[j]: cost of rows before ends[j - 1]
-    cut = [0] * (len(ends) + 1)
-    for j in range(1, len(ends) + 1):
-        stop, width = ends[j - 1], lengths[order[ends[j - 1] - 1]]
-        best[j], cut[j] = min(
-            (best[i] + (stop - (ends[i - 1] if i else 0)) * width + overhead, i) for i in range(j)
-        )
-    passes, j = [], len(ends)
-    while j > 0:
-        start = ends[cut[j] - 1] if cut[j] else 0
-        passes.append(order[start : ends[j - 1]])
-        j = cut[j]
-    return passes[::-1]
-
-
-def dispatch_delay(
-    *, queued: int, oldest_age: float, max_batch_size: int, max_wait: float, expected: int
-) -> float:
-    """Seconds to wait before cutting a batch (0 = now, inf = nothing queued).
-
-    Cut at once when the queue holds as many items as the last batch had (the recent
-    concurrency; 1 for a lone client, so it never waits) or a full batch; otherwise wait for
-    more until the oldest item has waited `max_wait`.
-    """
-    if queued <= 0:
-        return math.inf
-    if queued >= min(max_batch_size, max(expected, 1)):
-        return 0.0
-    return max(0.0, max_wait - oldest_age)
 
 
 # ---- the batcher ---------------------------------------------------------------------------
@@ -248,10 +141,17 @@ class Batcher:
             ) from None
         finally:
             request.done = True
-        return _assemble(request, adapters, len(texts))
+        return assemble(
+            request.results, adapters, len(texts), request.queue_ms, request.inference_ms
+        )
 
     # ---- internals -----------------------------------------------------------------------
     def _check_room(self, n: int) -> None:
+        if n > self.limits.max_queue:
+            raise RequestTooLarge(
+                f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
+                "the queue: split it"
+            )
         if len(self._queue) + n > self.limits.max_queue:
             self._count("queue_full")
             raise QueueFull(
@@ -365,19 +265,3 @@ class Batcher:
     def _count(self, reason: str) -> None:
         if self.metrics:
             self.metrics.rejected.labels(reason).inc()
-
-
-def _assemble(request: Request, adapters: Sequence[str], n_texts: int) -> Classified:
-    results = []
-    for a, name in enumerate(adapters):
-        outcomes = request.results[a * n_texts : (a + 1) * n_texts]
-        latest = max(outcomes, key=lambda o: o.version)
-        results.append(
-            AdapterResult(
-                adapter=name,
-                version=latest.version,
-                labels=latest.labels,
-                probs=[o.probs for o in outcomes],
-            )
-        )
-    return Classified(results, queue_ms=request.queue_ms, inference_ms=request.inference_ms)

@@ -39,6 +39,21 @@ class BatchResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class AdapterResult:
+    adapter: str
+    version: int
+    labels: dict[int, str]
+    probs: list[list[float]]
+
+
+@dataclass(frozen=True)
+class Classified:
+    results: list[AdapterResult]
+    queue_ms: float
+    inference_ms: float
+
+
 def run_batch(
     engine: Engine, cache: AdapterCache, segments: Sequence[Segment], metrics: Metrics | None
 ) -> BatchResult:
@@ -90,3 +105,26 @@ def _forward(
         metrics.batch_size.observe(sum(len(segments[i].ids) for i, _ in group))
         metrics.batch_adapters.observe(len(group))
         metrics.inference_seconds.observe(time.perf_counter() - started)
+
+
+def assemble(
+    outcomes: Sequence[Outcome],
+    adapters: Sequence[str],
+    n_texts: int,
+    queue_ms: float,
+    inference_ms: float,
+) -> Classified:
+    """Per adapter, the results of one request (outcomes ordered adapter-major)."""
+    results = []
+    for a, name in enumerate(adapters):
+        rows = outcomes[a * n_texts : (a + 1) * n_texts]
+        latest = max(rows, key=lambda o: o.version)  # the newest if a replace raced
+        results.append(
+            AdapterResult(
+                adapter=name,
+                version=latest.version,
+                labels=latest.labels,
+                probs=[o.probs for o in rows],
+            )
+        )
+    return Classified(results, queue_ms=queue_ms, inference_ms=inference_ms)

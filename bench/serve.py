@@ -139,6 +139,7 @@ class Cell:
     p50_ms: float
     p99_ms: float
     mean_batch: float | None = None
+    load: float = 0.0
     raw_batch: int | None = None
     raw_texts_s: float | None = None
     raw_ms: float | None = None
@@ -172,6 +173,7 @@ async def closed_loop(port, *, names, texts, clients, seconds, warmup=2.0, kind,
     latencies.sort()
     n = len(latencies)
     return Cell(
+        load=os.getloadavg()[0],
         kind=kind,
         adapters=len(names),
         clients=clients,
@@ -269,8 +271,9 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):  # -> Serv
 def sweep(raw: RawModel, served, naive, names, texts, opts) -> list[Cell]:
     """Cells in order; each served cell right after a raw measurement at its batch size."""
     cells = []
-    for count in opts.adapters:
-        for clients in opts.clients:
+    # Cells compared with each other run back to back: the load of a shared box drifts.
+    for clients in opts.clients:
+        for count in opts.adapters:
             size = min(clients, MAX_BATCH)
             reference = raw.measure(size, max(opts.seconds / 3, 1.0))
             before = batch_stats(served.url)
@@ -315,7 +318,8 @@ def _row(c: Cell) -> str:
     ratio = f"{c.texts_s / c.raw_texts_s:.2f}" if c.raw_texts_s else "-"
     return (
         f"| {c.kind} | {c.adapters} | {c.clients} | {c.req_s:.1f} | {c.texts_s:.1f} | "
-        f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {batch} | {raw} | {ratio} | {c.errors} |"
+        f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {batch} | {raw} | {ratio} | {c.errors} | "
+        f"{c.load:.1f} |"
     )
 
 
@@ -395,10 +399,10 @@ def run(opts: argparse.Namespace) -> int:
         served = start_served(base, data_dir, names, opts)
         naive = start_naive(base, data_dir)
         print(
-            "| kind | adapters | clients | req/s | texts/s | p50 ms | p99 ms | batch | "
-            "raw texts/s | served/raw | errors |"
+            "| kind | adapters | clients | req/s | texts/s | p50 ms | p99 ms | texts/pass | "
+            "raw texts/s | served/raw | errors | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         try:
             cells = sweep(raw, served, naive, names, texts, opts)
         finally:

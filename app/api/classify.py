@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import InvalidRequest, error_responses
-from app.batcher import Classified
 from app.config import Settings
 from app.engine import rank
+from app.inference import Classified
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 
 router = APIRouter(tags=["classify"])

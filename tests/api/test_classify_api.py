@@ -139,10 +139,31 @@ def test_unknown_route_and_method_use_the_error_shape(client):
 
 def test_queue_full_is_503_with_retry_after(serve):
     with serve(max_queue=2) as client:
-        r = client.post("/classify", json={"adapter": "alpha", "inputs": ["a", "b", "c"]})
+        batcher = client.app.state.batcher
+        client.portal.start_task_soon(batcher.run_exclusive, time.sleep, 1.5)  # busy model
+        answers = []
+
+        def send(texts):
+            answers.append(client.post("/classify", json={"adapter": "alpha", "inputs": texts}))
+
+        # The first request becomes the batch waiting for the model; the second fills the queue.
+        threads = [threading.Thread(target=send, args=(["a", "b"],)) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.3)
+        threads[1].start()
+        deadline = time.monotonic() + 5
+        while batcher.queued < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = client.post("/classify", json={"adapter": "beta", "inputs": "c"})
         _error(r, 503, "queue_full")
         assert r.headers["retry-after"] == "1"
-        assert client.post("/classify", json={"adapter": "alpha", "inputs": ["a", "b"]}).is_success
+        for t in threads:
+            t.join()
+        assert [a.status_code for a in answers] == [200, 200]  # served once the model is free
+        # A request that could never fit the queue is the client's error, not a retry.
+        r = client.post("/classify", json={"adapter": "alpha", "inputs": ["a", "b", "c"]})
+        assert "split it" in _error(r, 422, "validation_error")
+        assert 'inference_rejected_total{reason="queue_full"} 1.0' in client.get("/metrics").text
 
 
 def test_request_timeout_is_504(serve):

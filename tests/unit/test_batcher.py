@@ -1,4 +1,4 @@
-"""The batcher's pure functions, table-driven: collect, group_segments, dispatch_delay."""
+"""Batch planning (app.batching), table-driven: collect, grouping, dispatch, length split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import deque
 
 import pytest
 
-from app.batcher import (
+from app.batching import (
     Item,
     Request,
     collect,

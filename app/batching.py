@@ -1,0 +1,120 @@
+"""Batch planning, pure functions: what goes into the next forward passes.
+
+`collect` takes the next batch off the queue (and the expired items), `dispatch_delay` says
+when to cut it, `split_by_length` splits it into passes of similar text length, and
+`group_segments` orders a pass into contiguous per-adapter segments. No I/O, no clock reads:
+everything they need is passed in, so each has table-driven tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class Request:
+    """One classify call: its future completes when every item has a result."""
+
+    future: asyncio.Future
+    deadline: float
+    results: list[Any]
+    remaining: int
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Item:
+    request: Request
+    slot: int
+    adapter: str
+    ids: list[int]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+# ---- pure functions ------------------------------------------------------------------------
+def collect(
+    queue: deque[Item], *, now: float, max_batch_size: int, max_batch_tokens: int
+) -> tuple[list[Item], list[Item]]:
+    """Take the next batch off the front of `queue`: (batch, expired).
+
+    Items whose request is finished or past its deadline are removed as expired. The batch
+    holds at most `max_batch_size` items and at most `max_batch_tokens` padded tokens
+    (rows x longest row); the first item is always taken so that no item can starve.
+    """
+    batch: list[Item] = []
+    expired: list[Item] = []
+    width = 0
+    while queue:
+        item = queue[0]
+        if item.request.done or item.request.deadline <= now:
+            expired.append(queue.popleft())
+            continue
+        if len(batch) >= max_batch_size:
+            break
+        new_width = max(width, len(item.ids))
+        if batch and new_width * (len(batch) + 1) > max_batch_tokens:
+            break
+        batch.append(queue.popleft())
+        width = new_width
+    return batch, expired
+
+
+def group_segments(adapters: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """Contiguous per-adapter segments: [(adapter, row indices)] in first-appearance order."""
+    segments: dict[str, list[int]] = {}
+    for index, name in enumerate(adapters):
+        segments.setdefault(name, []).append(index)
+    return list(segments.items())
+
+
+def split_by_length(lengths: Sequence[int], *, overhead: int) -> list[list[int]]:
+    """Split rows into forward passes of similar length when that saves padding.
+
+    Minimises sum(rows x longest row) over the passes plus `overhead` padded tokens per pass
+    (the fixed cost of one more forward). Returns row indices per pass, shortest texts first;
+    a single pass when splitting does not pay. Dynamic programming over distinct lengths.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    # Cut candidates: after the last row of each distinct length (positions in `order`).
+    ends = [
+        k + 1
+        for k in range(len(order))
+        if k + 1 == len(order) or lengths[order[k]] != lengths[order[k + 1]]
+    ]
+    best = [0] * (len(ends) + 1)  # best[j]: cost of rows before ends[j - 1]
+    cut = [0] * (len(ends) + 1)
+    for j in range(1, len(ends) + 1):
+        stop, width = ends[j - 1], lengths[order[ends[j - 1] - 1]]
+        best[j], cut[j] = min(
+            (best[i] + (stop - (ends[i - 1] if i else 0)) * width + overhead, i) for i in range(j)
+        )
+    passes, j = [], len(ends)
+    while j > 0:
+        start = ends[cut[j] - 1] if cut[j] else 0
+        passes.append(order[start : ends[j - 1]])
+        j = cut[j]
+    return passes[::-1]
+
+
+def dispatch_delay(
+    *, queued: int, oldest_age: float, max_batch_size: int, max_wait: float, expected: int
+) -> float:
+    """Seconds to wait before cutting a batch (0 = now, inf = nothing queued).
+
+    Cut at once when the queue holds as many items as the last batch had (the recent
+    concurrency; 1 for a lone client, so it never waits) or a full batch; otherwise wait for
+    more until the oldest item has waited `max_wait`.
+    """
+    if queued <= 0:
+        return math.inf
+    if queued >= min(max_batch_size, max(expected, 1)):
+        return 0.0
+    return max(0.0, max_wait - oldest_age)
