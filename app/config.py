@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.security import KeyRing
 
 
 class Settings(BaseSettings):
@@ -68,14 +70,33 @@ class Settings(BaseSettings):
     )
 
     # security
-    api_keys: str | None = Field(None, description="comma list of KEY:scope1+scope2")
-    api_keys_file: Path | None = None
+    api_keys: SecretStr | None = Field(
+        None, description="comma list of KEY:scope[+scope] (scopes: classify, admin)"
+    )
+    api_keys_file: Path | None = Field(None, description="lines of 'KEY scope[+scope]'")
 
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [p for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:  # a malformed key is a settings error, found at start-up
+            KeyRing.from_sources(keys=value.get_secret_value(), keys_file=None)
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                KeyRing.from_sources(keys=None, keys_file=value)
+            except OSError as exc:
+                raise ValueError(f"cannot read the API keys file: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -88,3 +109,11 @@ class Settings(BaseSettings):
     def adapters_dir(self) -> Path:
         assert self.store_dir is not None
         return self.store_dir
+
+    def keyring(self) -> KeyRing:
+        """The API keys (empty = auth disabled). Raises ValueError for a malformed entry."""
+        keys = self.api_keys.get_secret_value() if self.api_keys else None
+        try:
+            return KeyRing.from_sources(keys=keys, keys_file=self.api_keys_file)
+        except OSError as exc:
+            raise ValueError(f"cannot read the API keys file: {exc}") from None

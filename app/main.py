@@ -18,6 +18,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.job_service import JobService
 from app.metrics import Metrics, MetricsMiddleware
+from app.security import is_loopback
 from app.worker import start_embedded_worker, stop_embedded_worker
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine
     state.store = state.cache = state.batcher = None
+    state.keyring = settings.keyring()
+    if not state.keyring.enabled and not is_loopback(settings.host):
+        log.warning(
+            "listening on %s without API keys: anyone who can reach this port can classify, "
+            "upload, delete and train. Set APP_API_KEYS (or APP_API_KEYS_FILE).",
+            settings.host,
+        )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 SCOPES = frozenset({"classify", "admin"})
 MIN_KEY_LENGTH = 16
@@ -29,6 +30,7 @@ class AuthError(Exception):
 
 class MissingKey(AuthError):
     code = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class ForbiddenScope(AuthError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters_store import AdapterStore
 from app.adapter_cache import AdapterCache
@@ -13,6 +14,7 @@ from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
 from app.metrics import Metrics
+from app.security import KeyRing
 
 
 def _state(request: Request, name: str) -> Any:
@@ -46,12 +48,27 @@ def get_batcher(request: Request) -> Batcher:
     return _state(request, "batcher")
 
 
-async def require_classify() -> None:
-    """Access check for classify and read-only adapter routes (no auth configured yet)."""
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key, needed when the server has keys configured (APP_API_KEYS).",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def require_admin() -> None:
-    """Access check for routes that change adapters (no auth configured yet)."""
+def _authorize(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str):
+    keyring: KeyRing = request.app.state.keyring
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    request.state.principal = keyring.authorize(header, scope)
+
+
+async def require_classify(request: Request, credentials: BearerCredentials) -> None:
+    """Classify and read-only adapter routes: a key with the `classify` scope (if keys are set)."""
+    _authorize(request, credentials, "classify")
+
+
+async def require_admin(request: Request, credentials: BearerCredentials) -> None:
+    """Routes that change adapters, and training jobs: a key with the `admin` scope."""
+    _authorize(request, credentials, "admin")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -91,12 +91,12 @@ def error_response(
 def _domain(request: Request, exc: Exception) -> JSONResponse:
     code = getattr(exc, "code", "error")
     status = STATUS_BY_CODE.get(code, 400)
-    headers = None
+    headers = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
-        headers = {"Retry-After": str(retry_after)}
+        headers["Retry-After"] = str(retry_after)
     message = getattr(exc, "message", None) or str(exc)
-    return error_response(status, code, message, headers)
+    return error_response(status, code, message, headers or None)
 
 
 def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import MetricsDep
+from app.api.deps import ClassifyAccess, MetricsDep
 from app.api.errors import NotReady, error_responses
 from app.schemas import Health
 
@@ -41,5 +41,5 @@ async def readyz(request: Request) -> Health:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(metrics: MetricsDep) -> Response:
+async def metrics(metrics: MetricsDep, _access: ClassifyAccess) -> Response:
     return Response(metrics.render(), media_type=metrics.content_type)

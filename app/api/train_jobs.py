@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import AdminAccess, ClassifyAccess
+from app.api.deps import AdminAccess
 from app.api.errors import NotReady, error_responses
 from app.job_service import JobService
 from app.jobs import Job, JobStatus
@@ -131,7 +131,7 @@ def submit_job(
 @router.get("", response_model=TrainJobList, summary="List training jobs, newest first")
 def list_jobs(
     service: JobServiceDep,
-    _: ClassifyAccess,
+    _: AdminAccess,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrainJobList:
@@ -144,7 +144,7 @@ def list_jobs(
     responses=error_responses(404),
     summary="One job: status, progress, metrics, error",
 )
-def get_job(job_id: str, service: JobServiceDep, _: ClassifyAccess) -> TrainJob:
+def get_job(job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
     return render(service.get(job_id))
 
 
