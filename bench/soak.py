@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,9 +26,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench._common import SHARED_DATA, Server, minilm_dir, save_random_adapter, tiny_dir
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 TOLERANCE = 1e-3
+LABELS = {0: "negative", 1: "positive"}
 
 
 def load_texts(n: int) -> list[str]:
@@ -49,7 +56,7 @@ def golden(base: Path, folders: dict[str, Path], texts: list[str]) -> dict:
     for name, folder in folders.items():
         model.load_adapter(str(folder), load_as=name, use_safetensors=True)
         for i, text in enumerate(texts):
-            batch = tok([text], truncation=True, max_length=512, return_tensors="pt")
+            batch = tok([text], truncation=True, return_tensors="pt")
             with torch.inference_mode(), AdapterSetup(name, head_setup=name):
                 probs = model(**batch).logits.softmax(-1)[0]
             score, idx = probs.max(-1)
@@ -118,7 +125,7 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-async def drive(server: Server, args, names, archives, texts, gold, labels) -> dict:
+async def drive(server, args, names, archives, texts, gold, labels) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 4)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
         for name in names:
@@ -131,14 +138,14 @@ async def drive(server: Server, args, names, archives, texts, gold, labels) -> d
                 for k in range(args.clients)
             ]
         )
-        rss_start = rss_mb(server.proc.pid)
+        rss_start = rss_mb(server.pid)
         deadline = time.monotonic() + args.seconds
         churn: Counter[str] = Counter()
         samples = []
 
         async def sample_rss():
             while time.monotonic() < deadline:
-                samples.append(rss_mb(server.proc.pid))
+                samples.append(rss_mb(server.pid))
                 await asyncio.sleep(2)
 
         await asyncio.gather(
@@ -151,7 +158,7 @@ async def drive(server: Server, args, names, archives, texts, gold, labels) -> d
                 for _ in range(args.clients)
             ],
         )
-        rss_end = rss_mb(server.proc.pid)
+        rss_end = rss_mb(server.pid)
     return {"tally": tally, "churn": churn, "rss": (rss_start, rss_end, max(samples))}
 
 
@@ -194,13 +201,18 @@ def main() -> None:
     parser.add_argument("--base", choices=["minilm", "tiny"], default="minilm")
     args = parser.parse_args()
 
+    from bench.serve import minilm_dir
+    from tests.support.adapters import AdapterFactory
+    from tests.support.server import running_server
+    from tests.support.tiny import build_tiny_roberta
+
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     try:
-        base = minilm_dir() if args.base == "minilm" else tiny_dir(work)
-        labels = {0: "negative", 1: "positive"}
+        base = minilm_dir() if args.base == "minilm" else build_tiny_roberta(work / "tiny")
+        factory = AdapterFactory(base)
         names = [f"soak-{i}" for i in range(args.adapters)]
         folders = {
-            n: save_random_adapter(base, n, work / "saved" / n, seed=i, labels=labels)
+            n: factory.save(n, work / "saved" / n, seed=i, std=0.05)
             for i, n in enumerate([*names, "churn"])
         }
         archives = {
@@ -209,12 +221,15 @@ def main() -> None:
         texts = load_texts(args.texts)
         print(f"computing golden outputs for {len(names)} adapters x {len(texts)} texts ...")
         gold = golden(base, {n: folders[n] for n in names}, texts)
-        data = work / "data"
-        data.mkdir()
-        with Server(
-            base_model=base, data_dir=data, max_resident_adapters=max(2, args.adapters - 2)
-        ) as server:
-            result = asyncio.run(drive(server, args, names, archives, texts, gold, labels))
+        env = {
+            "APP_MAX_RESIDENT_ADAPTERS": str(max(2, args.adapters - 2)),  # eviction happens too
+            "APP_EMBEDDED_WORKER": "false",
+            "APP_ACCESS_LOG": "false",
+            "APP_LOG_LEVEL": "warning",
+            "APP_TORCH_THREADS": "1",
+        }
+        with running_server(data_dir=work / "data", base_model=base, env=env) as server:
+            result = asyncio.run(drive(server, args, names, archives, texts, gold, LABELS))
         report(result, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
