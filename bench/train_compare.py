@@ -34,6 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 FULL_WEIGHT_FILES = ("model.safetensors", "config.json")
+TRAINING_KEYS = (
+    "trainable_params", "total_params", "train_samples", "eval_samples", "learning_rate"
+)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,34 +59,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- child: one training run -------------------------------------------------------------
+def child_config(args: argparse.Namespace, full_dir: Path):
+    from bench._common import minilm_dir
+    from training.config import TrainConfig
+
+    return TrainConfig(
+        name=f"rt-{args.child}",
+        base_model=str(minilm_dir()),
+        dataset=args.dataset,
+        eval_split="test",
+        label_names=["negative", "positive"],
+        adapter_config="seq_bn",
+        method=args.child,
+        max_length=args.max_length,
+        num_epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.adapter_lr if args.child == "adapter" else args.full_lr,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+        seed=args.seed,
+        full_output_dir=str(full_dir) if args.child == "full" else None,
+    )
+
+
 def run_child(args: argparse.Namespace) -> None:
     import torch
 
     from adapters_store import AdapterStore
-    from bench._common import minilm_dir
-    from training.config import TrainConfig
     from training.trainer import train_adapter
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="train-compare-") as tmp:
         full_dir = Path(tmp) / "full"
-        config = TrainConfig(
-            name=f"rt-{args.child}",
-            base_model=str(minilm_dir()),
-            dataset=args.dataset,
-            eval_split="test",
-            label_names=["negative", "positive"],
-            adapter_config="seq_bn",
-            method=args.child,
-            max_length=args.max_length,
-            num_epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.adapter_lr if args.child == "adapter" else args.full_lr,
-            max_train_samples=args.max_train_samples,
-            max_eval_samples=args.max_eval_samples,
-            seed=args.seed,
-            full_output_dir=str(full_dir) if args.child == "full" else None,
-        )
+        config = child_config(args, full_dir)
         start = time.perf_counter()
         manifest = train_adapter(config, store=AdapterStore(Path(tmp) / "store"), device="cpu")
         wall = time.perf_counter() - start
@@ -91,17 +99,14 @@ def run_child(args: argparse.Namespace) -> None:
             saved = sum((full_dir / f).stat().st_size for f in FULL_WEIGHT_FILES)
         else:
             saved = manifest.size_bytes
+    metrics, training = manifest.metrics, manifest.training
     result = {
         "method": args.child,
-        **{k: manifest.metrics[k] for k in ("accuracy", "f1_macro", "eval_loss")},
-        "train_time_s": manifest.metrics["train_runtime_s"],
-        "train_samples_per_s": manifest.metrics["train_samples_per_s"],
+        **{k: metrics[k] for k in ("accuracy", "f1_macro", "eval_loss")},
+        "train_time_s": metrics["train_runtime_s"],
+        "train_samples_per_s": metrics["train_samples_per_s"],
         "wall_s": wall,
-        "trainable_params": manifest.training["trainable_params"],
-        "total_params": manifest.training["total_params"],
-        "train_samples": manifest.training["train_samples"],
-        "eval_samples": manifest.training["eval_samples"],
-        "learning_rate": manifest.training["learning_rate"],
+        **{k: training[k] for k in TRAINING_KEYS},
         "saved_bytes": saved,
     }
     args.result.write_text(json.dumps(result))

@@ -15,9 +15,9 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.errors import TrainingError
+from training.labels import check_label_values, label_values, resolve_label_names
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-MAX_CLASSES = 1000
 
 
 @dataclass
@@ -153,66 +153,6 @@ def check_columns(ds: Any, columns: Columns, where: str) -> None:
             )
 
 
-def resolve_label_names(ds: Any, column: str, label_names: list[str] | None) -> list[str]:
-    """The label set: given names, else ClassLabel names, sorted strings, or LABEL_i."""
-    values = _label_values(ds, column)
-    if all(isinstance(v, str) for v in values):
-        names = label_names or sorted(values)
-    else:
-        feature_names = getattr(ds.features.get(column), "names", None)
-        top = max(values) + 1
-        if not (label_names or feature_names) and top > MAX_CLASSES:
-            raise TrainingError(f"label column {column!r} has label {top - 1}; max {MAX_CLASSES}")
-        names = label_names or feature_names or [f"LABEL_{i}" for i in range(top)]
-    check_label_values(values, names, column=column, where="the training data")
-    if len(names) < 2:
-        raise TrainingError(f"label column {column!r} has only one label; need at least 2")
-    if len(names) > MAX_CLASSES:
-        raise TrainingError(f"label column {column!r} has {len(names)} labels; max {MAX_CLASSES}")
-    return names
-
-
-def _label_values(ds: Any, column: str) -> list[Any]:
-    values = ds.unique(column)
-    if any(v is None for v in values):
-        raise TrainingError(f"label column {column!r} has missing values")
-    is_int = [isinstance(v, int) and not isinstance(v, bool) for v in values]
-    if not (all(is_int) or all(isinstance(v, str) for v in values)):
-        kinds = sorted({type(v).__name__ for v in values})
-        raise TrainingError(
-            f"label column {column!r} must hold integers or strings, found {', '.join(kinds)}"
-        )
-    if all(is_int) and min(values) < 0:
-        raise TrainingError(f"label column {column!r} has negative label {min(values)}")
-    return values
-
-
-def check_label_values(values: list[Any], names: list[str], *, column: str, where: str) -> None:
-    """Every value must be a valid index into `names` (ints) or one of `names` (strings)."""
-    if all(isinstance(v, str) for v in values):
-        unknown = sorted(set(values) - set(names))
-        if len(set(values)) > len(names):
-            raise TrainingError(
-                f"label column {column!r} in {where} has {len(set(values))} distinct labels but "
-                f"only {len(names)} label names are configured: {', '.join(names)}",
-                code="too_many_labels",
-            )
-        if unknown:
-            raise TrainingError(
-                f"label column {column!r} in {where} has labels not in the label set "
-                f"{names}: {', '.join(map(repr, unknown[:5]))}",
-                code="too_many_labels",
-            )
-        return
-    outside = sorted(v for v in values if v >= len(names))
-    if outside:
-        raise TrainingError(
-            f"label column {column!r} in {where} has label {outside[-1]}, outside "
-            f"0..{len(names) - 1} for the {len(names)} configured labels ({', '.join(names)})",
-            code="too_many_labels",
-        )
-
-
 # ---- preparing ----------------------------------------------------------------------------
 def sample(ds: Any, limit: int | None, seed: int) -> Any:
     """A seeded shuffle, then the first `limit` rows (files may be sorted by label)."""
@@ -265,7 +205,7 @@ def check_data(config: TrainConfig) -> CheckedData:
     """Load the raw splits and check columns and labels (no tokenizer, no model needed)."""
     train, eval_ds = raw_splits(config)
     names = resolve_label_names(train, config.label_column, config.label_names)
-    eval_values = _label_values(eval_ds, config.label_column)
+    eval_values = label_values(eval_ds, config.label_column)
     check_label_values(eval_values, names, column=config.label_column, where="the eval split")
     return CheckedData(train, eval_ds, names)
 
@@ -300,7 +240,7 @@ def load_labelled(
     """Texts and label ids of one split, checked against a fixed label set (for eval)."""
     ds = load_split(dataset, split, dataset_config=dataset_config)
     check_columns(ds, columns, f"split {split!r} of {dataset}")
-    values = _label_values(ds, columns.label)
+    values = label_values(ds, columns.label)
     check_label_values(values, names, column=columns.label, where=f"split {split!r}")
     ds = sample(ds, max_samples, seed)
     index = {name: i for i, name in enumerate(names)}

@@ -145,17 +145,21 @@ def save_full(
             source="trained",
             training=training,
         )
-        manifest.files = {
-            p.name: FileInfo(sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(tmp.iterdir())
-            if p.is_file()
-        }
-        text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
-        (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")
+        _write_manifest(tmp, manifest)
         _swap_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _write_manifest(folder: Path, manifest: Manifest) -> None:
+    manifest.files = {
+        p.name: FileInfo(sha256=sha256_file(p), size=p.stat().st_size)
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
+    (folder / "manifest.json").write_text(text + "\n", encoding="utf-8")
 
 
 def _swap_dir(new: Path, target: Path) -> None:

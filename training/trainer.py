@@ -103,11 +103,32 @@ def _build_trainer(
     config: TrainConfig, base: Any, prepared: Any, work: str, device: str, progress_bar: bool
 ) -> tuple[Any, ReportCallback]:
     from adapters import AdapterTrainer
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
-    steps_per_epoch = math.ceil(len(prepared.train) / config.batch_size)
+    args = _training_args(config, len(prepared.train), work, device, progress_bar)
+    report = ReportCallback(None, None)
+    cls = AdapterTrainer if config.method == "adapter" else Trainer
+    trainer = cls(
+        model=base.model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.eval,
+        data_collator=DataCollatorWithPadding(base.tokenizer),
+        compute_metrics=trainer_metrics(len(prepared.label_names)),
+        callbacks=[report],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, report
+
+
+def _training_args(
+    config: TrainConfig, train_size: int, work: str, device: str, progress_bar: bool
+) -> Any:
+    from transformers import TrainingArguments
+
+    steps_per_epoch = math.ceil(train_size / config.batch_size)
     total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=work,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=max(config.batch_size, 32),
@@ -127,19 +148,6 @@ def _build_trainer(
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
-    report = ReportCallback(None, None)
-    cls = AdapterTrainer if config.method == "adapter" else Trainer
-    trainer = cls(
-        model=base.model,
-        args=args,
-        train_dataset=prepared.train,
-        eval_dataset=prepared.eval,
-        data_collator=DataCollatorWithPadding(base.tokenizer),
-        compute_metrics=trainer_metrics(len(prepared.label_names)),
-        callbacks=[report],
-    )
-    trainer.remove_callback(PrinterCallback)
-    return trainer, report
 
 
 def _state_event(state: Any) -> dict[str, Any]:

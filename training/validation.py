@@ -25,6 +25,8 @@ def validate_config(
     except (InvalidName, ValueError) as exc:
         raise TrainingError(str(exc)) from None
     data_mod.check_data_roots(config.dataset, data_roots)
+    if config.eval_split and Path(config.eval_split).suffix.lower() in data_mod.BUILDERS:
+        data_mod.check_data_roots(config.eval_split, data_roots)
     _check_dataset(config, allow_hub=allow_hub)
     _check_base_model(config.base_model)
     taken = store is not None and store.exists(config.name)

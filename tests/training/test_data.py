@@ -189,5 +189,8 @@ def test_data_roots_and_hub_policy(tmp_path):
     with pytest.raises(TrainingError, match="outside the allowed data roots") as info:
         validate_config(config(data), data_roots=[tmp_path / "elsewhere"])
     assert info.value.code == "dataset_forbidden"
+    outside = write_rows(tmp_path / "elsewhere" / "test.jsonl", rows([0, 1]))
+    with pytest.raises(TrainingError, match="outside the allowed data roots"):
+        validate_config(config(data, eval_split=str(outside)), data_roots=[tmp_path / "inside"])
     with pytest.raises(TrainingError, match="hub datasets are not allowed"):
         validate_config(config("amazon_polarity"), allow_hub=False)
