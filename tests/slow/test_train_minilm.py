@@ -52,6 +52,7 @@ def test_seq_bn_adapter_on_minilm_learns_rotten_tomatoes(
         max_length=64,
     )
     manifest = train_adapter(config, store=store)
+    print("MiniLM seq_bn metrics:", manifest.metrics)  # shown with -s
     assert manifest.training["eval_samples"] == 1066
     assert manifest.metrics["accuracy"] > 0.7, manifest.metrics  # chance is 0.5 (533/533)
     assert manifest.metrics["f1_macro"] > 0.7
