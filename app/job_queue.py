@@ -5,7 +5,8 @@
 
 Messages are JSON, not Huey's default pickle: a worker must never unpickle bytes that anyone
 with access to the queue (a Redis server, a file) could have written. A message carries only
-a job id; the job's config lives in the job record (app.jobs).
+a job id; the job's config lives in the job record (app.jobs: SQLite, or Redis beside the
+queue when `APP_REDIS_URL` is set).
 """
 
 from __future__ import annotations
@@ -68,10 +69,6 @@ def _decode(value: Any) -> Any:
 
 def queue_db_path(settings: Settings) -> Path:
     return settings.data_dir / "queue.sqlite3"
-
-
-def jobs_db_path(settings: Settings) -> Path:
-    return settings.data_dir / "jobs.sqlite3"
 
 
 def build_huey(settings: Settings) -> Huey:

@@ -20,8 +20,7 @@ from typing import Any
 
 from adapters_store import AdapterStore, StoreError
 from app.config import Settings
-from app.job_queue import jobs_db_path
-from app.jobs import Job, JobStatus, JobStore
+from app.jobs import Job, JobStatus, JobStore, open_job_store
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2
@@ -95,7 +94,7 @@ class JobRunner:
 
     def __init__(self, settings: Settings, *, stop_event: threading.Event) -> None:
         self.settings = settings
-        self.jobs = JobStore(jobs_db_path(settings))
+        self.jobs = open_job_store(settings)
         self.store = AdapterStore(settings.adapters_dir)
         self.stop_event = stop_event
         self.requeue: Callable[[str], None] | None = None
@@ -106,6 +105,9 @@ class JobRunner:
         log.info(
             "worker ready: %d stale scratch dirs removed, %d dead jobs failed", removed, expired
         )
+
+    def close(self) -> None:
+        self.jobs.close()
 
     def __call__(self, job_id: str) -> None:
         self.jobs.expire_leases()

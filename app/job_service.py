@@ -10,20 +10,23 @@ reads exactly the file that was checked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from adapters_store import AdapterStore
 from app.config import Settings
-from app.job_queue import JobQueue, build_huey, jobs_db_path
+from app.job_queue import JobQueue, build_huey
 from app.jobs import (
     InvalidJob,
     Job,
     JobConflict,
     JobStatus,
     JobStore,
+    JobStoreUnavailable,
     QueueUnavailable,
+    open_job_store,
 )
 from training.config import TrainConfig
 
@@ -52,13 +55,14 @@ class JobService:
             (settings.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         return cls(
             settings=settings,
-            jobs=JobStore(jobs_db_path(settings)),
+            jobs=open_job_store(settings),
             queue=JobQueue(build_huey(settings)),
             store=store or AdapterStore(settings.adapters_dir),
         )
 
     def close(self) -> None:
         self.queue.close()
+        self.jobs.close()
 
     # ---- commands ------------------------------------------------------------------------
     def submit(self, *, config: TrainConfig) -> Job:
@@ -69,7 +73,8 @@ class JobService:
             self.queue.enqueue(job.id)
         except Exception as exc:
             log.error("could not enqueue job %s: %s", job.id, exc)
-            self.jobs.delete(job.id)
+            with contextlib.suppress(JobStoreUnavailable):  # the same Redis may be down
+                self.jobs.delete(job.id)
             raise QueueUnavailable("the job queue is unavailable; try again later") from None
         log.info("job %s queued: adapter %r", job.id, checked.name)
         return job

@@ -13,6 +13,10 @@ API (see `EmbeddedWorker`) unless `APP_EMBEDDED_WORKER=false`.
   lease is lost, or the worker is shutting down. Cancel -> `cancelled`, nothing stored;
   shutdown (SIGTERM) -> the job goes back to `queued` and onto the queue for the next worker.
 
+With `APP_REDIS_URL` both the queue and the job records live in Redis, so workers may run on
+other hosts; they share nothing else with the API but the adapter store directory (and the
+dataset roots), which must then be one shared filesystem mounted at the same path everywhere.
+
 The per-job work is `app.job_runner.JobRunner`; this module is the process around it.
 """
 
@@ -65,6 +69,7 @@ def run_consumer(settings: Settings, *, parent_pid: int | None = None) -> None:
     log.info("stopping: a running job stops at its next step and goes back to the queue")
     consumer.stop(graceful=True)
     queue.close()
+    runner.close()
     log.info("worker stopped")
 
 

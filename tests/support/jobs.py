@@ -3,6 +3,9 @@
 with JobSystem(tmp_path, tiny_model_dir) as system:   # API (no embedded worker) + 1 worker
     job_id = system.submit(name="kw", max_steps=30).json()["id"]
     job = system.wait(job_id, until={"succeeded"})
+
+`redis_or_skip` starts a throwaway redis-server; `StoreSpec` opens the same job records (SQLite
+file or Redis URL) in any process, for tests that run against both backends.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from app.jobs import JobStore
 from tests.support.server import ManagedProcess, Server, free_port, start_process, start_server
 from tests.support.tiny import keyword_dataset, write_jsonl
 
@@ -33,7 +39,12 @@ JOB_DEFAULTS: dict[str, Any] = {
 
 
 class JobSystem:
-    """An API server (`python -m app`) and worker processes sharing one data directory."""
+    """An API server (`python -m app`) and worker processes sharing one data directory.
+
+    `separate_hosts=True` plays API and workers on different hosts (use it with APP_REDIS_URL):
+    each process gets its own data directory, and they share only `<root>/shared`, the volume
+    with the adapter store (APP_STORE_DIR) and the datasets (APP_DATA_ROOTS).
+    """
 
     def __init__(
         self,
@@ -43,8 +54,13 @@ class JobSystem:
         env: dict[str, str] | None = None,
         workers: int = 1,
         lease_s: float = 2.0,
+        separate_hosts: bool = False,
     ) -> None:
-        self.data_dir = root / "data"
+        self.root = root
+        self.separate_hosts = separate_hosts
+        self.data_dir = root / ("api" if separate_hosts else "data")
+        shared = root / "shared" if separate_hosts else self.data_dir
+        self.store_dir, datasets = shared / "adapters", shared / "datasets"
         self.logs = root / "logs"
         self.env = {
             "APP_DATA_DIR": str(self.data_dir),
@@ -52,13 +68,15 @@ class JobSystem:
             "APP_DEVICE": "cpu",
             "APP_JOB_LEASE_S": str(lease_s),
             "APP_EMBEDDED_WORKER": "false",
+            **({"APP_STORE_DIR": str(self.store_dir)} if separate_hosts else {}),
+            **({"APP_DATA_ROOTS": str(datasets)} if separate_hosts else {}),
             **(env or {}),
         }
         self.n_workers = workers
         self.server: Server | None = None
         self.workers: list[ManagedProcess] = []
         self.client: httpx.Client | None = None
-        write_jsonl(self.data_dir / "datasets" / "kw.jsonl", keyword_dataset(160, seed=3))
+        write_jsonl(datasets / "kw.jsonl", keyword_dataset(160, seed=3))
 
     # ---- processes -----------------------------------------------------------------------
     def start_server(self) -> Server:
@@ -75,9 +93,12 @@ class JobSystem:
 
     def start_worker(self) -> ManagedProcess:
         n = len(self.workers)
+        env = dict(self.env)
+        if self.separate_hosts:
+            env["APP_DATA_DIR"] = str(self.root / f"worker-{n}")
         worker = start_process(
             [sys.executable, "-m", "app.worker"],
-            env=self.env,
+            env=env,
             log_path=self.logs / f"worker-{n}.log",
         )
         self.workers.append(worker)
@@ -136,7 +157,7 @@ class JobSystem:
 
     def store_entries(self) -> list[str]:
         """Everything in the store folder except its lock file and tombstones."""
-        root = self.data_dir / "adapters"
+        root = self.store_dir
         if not root.is_dir():
             return []
         return sorted(p.name for p in root.iterdir() if p.name not in (".lock", ".tombstones"))
@@ -186,3 +207,48 @@ def _wait_redis(url: str, proc: subprocess.Popen, log_path: Path) -> None:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise TimeoutError("redis-server did not answer PING")
+
+
+@contextmanager
+def redis_or_skip(tmp_path: Path) -> Iterator[str]:
+    """`redis_server`, or skip the test when the redis-server binary is not installed."""
+    if shutil.which("redis-server") is None:
+        pytest.skip(
+            "redis-server not found: install the Debian package redis-server "
+            "(scripts/test.sh does so when run as root with apt)"
+        )
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+# Parameters for a fixture that runs a test against both job-record backends.
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where a test's job records live; picklable, so a child process can open them too."""
+
+    backend: str  # "sqlite" | "redis"
+    location: str  # the SQLite file, or the Redis URL
+
+    def open(self) -> JobStore:
+        if self.backend == "sqlite":
+            from app.job_records_sqlite import SqliteJobStore
+
+            return SqliteJobStore(self.location)
+        from app.job_records_redis import RedisJobStore
+
+        return RedisJobStore(self.location)
+
+
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
+    """For a fixture parametrized with BACKENDS; the redis one needs a `redis_url` fixture and
+    starts from an empty database."""
+    if request.param == "sqlite":
+        return StoreSpec("sqlite", str(tmp_path / "jobs.sqlite3"))
+    import redis
+
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    return StoreSpec("redis", url)

@@ -1,36 +1,55 @@
-"""Job records: the state machine, ownership, leases, and safety across processes."""
+"""Job records: the state machine, ownership, leases, and safety across processes, against
+both backends (SQLite and a real redis-server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 
 import pytest
 
 from app.jobs import JobConflict, JobNotFound, JobStatus, JobStore
+from tests.support.jobs import BACKENDS, StoreSpec, redis_or_skip, store_spec
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_or_skip(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def spec(request, tmp_path) -> StoreSpec:
+    return store_spec(request, tmp_path)
 
 
 @pytest.fixture
-def jobs(tmp_path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
+def jobs(spec) -> JobStore:
+    store = spec.open()
+    yield store
+    store.close()
 
 
 def _new(jobs: JobStore, name: str = "sentiment") -> str:
     return jobs.create(adapter_name=name, config={"name": name, "dataset": "x.jsonl"}).id
 
 
-def test_create_is_queued_and_readable_from_a_new_store(jobs, tmp_path):
+def test_create_is_queued_and_readable_from_a_new_store(jobs, spec):
     job_id = _new(jobs)
-    again = JobStore(tmp_path / "jobs.sqlite3").get(job_id)  # e.g. after an API restart
+    again = spec.open().get(job_id)  # e.g. after an API restart, or from another host
     assert again.status == JobStatus.QUEUED
     assert again.config == {"name": "sentiment", "dataset": "x.jsonl"}
     assert again.progress == {} and again.worker is None and again.attempts == 0
     assert again.created_at <= time.time()
 
 
-def test_wal_mode(jobs):
+def test_sqlite_wal_mode(tmp_path):
     import sqlite3
 
+    from app.job_records_sqlite import SqliteJobStore
+
+    jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
     conn = sqlite3.connect(jobs.path)
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -130,17 +149,17 @@ def test_requeue_resets_and_allows_a_new_claim(jobs):
     assert jobs.claim(job_id, worker="w2", lease_s=5).attempts == 2
 
 
-def _claim_in_process(path, job_id, worker, out):
-    out.put(JobStore(path).claim(job_id, worker=worker, lease_s=5) is not None)
+def _claim_in_process(spec, job_id, worker, out):
+    out.put(spec.open().claim(job_id, worker=worker, lease_s=5) is not None)
 
 
-def test_exactly_one_process_claims_a_job(jobs):
+def test_exactly_one_process_claims_a_job(jobs, spec):
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     for _ in range(5):
         job_id = _new(jobs, f"race-{_}")
         procs = [
-            ctx.Process(target=_claim_in_process, args=(jobs.path, job_id, f"w{i}", out))
+            ctx.Process(target=_claim_in_process, args=(spec, job_id, f"w{i}", out))
             for i in range(4)
         ]
         for p in procs:
@@ -150,3 +169,55 @@ def test_exactly_one_process_claims_a_job(jobs):
         wins = [out.get(timeout=5) for _ in procs]
         assert sum(wins) == 1
         assert jobs.get(job_id).status == JobStatus.RUNNING
+
+
+def _race(spec: StoreSpec, calls) -> list:
+    """Run each call(store) in its own thread with its own store, all released at once."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i, call):
+        store = spec.open()
+        barrier.wait()
+        try:
+            results[i] = call(store)
+        except Exception as exc:
+            results[i] = exc
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_concurrent_creates_for_one_name_admit_exactly_one(jobs, spec):
+    def create(store):
+        return store.create(adapter_name="same", config={})
+
+    results = _race(spec, [create] * 6)
+    winners = [r for r in results if not isinstance(r, Exception)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, JobConflict) for r in results if r is not winners[0])
+    assert [j.id for j in jobs.list()] == [winners[0].id]
+
+
+def test_finish_racing_lease_expiry_gives_one_verdict(jobs, spec):
+    def expire(store):
+        return store.expire_leases(now=time.time() + 120)
+
+    for i in range(8):
+        job_id = _new(jobs, f"race-{i}")
+        jobs.claim(job_id, worker="w", lease_s=60)
+
+        def finish(store, job_id=job_id):
+            return store.finish(job_id, worker="w", status=JobStatus.SUCCEEDED)
+
+        finished, expired = _race(spec, [finish, expire])
+        assert finished in (True, False) and expired in (0, 1), (finished, expired)
+        assert finished != bool(expired), (finished, expired)  # exactly one of them won
+        status = jobs.get(job_id).status
+        assert status == (JobStatus.SUCCEEDED if finished else JobStatus.FAILED)

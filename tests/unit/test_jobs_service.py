@@ -1,5 +1,6 @@
 """Job submission checks (data roots, symlinks, hub, base model, name conflicts) and the
-worker's heartbeat and progress pieces, against real job records, queue and store."""
+worker's heartbeat and progress pieces, against real job records, queue and store: SQLite, and
+Redis (records and queue) on a real redis-server."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ from adapters_store import AdapterStore
 from app.config import Settings
 from app.job_runner import Heartbeat, ProgressWriter
 from app.job_service import JobService
-from app.jobs import InvalidJob, JobConflict, JobStatus, JobStore
+from app.jobs import InvalidJob, JobConflict, JobStatus
 from tests.support.adapters import AdapterFactory
+from tests.support.jobs import BACKENDS, redis_or_skip, store_spec
 from tests.support.tiny import keyword_dataset, write_jsonl
 from training.config import TrainConfig
 
 
-@pytest.fixture
-def settings(tmp_path, tiny_model_dir) -> Settings:
-    return Settings(data_dir=tmp_path / "data", base_model=str(tiny_model_dir))
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_or_skip(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request, tmp_path, tiny_model_dir) -> Settings:
+    spec = store_spec(request, tmp_path)
+    redis_url = spec.location if spec.backend == "redis" else None
+    return Settings(data_dir=tmp_path / "data", base_model=str(tiny_model_dir), redis_url=redis_url)
 
 
 @pytest.fixture
@@ -130,8 +140,8 @@ def test_name_conflicts(service, settings, tiny_model_dir):
     assert service.submit(config=_config(eval_split=None, overwrite=True)).status == "queued"
 
 
-def test_heartbeat_renews_and_notices_a_lost_lease(tmp_path):
-    jobs = JobStore(tmp_path / "jobs.sqlite3")
+def test_heartbeat_renews_and_notices_a_lost_lease(service):
+    jobs = service.jobs
     job_id = jobs.create(adapter_name="a", config={}).id
     jobs.claim(job_id, worker="w", lease_s=1.0)
     with Heartbeat(jobs, job_id, worker="w", lease_s=1.0) as beat:
@@ -142,8 +152,8 @@ def test_heartbeat_renews_and_notices_a_lost_lease(tmp_path):
         assert beat.lost.wait(2.0)
 
 
-def test_progress_writer_keeps_training_loss_and_throttles(tmp_path):
-    jobs = JobStore(tmp_path / "jobs.sqlite3")
+def test_progress_writer_keeps_training_loss_and_throttles(service):
+    jobs = service.jobs
     job_id = jobs.create(adapter_name="a", config={}).id
     jobs.claim(job_id, worker="w", lease_s=30)
     writer = ProgressWriter(jobs, job_id, worker="w")

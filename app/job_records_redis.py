@@ -1,0 +1,348 @@
+"""Job records in Redis (when `APP_REDIS_URL` is set): API and workers on any number of hosts.
+
+Same contract as the SQLite backend (app.jobs.JobStore). Layout under a key prefix::
+
+    <p>job:<id>          hash, one field per Job field, each value JSON (null for None)
+    <p>all               sorted set of every job id, scored by created_at (list, newest first)
+    <p>status:<status>   sorted set of the ids in that status, scored by created_at
+    <p>leases            sorted set of running job ids, scored by lease_expires_at
+    <p>name:<adapter>    the id of the one queued/running job that trains this adapter name
+
+Every write is one optimistic transaction (WATCH the job's hash, read it, decide, MULTI/EXEC;
+redis-py retries when another client changed the hash in between), so a claim, an ownership-
+checked worker write and a lease expiry are atomic and the indexes always move with the hash.
+Timestamps come from the Redis server's clock (TIME), so leases do not depend on the clocks of
+the hosts agreeing. Redis errors surface as JobStoreUnavailable (503).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from redis.client import Pipeline
+
+from app.jobs import (
+    ACTIVE,
+    JOB_FIELDS,
+    LEASE_LOST,
+    Job,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    JobStoreUnavailable,
+    check_final,
+)
+
+log = logging.getLogger("app.jobs")
+DEFAULT_PREFIX = "adapter-serve:jobs:"
+Changes = dict[str, Any]
+Decide = Callable[[Job, float], Changes | None]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a Redis connection/server error into JobStoreUnavailable (logged, not leaked)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            log.warning("job records: Redis error in %s: %r", method.__name__, exc)
+            raise JobStoreUnavailable("the job records are unavailable; try again later") from exc
+
+    return wrapper
+
+
+class RedisJobStore:
+    """`app.jobs.JobStore` in Redis (see the interface for each method's contract)."""
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self._r = redis.Redis.from_url(url, decode_responses=True)
+        self._p = prefix
+        self._all, self._leases = f"{prefix}all", f"{prefix}leases"
+
+    # ---- API side ------------------------------------------------------------------------
+    @_unavailable
+    def create(self, *, adapter_name: str, config: dict[str, Any]) -> Job:
+        job_id = uuid.uuid4().hex
+        name_key = self._name_key(adapter_name)
+
+        def tx(pipe: Pipeline) -> Job:
+            holder = pipe.get(name_key)
+            if holder is not None and _status(pipe.hget(self._key(holder), "status")) in ACTIVE:
+                raise JobConflict(
+                    f"job {holder} is already training adapter {adapter_name!r}; "
+                    "wait for it or cancel it"
+                )
+            now = _server_time(pipe)
+            job = _new_job(job_id, adapter_name, config, now)
+            pipe.multi()
+            pipe.hset(self._key(job_id), mapping=_encode(dataclasses.asdict(job)))
+            pipe.zadd(self._all, {job_id: now})
+            pipe.zadd(self._status_key(JobStatus.QUEUED), {job_id: now})
+            pipe.set(name_key, job_id)
+            return job
+
+        return self._r.transaction(tx, name_key, value_from_callable=True)
+
+    @_unavailable
+    def get(self, job_id: str) -> Job:
+        raw = self._r.hgetall(self._key(job_id))
+        if not raw:
+            raise JobNotFound(f"training job {job_id!r} not found")
+        return _decode(raw)
+
+    @_unavailable
+    def list(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        if limit <= 0:
+            return []
+        index = self._all if status is None else self._status_key(status)
+        ids = self._r.zrevrange(index, 0, limit - 1)
+        pipe = self._r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self._key(job_id))
+        return [_decode(raw) for raw in pipe.execute() if raw]  # skip one deleted meanwhile
+
+    @_unavailable
+    def delete(self, job_id: str) -> None:
+        key = self._key(job_id)
+
+        def tx(pipe: Pipeline) -> None:
+            job = _read(pipe, key)
+            if job is None or job.status != JobStatus.QUEUED:
+                return
+            holder = self._watch_name(pipe, job)
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self._all, job_id)
+            pipe.zrem(self._status_key(JobStatus.QUEUED), job_id)
+            if holder == job_id:
+                pipe.delete(self._name_key(job.adapter_name))
+
+        self._r.transaction(tx, key)
+
+    @_unavailable
+    def request_cancel(self, job_id: str) -> Job:
+        def decide(job: Job, now: float) -> Changes | None:
+            if job.status == JobStatus.QUEUED:
+                return {"status": JobStatus.CANCELLED, "cancel_requested": True, "finished_at": now}
+            if job.status == JobStatus.RUNNING:
+                return {"cancel_requested": True}
+            if job.status != JobStatus.CANCELLED:
+                raise JobConflict(f"training job {job_id!r} already finished ({job.status})")
+            return None
+
+        self._transition(job_id, decide, must_exist=True)
+        return self.get(job_id)
+
+    @_unavailable
+    def expire_leases(self, *, now: float | None = None) -> int:
+        now = _server_time(self._r) if now is None else now
+        due = self._r.zrangebyscore(self._leases, "-inf", f"({now!r}")
+
+        def decide(job: Job, _: float) -> Changes | None:
+            expires = job.lease_expires_at
+            if job.status != JobStatus.RUNNING or expires is None or expires >= now:
+                return None  # renewed or finished since the index was read
+            lease = expires - job.heartbeat_at if job.heartbeat_at is not None else 0
+            error = LEASE_LOST.format(lease=lease)
+            return {"status": JobStatus.FAILED, "error": error, "finished_at": now, "worker": None}
+
+        return sum(self._transition(job_id, decide) is not None for job_id in due)
+
+    # ---- worker side ---------------------------------------------------------------------
+    @_unavailable
+    def claim(self, job_id: str, *, worker: str, lease_s: float) -> Job | None:
+        def decide(job: Job, now: float) -> Changes | None:
+            if job.status != JobStatus.QUEUED:
+                return None
+            return {
+                "status": JobStatus.RUNNING,
+                "worker": worker,
+                "started_at": now,
+                "heartbeat_at": now,
+                "lease_expires_at": now + lease_s,
+                "attempts": job.attempts + 1,
+                "error": None,
+            }
+
+        return self._transition(job_id, decide)
+
+    @_unavailable
+    def heartbeat(self, job_id: str, *, worker: str, lease_s: float) -> bool:
+        def decide(job: Job, now: float) -> Changes | None:
+            return {"heartbeat_at": now, "lease_expires_at": now + lease_s}
+
+        return self._transition(job_id, _owned(worker, decide)) is not None
+
+    @_unavailable
+    def set_progress(self, job_id: str, *, worker: str, progress: dict[str, Any]) -> bool:
+        decide = _owned(worker, lambda job, now: {"progress": progress})
+        return self._transition(job_id, decide) is not None
+
+    @_unavailable
+    def should_stop(self, job_id: str, *, worker: str) -> bool:
+        fields = ("cancel_requested", "status", "worker")
+        raw = self._r.hmget(self._key(job_id), fields)
+        if raw[1] is None:
+            return True
+        cancel, status, owner = (json.loads(v) if v is not None else None for v in raw)
+        return bool(cancel) or status != JobStatus.RUNNING or owner != worker
+
+    @_unavailable
+    def finish(
+        self,
+        job_id: str,
+        *,
+        worker: str,
+        status: JobStatus,
+        error: str | None = None,
+        adapter_version: int | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> bool:
+        check_final(status)
+
+        def decide(job: Job, now: float) -> Changes | None:
+            return {
+                "status": status,
+                "error": error,
+                "adapter_version": adapter_version,
+                "metrics": metrics or {},
+                "finished_at": now,
+            }
+
+        return self._transition(job_id, _owned(worker, decide)) is not None
+
+    @_unavailable
+    def requeue(self, job_id: str, *, worker: str) -> bool:
+        def decide(job: Job, now: float) -> Changes | None:
+            if job.cancel_requested:
+                return None
+            return {
+                "status": JobStatus.QUEUED,
+                "worker": None,
+                "progress": {},
+                "heartbeat_at": None,
+                "lease_expires_at": None,
+            }
+
+        return self._transition(job_id, _owned(worker, decide)) is not None
+
+    def close(self) -> None:
+        self._r.close()
+
+    # ---- internals -----------------------------------------------------------------------
+    def _key(self, job_id: str) -> str:
+        return f"{self._p}job:{job_id}"
+
+    def _name_key(self, adapter_name: str) -> str:
+        return f"{self._p}name:{adapter_name}"
+
+    def _status_key(self, status: JobStatus) -> str:
+        return f"{self._p}status:{status}"
+
+    def _transition(self, job_id: str, decide: Decide, *, must_exist: bool = False) -> Job | None:
+        """Apply `decide(job, now)`'s changes atomically; the new record, or None when the job
+        is missing (JobNotFound with must_exist) or `decide` declined."""
+        key = self._key(job_id)
+
+        def tx(pipe: Pipeline) -> Job | None:
+            job = _read(pipe, key)
+            if job is None:
+                if must_exist:
+                    raise JobNotFound(f"training job {job_id!r} not found")
+                return None
+            changes = decide(job, _server_time(pipe))
+            if changes is None:
+                return None
+            new = dataclasses.replace(job, **changes)
+            ends = job.status in ACTIVE and new.status not in ACTIVE
+            holder = self._watch_name(pipe, job) if ends else None
+            pipe.multi()
+            pipe.hset(key, mapping=_encode(changes))
+            self._reindex(pipe, job, new, release_name=holder == job.id)
+            return new
+
+        return self._r.transaction(tx, key, value_from_callable=True)
+
+    def _watch_name(self, pipe: Pipeline, job: Job) -> str | None:
+        name_key = self._name_key(job.adapter_name)
+        pipe.watch(name_key)
+        return pipe.get(name_key)
+
+    def _reindex(self, pipe: Pipeline, old: Job, new: Job, *, release_name: bool) -> None:
+        """Queue the index updates for old -> new (inside MULTI)."""
+        if new.status != old.status:
+            pipe.zrem(self._status_key(old.status), old.id)
+            pipe.zadd(self._status_key(new.status), {old.id: old.created_at})
+        if new.status == JobStatus.RUNNING:
+            if old.status != JobStatus.RUNNING or new.lease_expires_at != old.lease_expires_at:
+                pipe.zadd(self._leases, {old.id: new.lease_expires_at})
+        elif old.status == JobStatus.RUNNING:
+            pipe.zrem(self._leases, old.id)
+        if release_name:
+            pipe.delete(self._name_key(old.adapter_name))
+
+
+def _owned(worker: str, decide: Decide) -> Decide:
+    """Only while the job is running for `worker`."""
+
+    def guarded(job: Job, now: float) -> Changes | None:
+        if job.status != JobStatus.RUNNING or job.worker != worker:
+            return None
+        return decide(job, now)
+
+    return guarded
+
+
+def _new_job(job_id: str, adapter_name: str, config: dict[str, Any], now: float) -> Job:
+    values: dict[str, Any] = dict.fromkeys(JOB_FIELDS)
+    values.update(
+        id=job_id,
+        status=JobStatus.QUEUED,
+        adapter_name=adapter_name,
+        config=config,
+        progress={},
+        metrics={},
+        cancel_requested=False,
+        attempts=0,
+        created_at=now,
+    )
+    return _decode(_encode(values))  # a copy, exactly as get() would return it
+
+
+def _server_time(client: redis.Redis | Pipeline) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
+
+
+def _read(pipe: Pipeline, key: str) -> Job | None:
+    raw = pipe.hgetall(key)
+    return _decode(raw) if raw else None
+
+
+def _status(raw: str | None) -> JobStatus | None:
+    return JobStatus(json.loads(raw)) if raw is not None else None
+
+
+def _encode(values: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in values.items()}
+
+
+def _decode(raw: dict[str, str]) -> Job:
+    values = {f: json.loads(raw[f]) if f in raw else None for f in JOB_FIELDS}
+    for field in ("config", "progress", "metrics"):
+        values[field] = values[field] or {}
+    values["status"] = JobStatus(values["status"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    values["attempts"] = values["attempts"] or 0
+    return Job(**values)
