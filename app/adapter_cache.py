@@ -3,7 +3,10 @@
 Every method that loads or unloads must run on the inference thread (the engine's owner);
 `snapshot` and `last_used` may be read from any thread. A resident adapter is tied to the
 manifest file it was loaded from (inode + mtime): when the store replaces the adapter, the
-next `ensure` sees a different file, re-reads the version and reloads.
+next `ensure` sees a different file, re-reads the version and reloads. A load is kept only if
+the manifest file is still the same after the weights were read: a replace or delete that lands
+while the library reads the files (a mixture of two versions, or half a folder) is detected, and
+the load is retried on the new version (or answers not found).
 """
 
 from __future__ import annotations
@@ -15,13 +18,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
-from adapters_store import AdapterNotFound, AdapterStore, check_base
-from adapters_store.format import MANIFEST
+from adapters_store import AdapterNotFound, AdapterStore, InvalidAdapter, check_base
+from adapters_store.format import MANIFEST, Manifest
 from app.engine import Engine, ServiceError
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
+LOAD_ATTEMPTS = 3  # a load that races a replace is retried on the new version this often
+
+
+class AdapterChanging(ServiceError):
+    """The adapter was replaced during every load attempt: the client may retry at once."""
+
+    code = "unavailable"
+    retry_after_s = 1
 
 
 class CacheFull(ServiceError):
@@ -110,21 +122,43 @@ class AdapterCache:
         return resident is not None or removed
 
     def _load(self, name: str, stamp: tuple[int, int], *, pinned: Collection[str]) -> Resident:
-        stored = self.store.get(name)
-        check_base(stored.manifest.base_model, self.engine.base_ref)
-        with self._lock:
-            current = self._resident.get(name)
-        if current is not None and current.version == stored.manifest.version:
-            # Same version, new file (e.g. rewritten metadata): keep the loaded weights.
-            return self._touch(current, stamp)
-        self._make_room(name, stored.manifest.size_bytes, pinned=pinned)
-        started = time.perf_counter()
-        nbytes = self.engine.load_adapter(name, stored.path)
+        for _ in range(LOAD_ATTEMPTS):
+            stored = self.store.get(name)  # read after `stamp` was taken
+            check_base(stored.manifest.base_model, self.engine.base_ref)
+            with self._lock:
+                current = self._resident.get(name)
+            if current is not None and current.version == stored.manifest.version:
+                # Same version, new file (e.g. rewritten metadata): keep the loaded weights.
+                return self._touch(current, stamp)
+            self._make_room(name, stored.manifest.size_bytes, pinned=pinned)
+            started = time.perf_counter()
+            nbytes = self._read_weights(name, stored.path, stamp)
+            after = _stamp(self.store, name)
+            if nbytes is not None and after == stamp:
+                return self._record(name, stored.manifest, nbytes, stamp, started)
+            self.unload(name)  # the folder changed under the library: maybe two versions
+            if after is None:
+                raise AdapterNotFound(f"adapter {name!r} not found")
+            stamp = after
+        raise AdapterChanging(f"adapter {name!r} is being replaced; retry")
+
+    def _read_weights(self, name: str, path: Path, stamp: tuple[int, int]) -> int | None:
+        """engine.load_adapter; None when it failed because the folder changed meanwhile."""
+        try:
+            return self.engine.load_adapter(name, path)
+        except InvalidAdapter:
+            if _stamp(self.store, name) == stamp:
+                raise  # the files really are bad
+            return None
+
+    def _record(
+        self, name: str, manifest: Manifest, nbytes: int, stamp: tuple[int, int], started: float
+    ) -> Resident:
         elapsed = time.perf_counter() - started
         resident = Resident(
             name=name,
-            version=stored.manifest.version,
-            labels=dict(stored.manifest.labels),
+            version=manifest.version,
+            labels=dict(manifest.labels),
             nbytes=nbytes,
             stamp=stamp,
             loaded_at=time.time(),

@@ -29,6 +29,7 @@ from app.batching import (
     collect,
     dispatch_delay,
     group_segments,
+    settle,
     split_by_length,
 )
 from app.engine import Engine, InferenceFailed, Segment, ServiceError
@@ -54,6 +55,14 @@ class RequestTimeout(ServiceError):
 
 class ServiceStopping(ServiceError):
     code = "unavailable"
+
+
+@dataclass
+class Timing:
+    """Filled in by `Batcher.classify` as a request goes, also when it fails (milliseconds)."""
+
+    queue_ms: float = 0.0  # waiting for a forward pass (until the error, if none ran)
+    inference_ms: float = 0.0  # in forward passes (0 when none ran)
 
 
 @dataclass(frozen=True)
@@ -117,9 +126,18 @@ class Batcher:
         return await loop.run_in_executor(self._infer, functools.partial(fn, *args, **kwargs))
 
     async def classify(
-        self, *, texts: Sequence[str], adapters: Sequence[str], truncation: bool = True
+        self,
+        *,
+        texts: Sequence[str],
+        adapters: Sequence[str],
+        truncation: bool = True,
+        timing: Timing | None = None,
     ) -> Classified:
-        """Classify `texts` with each adapter; raises domain errors (not found, full, ...)."""
+        """Classify `texts` with each adapter; raises domain errors (not found, full, ...).
+
+        Cancelling the call (the client went away) drops its queued texts at once, so they
+        never reach a forward pass. `timing` is filled in also when the call fails.
+        """
         started = time.monotonic()
         for name in adapters:
             if not self.store.exists(name):
@@ -127,9 +145,21 @@ class Batcher:
         self._check_room(len(texts) * len(adapters))
         loop = asyncio.get_running_loop()
         tokenize = functools.partial(self.engine.tokenize, texts, truncation=truncation)
-        ids = await loop.run_in_executor(self._tok, tokenize)
-        self._check_room(len(texts) * len(adapters))
-        request = self._enqueue(ids, adapters, deadline=started + self.limits.timeout_s)
+        try:
+            ids = await loop.run_in_executor(self._tok, tokenize)
+            self._check_room(len(texts) * len(adapters))
+            request = self._enqueue(ids, adapters, deadline=started + self.limits.timeout_s)
+            await self._wait(request, timing or Timing())
+        except asyncio.CancelledError:
+            self._count("cancelled")
+            raise
+        return assemble(
+            request.results, adapters, len(texts), request.queue_ms, request.inference_ms
+        )
+
+    # ---- internals -----------------------------------------------------------------------
+    async def _wait(self, request: Request, timing: Timing) -> None:
+        enqueued = time.monotonic()
         try:
             await asyncio.wait_for(
                 asyncio.shield(request.future), timeout=request.deadline - time.monotonic()
@@ -140,12 +170,18 @@ class Batcher:
                 f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
             ) from None
         finally:
-            request.done = True
-        return assemble(
-            request.results, adapters, len(texts), request.queue_ms, request.inference_ms
-        )
+            self._abandon(request)
+            timing.inference_ms = request.inference_ms
+            ran = request.inference_ms > 0
+            timing.queue_ms = request.queue_ms if ran else (time.monotonic() - enqueued) * 1000
 
-    # ---- internals -----------------------------------------------------------------------
+    def _abandon(self, request: Request) -> None:
+        """Nobody waits for `request` any more: drop its queued items before any forward."""
+        request.done = True
+        if request.remaining > 0 and any(item.request is request for item in self._queue):
+            self._queue = deque(item for item in self._queue if item.request is not request)
+            self._gauge()
+
     def _check_room(self, n: int) -> None:
         if n > self.limits.max_queue:
             raise RequestTooLarge(
@@ -172,7 +208,8 @@ class Batcher:
         now = time.monotonic()
         for a, name in enumerate(adapters):
             for t, row in enumerate(ids):
-                self._queue.append(Item(request, a * len(ids) + t, name, row, now))
+                request.items.append(Item(request, a * len(ids) + t, name, row, now))
+        self._queue.extend(request.items)
         self._gauge()
         self._wake.set()
         return request
@@ -212,6 +249,9 @@ class Batcher:
                 await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
+        batch = [item for item in batch if not item.request.done]  # gone since collected
+        if not batch:
+            return
         groups = group_segments([item.adapter for item in batch])
         segments = [Segment(name, [batch[i].ids for i in rows]) for name, rows in groups]
         try:
@@ -234,23 +274,28 @@ class Batcher:
                 self._fail(item.request, RequestTimeout("the request timed out in the queue"))
 
     def _deliver(self, items: list[Item], outcome: Any, result: BatchResult) -> None:
+        redo: list[Item] = []
         for position, item in enumerate(items):
             request = item.request
             if request.done:
                 continue
+            waited = result.started - item.enqueued
+            request.queue_ms = max(request.queue_ms, waited * 1000)
+            request.inference_ms = max(request.inference_ms, result.seconds * 1000)
             if isinstance(outcome, BaseException):
                 self._fail(request, outcome)
                 continue
-            request.results[item.slot] = outcome[position]
-            waited = result.started - item.enqueued
-            request.queue_ms = max(request.queue_ms, waited * 1000)
             if self.metrics:
                 self.metrics.queue_seconds.observe(waited)
-            request.inference_ms = max(request.inference_ms, result.seconds * 1000)
-            request.remaining -= 1
+            redo += settle(item, outcome[position])
             if request.remaining == 0:
                 request.done = True
                 request.future.set_result(None)
+        if redo:  # the adapter was replaced between passes of these requests: run them again
+            log.info("adapter replaced mid-request: re-running %d texts", len(redo))
+            self._queue.extendleft(reversed(redo))
+            self._gauge()
+            self._wake.set()
 
     @staticmethod
     def _fail(request: Request, exc: BaseException) -> None:

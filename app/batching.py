@@ -28,6 +28,8 @@ class Request:
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     done: bool = False
+    items: list[Item] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)  # adapter -> version of its rows
 
 
 @dataclass(eq=False)
@@ -65,6 +67,32 @@ def collect(
         batch.append(queue.popleft())
         width = new_width
     return batch, expired
+
+
+def settle(item: Item, outcome: Any) -> list[Item]:
+    """Record `outcome` (it has a `.version`) for `item`; return the items to run again.
+
+    Every row of one adapter in one request must come from the same adapter version. When the
+    adapter is replaced between two forward passes of a request, the rows that an older version
+    made go back to the queue (they get the newer one); a row older than rows already kept is
+    itself run again. So a response is never a mixture of versions.
+    """
+    request = item.request
+    kept = request.versions.get(item.adapter)
+    if kept is not None and outcome.version < kept:
+        return [item]
+    redo = []
+    if kept is not None and outcome.version > kept:
+        for other in request.items:
+            old = request.results[other.slot]
+            if other.adapter == item.adapter and old is not None and old.version < outcome.version:
+                request.results[other.slot] = None
+                request.remaining += 1
+                redo.append(other)
+    request.versions[item.adapter] = outcome.version
+    request.results[item.slot] = outcome
+    request.remaining -= 1
+    return redo
 
 
 def group_segments(adapters: Sequence[str]) -> list[tuple[str, list[int]]]:

@@ -1,18 +1,76 @@
-"""POST /classify: texts -> pipeline-shaped predictions, through the dynamic batcher."""
+"""POST /classify: texts -> pipeline-shaped predictions, through the dynamic batcher.
+
+A client that disconnects while its request waits cancels it: the batcher drops its queued
+texts before any forward pass (counted as `inference_rejected_total{reason="cancelled"}`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from adapters_store import StoreError
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
-from app.api.errors import InvalidRequest, error_responses
+from app.api.errors import STATUS_BY_CODE, InvalidRequest, error_response, error_responses
+from app.batcher import Timing
 from app.config import Settings
-from app.engine import rank
+from app.engine import ServiceError, rank
 from app.inference import Classified
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 
 router = APIRouter(tags=["classify"])
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, the logs and metrics do
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its result was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away (the body is read: receive() waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`; cancel it and raise ClientDisconnected if the client leaves first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # we are cancelled ourselves (e.g. a forced shutdown)
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})  # let the batcher drop the request's queued texts
+        raise ClientDisconnected
+    return task.result()
+
+
+def timing_headers(timing: Timing) -> dict[str, str]:
+    return {
+        "x-queue-time": f"{timing.queue_ms:.3f}",
+        "x-inference-time": f"{timing.inference_ms:.3f}",
+    }
+
+
+def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
+    """The one error shape (as app.api.errors answers it) plus the timing headers."""
+    code = exc.code
+    headers = timing_headers(timing)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    message = getattr(exc, "message", None) or str(exc)
+    return error_response(STATUS_BY_CODE.get(code, 400), code, message, headers)
 
 
 def check_limits(body: ClassifyRequest, settings: Settings) -> list[str]:
@@ -49,20 +107,27 @@ def render(result: Classified, body: ClassifyRequest) -> dict:
     summary="Classify one text or a list with an adapter (or several)",
 )
 async def classify(
-    body: ClassifyRequest, batcher: BatcherDep, settings: SettingsDep, _access: ClassifyAccess
+    request: Request,
+    body: ClassifyRequest,
+    batcher: BatcherDep,
+    settings: SettingsDep,
+    _access: ClassifyAccess,
 ) -> JSONResponse:
     """Scores are softmax probabilities, best first; `top_k: null` returns every label.
 
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
-    batch and in the forward pass.
+    batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.
     """
     texts = check_limits(body, settings)
-    result = await batcher.classify(
-        texts=texts, adapters=body.adapter_names, truncation=body.truncation
+    timing = Timing()
+    work = batcher.classify(
+        texts=texts, adapters=body.adapter_names, truncation=body.truncation, timing=timing
     )
-    headers = {
-        "x-queue-time": f"{result.queue_ms:.3f}",
-        "x-inference-time": f"{result.inference_ms:.3f}",
-    }
+    try:
+        result = await unless_disconnected(request, work)
+    except (StoreError, ServiceError) as exc:
+        return failed(exc, timing)
+    except ClientDisconnected:
+        return error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
     # Built by us from validated data: skip re-validating it against the response model.
-    return JSONResponse(render(result, body), headers=headers)
+    return JSONResponse(render(result, body), headers=timing_headers(timing))
