@@ -165,7 +165,8 @@ class Engine:
 
     # ---- adapters (inference thread) -----------------------------------------------------
     def has_adapter(self, name: str) -> bool:
-        return name in self.model.adapters_config.adapters or name in self.model.heads
+        slot = module_name(name)
+        return slot in self.model.adapters_config.adapters or slot in self.model.heads
 
     def load_adapter(self, name: str, path: Path) -> int:
         """Load a stored adapter + head as `name`; return the bytes it added on the device."""
@@ -175,7 +176,7 @@ class Engine:
         self.unload_adapter(name)
         before = self._param_names()
         try:
-            self.model.load_adapter(str(path), load_as=name, use_safetensors=True)
+            self.model.load_adapter(str(path), load_as=module_name(name), use_safetensors=True)
         except Exception as exc:
             self.unload_adapter(name)
             reason = " ".join(str(exc).split())[:300]
@@ -189,12 +190,12 @@ class Engine:
 
     def unload_adapter(self, name: str) -> bool:
         """Delete the adapter and its head; idempotent. True when something was removed."""
-        removed = False
-        if name in self.model.adapters_config.adapters:
-            self.model.delete_adapter(name)
+        removed, slot = False, module_name(name)
+        if slot in self.model.adapters_config.adapters:
+            self.model.delete_adapter(slot)
             removed = True
-        if name in self.model.heads:
-            self.model.delete_head(name)
+        if slot in self.model.heads:
+            self.model.delete_head(slot)
             removed = True
         return removed
 
@@ -211,7 +212,7 @@ class Engine:
         torch = self._torch
         rows = [ids for seg in segments for ids in seg.ids]
         input_ids, mask = self._pad(rows)
-        names = [seg.adapter for seg in segments]
+        names = [module_name(seg.adapter) for seg in segments]
         sizes = [len(seg.ids) for seg in segments]
         setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
         with torch.inference_mode():
@@ -267,6 +268,15 @@ def _model_limit(tokenizer: Any, config: Any) -> int:
         if getattr(config, "model_type", "") in ("roberta", "xlm-roberta")
         else positions
     )
+
+
+def module_name(name: str) -> str:
+    """The adapter's name inside the model: torch module names cannot hold '.'.
+
+    Store names use [a-z0-9._-]; escaping '_' as '__' and '.' as '_d' is one-to-one, so two
+    store names never share a module (plain '.' -> '_' would merge 'a.b' with 'a_b').
+    """
+    return name.replace("_", "__").replace(".", "_d")
 
 
 def rank(probs: Sequence[float], labels: dict[int, str], top_k: int | None) -> list[dict]:

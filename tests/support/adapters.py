@@ -53,20 +53,21 @@ class AdapterFactory:
 
         labels = labels or DEFAULT_LABELS
         torch.manual_seed(seed)
-        self.model.add_adapter(name, config=config)
-        self.model.add_classification_head(name, num_labels=len(labels), id2label=labels)
+        slot = name.replace(".", "_")  # torch module names cannot hold '.'
+        self.model.add_adapter(slot, config=config)
+        self.model.add_classification_head(slot, num_labels=len(labels), id2label=labels)
         try:
             with torch.no_grad():
                 for pname, param in self.model.named_parameters():
                     # The library zero-initialises the up-projection: draw every weight.
-                    if f".{name}." in pname:
+                    if f".{slot}." in pname:
                         param.normal_(0, std)
             out = Path(out_dir)
             out.parent.mkdir(parents=True, exist_ok=True)
-            self.model.save_adapter(str(out), name, with_head=True, use_safetensors=True)
+            self.model.save_adapter(str(out), slot, with_head=True, use_safetensors=True)
         finally:
-            self.model.delete_adapter(name)
-            self.model.delete_head(name)
+            self.model.delete_adapter(slot)
+            self.model.delete_head(slot)
         return out
 
     def add_to_store(
