@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
+import os
 import shutil
+import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +111,13 @@ async def _read_form(request: Request, limit: int):
     return await Request(request.scope, receive).form(max_files=1, max_fields=4)
 
 
+def _scratch_dir(store_root: Path) -> tempfile.TemporaryDirectory:
+    """A scratch folder inside the store, named like the store's own (`.tmp-<host>-<pid>-`):
+    if the process dies mid-upload, `store.cleanup()` at the next start removes it."""
+    prefix = f".tmp-{socket.gethostname()}-{os.getpid()}-upload-"
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=store_root)
+
+
 def _save_upload(upload: UploadFile, folder: Path) -> Path:
     path = folder / "upload"
     upload.file.seek(0)
@@ -147,7 +157,10 @@ async def upload_adapter(
         if not isinstance(name, str) or not name:
             raise InvalidRequest("form field 'name' is required")
         overwrite = _flag(form.get("overwrite"))
-        with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+        # The check builds a model from the config and the library mutates that config: give
+        # each upload its own copy, or two concurrent uploads corrupt each other's check.
+        base_config = copy.deepcopy(engine.base_config)
+        with _scratch_dir(store.root) as folder:
             path = await asyncio.to_thread(_save_upload, upload, Path(folder))
             manifest = await asyncio.to_thread(
                 store.import_archive,
@@ -155,7 +168,7 @@ async def upload_adapter(
                 path,
                 expected_base=engine.base_ref,
                 overwrite=overwrite,
-                check=functools.partial(check_adapter_fits, engine.base_config),
+                check=functools.partial(check_adapter_fits, base_config),
             )
     finally:
         await form.close()
