@@ -1,12 +1,7 @@
 """Job records in Redis (when `APP_REDIS_URL` is set): API and workers on any number of hosts.
 
-Same contract as the SQLite backend (app.jobs.JobStore). Layout under a key prefix::
-
-    <p>job:<id>          hash, one field per Job field, each value JSON (null for None)
-    <p>all               sorted set of every job id, scored by created_at (list, newest first)
-    <p>status:<status>   sorted set of the ids in that status, scored by created_at
-    <p>leases            sorted set of running job ids, scored by lease_expires_at
-    <p>name:<adapter>    the id of the one queued/running job that trains this adapter name
+Same contract as the SQLite backend (app.jobs.JobStore); the keys are described in
+app.job_records_redis_layout (a hash per job, sorted-set indexes by time, status and lease).
 
 Every write is one optimistic transaction (WATCH the job's hash, read it, decide, MULTI/EXEC;
 redis-py retries when another client changed the hash in between), so a claim, an ownership-
@@ -28,9 +23,18 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.client import Pipeline
 
+from app.job_records_redis_layout import (
+    DEFAULT_PREFIX,
+    Keys,
+    decode,
+    decode_status,
+    encode,
+    new_job,
+    read_job,
+    server_time,
+)
 from app.jobs import (
     ACTIVE,
-    JOB_FIELDS,
     LEASE_LOST,
     Job,
     JobConflict,
@@ -41,7 +45,6 @@ from app.jobs import (
 )
 
 log = logging.getLogger("app.jobs")
-DEFAULT_PREFIX = "adapter-serve:jobs:"
 Changes = dict[str, Any]
 Decide = Callable[[Job, float], Changes | None]
 P = ParamSpec("P")
@@ -67,28 +70,30 @@ class RedisJobStore:
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._r = redis.Redis.from_url(url, decode_responses=True)
-        self._p = prefix
-        self._all, self._leases = f"{prefix}all", f"{prefix}leases"
+        self._k = Keys(prefix)
 
     # ---- API side ------------------------------------------------------------------------
     @_unavailable
     def create(self, *, adapter_name: str, config: dict[str, Any]) -> Job:
         job_id = uuid.uuid4().hex
-        name_key = self._name_key(adapter_name)
+        name_key = self._k.name(adapter_name)
 
         def tx(pipe: Pipeline) -> Job:
             holder = pipe.get(name_key)
-            if holder is not None and _status(pipe.hget(self._key(holder), "status")) in ACTIVE:
+            if (
+                holder is not None
+                and decode_status(pipe.hget(self._k.job(holder), "status")) in ACTIVE
+            ):
                 raise JobConflict(
                     f"job {holder} is already training adapter {adapter_name!r}; "
                     "wait for it or cancel it"
                 )
-            now = _server_time(pipe)
-            job = _new_job(job_id, adapter_name, config, now)
+            now = server_time(pipe)
+            job = new_job(job_id, adapter_name, config, now)
             pipe.multi()
-            pipe.hset(self._key(job_id), mapping=_encode(dataclasses.asdict(job)))
-            pipe.zadd(self._all, {job_id: now})
-            pipe.zadd(self._status_key(JobStatus.QUEUED), {job_id: now})
+            pipe.hset(self._k.job(job_id), mapping=encode(dataclasses.asdict(job)))
+            pipe.zadd(self._k.all, {job_id: now})
+            pipe.zadd(self._k.status(JobStatus.QUEUED), {job_id: now})
             pipe.set(name_key, job_id)
             return job
 
@@ -96,37 +101,37 @@ class RedisJobStore:
 
     @_unavailable
     def get(self, job_id: str) -> Job:
-        raw = self._r.hgetall(self._key(job_id))
+        raw = self._r.hgetall(self._k.job(job_id))
         if not raw:
             raise JobNotFound(f"training job {job_id!r} not found")
-        return _decode(raw)
+        return decode(raw)
 
     @_unavailable
     def list(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         if limit <= 0:
             return []
-        index = self._all if status is None else self._status_key(status)
+        index = self._k.all if status is None else self._k.status(status)
         ids = self._r.zrevrange(index, 0, limit - 1)
         pipe = self._r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hgetall(self._key(job_id))
-        return [_decode(raw) for raw in pipe.execute() if raw]  # skip one deleted meanwhile
+            pipe.hgetall(self._k.job(job_id))
+        return [decode(raw) for raw in pipe.execute() if raw]  # skip one deleted meanwhile
 
     @_unavailable
     def delete(self, job_id: str) -> None:
-        key = self._key(job_id)
+        key = self._k.job(job_id)
 
         def tx(pipe: Pipeline) -> None:
-            job = _read(pipe, key)
+            job = read_job(pipe, key)
             if job is None or job.status != JobStatus.QUEUED:
                 return
             holder = self._watch_name(pipe, job)
             pipe.multi()
             pipe.delete(key)
-            pipe.zrem(self._all, job_id)
-            pipe.zrem(self._status_key(JobStatus.QUEUED), job_id)
+            pipe.zrem(self._k.all, job_id)
+            pipe.zrem(self._k.status(JobStatus.QUEUED), job_id)
             if holder == job_id:
-                pipe.delete(self._name_key(job.adapter_name))
+                pipe.delete(self._k.name(job.adapter_name))
 
         self._r.transaction(tx, key)
 
@@ -146,8 +151,8 @@ class RedisJobStore:
 
     @_unavailable
     def expire_leases(self, *, now: float | None = None) -> int:
-        now = _server_time(self._r) if now is None else now
-        due = self._r.zrangebyscore(self._leases, "-inf", f"({now!r}")
+        now = server_time(self._r) if now is None else now
+        due = self._r.zrangebyscore(self._k.leases, "-inf", f"({now!r}")
 
         def decide(job: Job, _: float) -> Changes | None:
             expires = job.lease_expires_at
@@ -192,7 +197,7 @@ class RedisJobStore:
     @_unavailable
     def should_stop(self, job_id: str, *, worker: str) -> bool:
         fields = ("cancel_requested", "status", "worker")
-        raw = self._r.hmget(self._key(job_id), fields)
+        raw = self._r.hmget(self._k.job(job_id), fields)
         if raw[1] is None:
             return True
         cancel, status, owner = (json.loads(v) if v is not None else None for v in raw)
@@ -241,56 +246,47 @@ class RedisJobStore:
         self._r.close()
 
     # ---- internals -----------------------------------------------------------------------
-    def _key(self, job_id: str) -> str:
-        return f"{self._p}job:{job_id}"
-
-    def _name_key(self, adapter_name: str) -> str:
-        return f"{self._p}name:{adapter_name}"
-
-    def _status_key(self, status: JobStatus) -> str:
-        return f"{self._p}status:{status}"
-
     def _transition(self, job_id: str, decide: Decide, *, must_exist: bool = False) -> Job | None:
         """Apply `decide(job, now)`'s changes atomically; the new record, or None when the job
         is missing (JobNotFound with must_exist) or `decide` declined."""
-        key = self._key(job_id)
+        key = self._k.job(job_id)
 
         def tx(pipe: Pipeline) -> Job | None:
-            job = _read(pipe, key)
+            job = read_job(pipe, key)
             if job is None:
                 if must_exist:
                     raise JobNotFound(f"training job {job_id!r} not found")
                 return None
-            changes = decide(job, _server_time(pipe))
+            changes = decide(job, server_time(pipe))
             if changes is None:
                 return None
             new = dataclasses.replace(job, **changes)
             ends = job.status in ACTIVE and new.status not in ACTIVE
             holder = self._watch_name(pipe, job) if ends else None
             pipe.multi()
-            pipe.hset(key, mapping=_encode(changes))
+            pipe.hset(key, mapping=encode(changes))
             self._reindex(pipe, job, new, release_name=holder == job.id)
             return new
 
         return self._r.transaction(tx, key, value_from_callable=True)
 
     def _watch_name(self, pipe: Pipeline, job: Job) -> str | None:
-        name_key = self._name_key(job.adapter_name)
+        name_key = self._k.name(job.adapter_name)
         pipe.watch(name_key)
         return pipe.get(name_key)
 
     def _reindex(self, pipe: Pipeline, old: Job, new: Job, *, release_name: bool) -> None:
         """Queue the index updates for old -> new (inside MULTI)."""
         if new.status != old.status:
-            pipe.zrem(self._status_key(old.status), old.id)
-            pipe.zadd(self._status_key(new.status), {old.id: old.created_at})
+            pipe.zrem(self._k.status(old.status), old.id)
+            pipe.zadd(self._k.status(new.status), {old.id: old.created_at})
         if new.status == JobStatus.RUNNING:
             if old.status != JobStatus.RUNNING or new.lease_expires_at != old.lease_expires_at:
-                pipe.zadd(self._leases, {old.id: new.lease_expires_at})
+                pipe.zadd(self._k.leases, {old.id: new.lease_expires_at})
         elif old.status == JobStatus.RUNNING:
-            pipe.zrem(self._leases, old.id)
+            pipe.zrem(self._k.leases, old.id)
         if release_name:
-            pipe.delete(self._name_key(old.adapter_name))
+            pipe.delete(self._k.name(old.adapter_name))
 
 
 def _owned(worker: str, decide: Decide) -> Decide:
@@ -302,47 +298,3 @@ def _owned(worker: str, decide: Decide) -> Decide:
         return decide(job, now)
 
     return guarded
-
-
-def _new_job(job_id: str, adapter_name: str, config: dict[str, Any], now: float) -> Job:
-    values: dict[str, Any] = dict.fromkeys(JOB_FIELDS)
-    values.update(
-        id=job_id,
-        status=JobStatus.QUEUED,
-        adapter_name=adapter_name,
-        config=config,
-        progress={},
-        metrics={},
-        cancel_requested=False,
-        attempts=0,
-        created_at=now,
-    )
-    return _decode(_encode(values))  # a copy, exactly as get() would return it
-
-
-def _server_time(client: redis.Redis | Pipeline) -> float:
-    seconds, micros = client.time()
-    return seconds + micros / 1_000_000
-
-
-def _read(pipe: Pipeline, key: str) -> Job | None:
-    raw = pipe.hgetall(key)
-    return _decode(raw) if raw else None
-
-
-def _status(raw: str | None) -> JobStatus | None:
-    return JobStatus(json.loads(raw)) if raw is not None else None
-
-
-def _encode(values: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v) for k, v in values.items()}
-
-
-def _decode(raw: dict[str, str]) -> Job:
-    values = {f: json.loads(raw[f]) if f in raw else None for f in JOB_FIELDS}
-    for field in ("config", "progress", "metrics"):
-        values[field] = values[field] or {}
-    values["status"] = JobStatus(values["status"])
-    values["cancel_requested"] = bool(values["cancel_requested"])
-    values["attempts"] = values["attempts"] or 0
-    return Job(**values)
