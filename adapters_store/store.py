@@ -192,7 +192,12 @@ class AdapterStore:
         return stored.manifest
 
     def cleanup(self) -> int:
-        """Remove scratch folders left by dead processes on this host; return how many."""
+        """Remove scratch folders left by dead processes on this host; return how many.
+
+        Also removes `.trash-*` folders: an old version renamed aside by a replace or delete
+        that died before deleting it. Nothing reads them, and removing one that a live
+        process is deleting at the same time is harmless.
+        """
         removed = 0
         host = socket.gethostname()
         for child in self.root.glob(".tmp-*"):
@@ -200,6 +205,9 @@ class AdapterStore:
             if len(parts) == 4 and parts[1] == host and not _pid_alive(int(parts[2])):
                 shutil.rmtree(child, ignore_errors=True)
                 removed += 1
+        for child in self.root.glob(".trash-*"):
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
         return removed
 
     # ---- internals -----------------------------------------------------------------------
