@@ -18,14 +18,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adapters_store import AdapterNotFound, AdapterStore
 from app.adapter_cache import AdapterCache
 from app.batching import (
     Item,
+    Limits,
     Request,
+    Timing,
     collect,
     dispatch_delay,
     group_segments,
@@ -55,24 +56,6 @@ class RequestTimeout(ServiceError):
 
 class ServiceStopping(ServiceError):
     code = "unavailable"
-
-
-@dataclass
-class Timing:
-    """Filled in by `Batcher.classify` as a request goes, also when it fails (milliseconds)."""
-
-    queue_ms: float = 0.0  # waiting for a forward pass (until the error, if none ran)
-    inference_ms: float = 0.0  # in forward passes (0 when none ran)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_size: int
-    max_batch_tokens: int
-    max_wait_s: float
-    max_queue: int
-    timeout_s: float
-    split_overhead_tokens: int = 32
 
 
 # ---- the batcher ---------------------------------------------------------------------------

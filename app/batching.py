@@ -17,6 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass
+class Timing:
+    """Filled in by `Batcher.classify` as a request goes, also when it fails (milliseconds)."""
+
+    queue_ms: float = 0.0  # waiting for a forward pass (until the error, if none ran)
+    inference_ms: float = 0.0  # in forward passes (0 when none ran)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_s: float
+    max_queue: int
+    timeout_s: float
+    split_overhead_tokens: int = 32
+
+
 @dataclass(eq=False)
 class Request:
     """One classify call: its future completes when every item has a result."""
