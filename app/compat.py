@@ -41,7 +41,12 @@ def _saved_tensor_names(folder: Path, saved_name: str) -> set[str]:
 
 
 def check_adapter_fits(base_config: Any, folder: Path) -> None:
-    """Raise BaseModelMismatch if the adapter's tensors do not fit `base_config`'s model."""
+    """Raise BaseModelMismatch if the adapter's tensors do not fit `base_config`'s model.
+
+    Works on a copy of `base_config`: the adapters library writes into the config it builds
+    from, so a shared config would be corrupted by concurrent checks.
+    """
+    import copy
     import json
 
     import torch
@@ -54,7 +59,7 @@ def check_adapter_fits(base_config: Any, folder: Path) -> None:
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
-            skeleton = AutoAdapterModel.from_config(base_config)
+            skeleton = AutoAdapterModel.from_config(copy.deepcopy(base_config))
             skeleton.load_adapter(str(folder), load_as=_PROBE, use_safetensors=True)
     except RuntimeError as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln), str(exc))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import os
 import shutil
@@ -157,9 +156,6 @@ async def upload_adapter(
         if not isinstance(name, str) or not name:
             raise InvalidRequest("form field 'name' is required")
         overwrite = _flag(form.get("overwrite"))
-        # The check builds a model from the config and the library mutates that config: give
-        # each upload its own copy, or two concurrent uploads corrupt each other's check.
-        base_config = copy.deepcopy(engine.base_config)
         with _scratch_dir(store.root) as folder:
             path = await asyncio.to_thread(_save_upload, upload, Path(folder))
             manifest = await asyncio.to_thread(
@@ -168,7 +164,7 @@ async def upload_adapter(
                 path,
                 expected_base=engine.base_ref,
                 overwrite=overwrite,
-                check=functools.partial(check_adapter_fits, base_config),
+                check=functools.partial(check_adapter_fits, engine.base_config),
             )
     finally:
         await form.close()

@@ -15,7 +15,12 @@ from fastapi.responses import JSONResponse
 
 from adapters_store import StoreError
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
-from app.api.errors import STATUS_BY_CODE, InvalidRequest, error_response, error_responses
+from app.api.errors import (
+    InvalidRequest,
+    domain_error_response,
+    error_response,
+    error_responses,
+)
 from app.batcher import Timing
 from app.config import Settings
 from app.engine import ServiceError, rank
@@ -64,13 +69,7 @@ def timing_headers(timing: Timing) -> dict[str, str]:
 
 def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
     """The one error shape (as app.api.errors answers it) plus the timing headers."""
-    code = exc.code
-    headers = timing_headers(timing)
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    message = getattr(exc, "message", None) or str(exc)
-    return error_response(STATUS_BY_CODE.get(code, 400), code, message, headers)
+    return domain_error_response(exc, timing_headers(timing))
 
 
 def check_limits(body: ClassifyRequest, settings: Settings) -> list[str]:

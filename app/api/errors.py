@@ -88,15 +88,20 @@ def error_response(
     )
 
 
-def _domain(request: Request, exc: Exception) -> JSONResponse:
+def domain_error_response(exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A domain error in the one shape, with its status, Retry-After and its own headers."""
     code = getattr(exc, "code", "error")
     status = STATUS_BY_CODE.get(code, 400)
-    headers = dict(getattr(exc, "headers", None) or {})
+    headers = {**(headers or {}), **(getattr(exc, "headers", None) or {})}
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     message = getattr(exc, "message", None) or str(exc)
     return error_response(status, code, message, headers or None)
+
+
+def _domain(request: Request, exc: Exception) -> JSONResponse:
+    return domain_error_response(exc)
 
 
 def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

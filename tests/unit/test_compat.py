@@ -49,3 +49,13 @@ def test_deeper_model_adapter_refused(tiny_model_dir, tmp_path):
     folder = _save(deep, "deep", tmp_path / "deep")
     with pytest.raises(BaseModelMismatch, match="no place"):
         check_adapter_fits(AutoConfig.from_pretrained(tiny_model_dir), folder)
+
+
+def test_check_leaves_the_given_config_untouched(tiny_model_dir, tmp_path):
+    model = AutoAdapterModel.from_pretrained(tiny_model_dir)
+    folder = _save(model, "ok", tmp_path / "ok")
+    base = AutoConfig.from_pretrained(tiny_model_dir)
+    before = base.to_dict()
+    check_adapter_fits(base, folder)
+    check_adapter_fits(base, folder)
+    assert base.to_dict() == before
