@@ -3,8 +3,9 @@
     python bench/soak.py --seconds 120 --clients 32 --adapters 6 [--base minilm|tiny]
 
 Starts `python -m app` on 127.0.0.1, uploads N random adapters, computes golden outputs for a
-fixed text set in-process, then runs closed-loop clients for the given time while a churn task
-uploads, uses and deletes extra adapters and re-uploads a stable one (new version, same weights).
+fixed text set in-process, then runs closed-loop clients while a churn task uploads, uses and
+deletes extra adapters and re-uploads a stable one (new version, same weights): first a warm-up
+of the same mix (so caches and allocator pools fill), then the measured run.
 Reports requests, errors by status, wrong answers (label differs, or score off by > 1e-3),
 p50/p99 latency and the server's RSS growth after warm-up. Stops by itself.
 """
@@ -125,48 +126,54 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+async def phase(client, args, names, texts, gold, labels, seconds, tally, churn, pid):
+    """Clients and churn together for `seconds`; returns RSS samples (MB) taken every 5 s."""
+    deadline = time.monotonic() + seconds
+    samples: list[float] = []
+    rng = random.Random(len(churn) + tally.requests)
+
+    async def sample_rss():
+        while time.monotonic() < deadline:
+            samples.append(rss_mb(pid))
+            await asyncio.sleep(5)
+
+    loops = [
+        client_loop(
+            client, names, texts, gold, labels, deadline, tally, random.Random(rng.random())
+        )
+        for _ in range(args.clients)
+    ]
+    archives = args.archives
+    if not args.no_churn:
+        loops.append(churn_loop(client, archives, names[0], texts, deadline, churn))
+    await asyncio.gather(sample_rss(), *loops)
+    samples.append(rss_mb(pid))
+    return samples
+
+
 async def drive(server, args, names, archives, texts, gold, labels) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 4)
+    args.archives = archives
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
         for name in names:
-            assert await upload(client, name, archives[name]) == 200, name
-        warm_end = time.monotonic() + args.warmup
-        tally, rng = Tally(), random.Random(0)
-        await asyncio.gather(
-            *[
-                client_loop(client, names, texts, gold, labels, warm_end, Tally(), random.Random(k))
-                for k in range(args.clients)
-            ]
+            assert await upload(client, name, archives[name]) in (200, 201), name
+        # Warm-up runs the same mix (churn included) so that caches and allocator pools fill.
+        await phase(
+            client, args, names, texts, gold, labels, args.warmup, Tally(), Counter(), server.pid
         )
-        rss_start = rss_mb(server.pid)
-        deadline = time.monotonic() + args.seconds
-        churn: Counter[str] = Counter()
-        samples = []
-
-        async def sample_rss():
-            while time.monotonic() < deadline:
-                samples.append(rss_mb(server.pid))
-                await asyncio.sleep(2)
-
-        await asyncio.gather(
-            sample_rss(),
-            churn_loop(client, archives, names[0], texts, deadline, churn),
-            *[
-                client_loop(
-                    client, names, texts, gold, labels, deadline, tally, random.Random(rng.random())
-                )
-                for _ in range(args.clients)
-            ],
+        tally, churn = Tally(), Counter()
+        samples = await phase(
+            client, args, names, texts, gold, labels, args.seconds, tally, churn, server.pid
         )
-        rss_end = rss_mb(server.pid)
-    return {"tally": tally, "churn": churn, "rss": (rss_start, rss_end, max(samples))}
+    return {"tally": tally, "churn": churn, "rss": samples}
 
 
 def report(result: dict, args) -> None:
     tally: Tally = result["tally"]
     lat = sorted(tally.latencies)
     p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: 0)
-    rss_start, rss_end, rss_peak = result["rss"]
+    samples = result["rss"]
+    rss_start, rss_end, rss_peak = samples[0], samples[-1], max(samples)
     five_xx = sum(v for k, v in tally.status.items() if isinstance(k, int) and k >= 500)
     print(
         f"\nsoak: {args.seconds}s, {args.clients} clients, {args.adapters} adapters, "
@@ -183,6 +190,7 @@ def report(result: dict, args) -> None:
         f"| {p(0.5):.1f} | {p(0.99):.1f} | {rss_start:.0f} -> {rss_end:.0f} "
         f"(peak {rss_peak:.0f}, {growth:+.1f}%) |"
     )
+    print("RSS every 5 s (MB):", " ".join(f"{v:.0f}" for v in samples))
     print("status counts:", dict(tally.status))
     print("churn:", dict(result["churn"]))
     if lat:
@@ -194,11 +202,12 @@ def report(result: dict, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
-    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--warmup", type=float, default=45)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--adapters", type=int, default=6)
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--base", choices=["minilm", "tiny"], default="minilm")
+    parser.add_argument("--no-churn", action="store_true", help="classify traffic only")
     args = parser.parse_args()
 
     from bench.serve import minilm_dir
