@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tests.support.adapters import AdapterFactory
 from tests.support.tiny import build_tiny_roberta, keyword_dataset, write_jsonl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -18,6 +19,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random tiny RoBERTa + tokenizer on disk (seconds to build)."""
     return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
+
+
+@pytest.fixture(scope="session")
+def factory(tiny_model_dir) -> AdapterFactory:
+    """Random, distinct adapters for the tiny model (save, archive, add to a store)."""
+    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,6 @@ with warnings.catch_warnings():
 LABELS3 = {0: "neg", 1: "neu", 2: "pos"}
 
 
-@pytest.fixture(scope="session")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
-
-
 def seed_store(store: AdapterStore, factory: AdapterFactory) -> None:
     factory.add_to_store(store, "alpha", seed=1)
     factory.add_to_store(store, "beta", seed=2, labels=LABELS3)

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
-from tests.support.adapters import AdapterFactory
 from tests.support.faults import LONG_TEXT, Golden, abandon, metric
 from tests.support.server import running_server
 from tests.support.tiny import keyword_dataset
@@ -28,11 +27,6 @@ SLOW = {
     "APP_MAX_BATCH_SIZE": "1",
     "APP_TORCH_THREADS": "1",
 }
-
-
-@pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

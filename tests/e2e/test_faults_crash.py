@@ -42,11 +42,6 @@ EMBEDDED = {"APP_EMBEDDED_WORKER": "true", "APP_ACCESS_LOG": "false"}
 
 
 @pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def golden(tiny_model_dir, factory) -> Golden:
     return Golden(tiny_model_dir, factory, [*TEXTS, LONG_TEXT]).add(7, 8, 9, 1, 2)
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
-from tests.support.adapters import AdapterFactory
 from tests.support.faults import Golden, assert_store_whole
 from tests.support.jobs import JobSystem, running
 from tests.support.server import running_server
@@ -25,11 +24,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TEXTS = [row["text"] for row in keyword_dataset(12, seed=21)]
 QUIET = {"APP_EMBEDDED_WORKER": "false", "APP_ACCESS_LOG": "false"}
-
-
-@pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

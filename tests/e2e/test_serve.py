@@ -12,7 +12,6 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.engine import Engine, Segment
-from tests.support.adapters import AdapterFactory
 from tests.support.server import process_env, running_server
 from tests.support.tiny import keyword_dataset
 
@@ -28,11 +27,6 @@ POOL = [row["text"] for row in keyword_dataset(40, seed=7)]
 TOL = 1e-5
 # No training-worker child and no access log: these tests are about serving.
 QUIET = {"APP_EMBEDDED_WORKER": "false", "APP_ACCESS_LOG": "false"}
-
-
-@pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

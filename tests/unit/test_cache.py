@@ -8,14 +8,8 @@ from adapters_store import AdapterNotFound, AdapterStore, BaseModelMismatch, Bas
 from app.adapter_cache import AdapterCache, CacheFull
 from app.engine import Engine, Segment
 from app.metrics import Metrics
-from tests.support.adapters import AdapterFactory
 
 NAMES = ["a", "b", "c", "d", "e"]
-
-
-@pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from adapters import AdapterSetup
 from adapters_store import AdapterStore, InvalidAdapter
 from app.adapter_cache import AdapterCache
 from app.engine import BaseModelLoadError, Engine, Segment, TextTooLong, choose_dtype, rank
-from tests.support.adapters import AdapterFactory
 
 TEXTS = [
     "a good film",
@@ -21,11 +20,6 @@ TEXTS = [
     "one two three",
     "the album",
 ]
-
-
-@pytest.fixture(scope="module")
-def factory(tiny_model_dir) -> AdapterFactory:
-    return AdapterFactory(tiny_model_dir)
 
 
 @pytest.fixture
