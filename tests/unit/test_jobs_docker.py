@@ -159,3 +159,13 @@ def test_readme_docker_commands_name_real_files():
     assert "docker compose up" in readme and "--profile redis" in readme
     files = re.findall(r"-f (\S+\.ya?ml)", readme)
     assert files and all((ROOT / f).is_file() for f in files), files
+
+
+def test_runtime_preloads_jemalloc_it_installs():
+    steps = _dockerfile()
+    runtime = steps[[i for i, (w, _) in enumerate(steps) if w == "FROM"][-1] :]
+    installs = " ".join(a for w, a in runtime if w == "RUN")
+    env = " ".join(a for w, a in runtime if w == "ENV")
+    preload = next(part for part in env.split() if part.startswith("LD_PRELOAD="))
+    library = preload.split("=", 1)[1]
+    assert "libjemalloc2" in installs and library in installs  # the link the preload names
