@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from adapters_store import AdapterStore, Manifest, StoreError
 from adapters_store import format as fmt
 from training.errors import TrainingError
+from training.modeling import swap_dir
 
 CARD_METRICS = ("accuracy", "f1_macro", "eval_loss", "train_runtime_s", "train_samples_per_s")
 
@@ -35,20 +34,10 @@ def export_adapter(
         for file_name in (*fmt.REQUIRED_FILES, fmt.MANIFEST):
             shutil.copyfile(stored.path / file_name, tmp / file_name)
         (tmp / fmt.MODEL_CARD).write_text(model_card(stored.manifest), encoding="utf-8")
-        _replace_dir(tmp, target)
+        swap_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-        os.rename(target, old)
-    os.rename(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def model_card(manifest: Manifest, *, repo_id: str | None = None) -> str:

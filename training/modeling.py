@@ -146,7 +146,7 @@ def save_full(
             training=training,
         )
         _write_manifest(tmp, manifest)
-        _swap_dir(tmp, out)
+        swap_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
@@ -162,7 +162,8 @@ def _write_manifest(folder: Path, manifest: Manifest) -> None:
     (folder / "manifest.json").write_text(text + "\n", encoding="utf-8")
 
 
-def _swap_dir(new: Path, target: Path) -> None:
+def swap_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target`, moving an existing one aside first."""
     trash = None
     if target.exists():
         trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
