@@ -28,8 +28,8 @@ def main() -> int:
     )
     import uvicorn
 
-    from app.engine import BaseModelLoadError, Engine
     from app.main import create_app
+    from app.serving.engine import BaseModelLoadError, Engine
 
     try:
         engine = Engine.load(
@@ -44,7 +44,7 @@ def main() -> int:
         return 2
     app = create_app(settings, engine=engine)
     if settings.embedded_worker:  # a training-worker child, started/stopped by the lifespan
-        from app.worker import EmbeddedWorker
+        from app.jobs.worker import EmbeddedWorker
 
         app.state.embedded_worker = EmbeddedWorker(stop_timeout_s=settings.worker_shutdown_s + 10)
     uvicorn.run(

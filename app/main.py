@@ -10,16 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from adapters_store import AdapterStore
-from app.adapter_cache import AdapterCache
 from app.api import adapters, classify, health, train_jobs
 from app.api.errors import install_error_handlers
-from app.batcher import Batcher, Limits
 from app.config import Settings
-from app.engine import Engine
-from app.job_service import JobService
+from app.jobs.service import JobService
+from app.jobs.worker import start_embedded_worker, stop_embedded_worker
 from app.metrics import Metrics, MetricsMiddleware
 from app.security import is_loopback
-from app.worker import start_embedded_worker, stop_embedded_worker
+from app.serving.adapter_cache import AdapterCache
+from app.serving.batcher import Batcher, Limits
+from app.serving.engine import Engine
 
 log = logging.getLogger(__name__)
 

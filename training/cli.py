@@ -7,7 +7,6 @@ line `error: ...` on stderr and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import types
 import typing
@@ -148,14 +147,3 @@ def _validation_message(exc: ValidationError) -> str:
         where = _flag(loc[0]) + ": " if loc else ""
         parts.append(where + error["msg"].removeprefix("Value error, "))
     return "; ".join(parts)
-
-
-def print_table(rows: Sequence[tuple[str, Any]], *, file: Any = None) -> None:
-    width = max((len(k) for k, _ in rows), default=0)
-    for key, value in rows:
-        print(f"{key.ljust(width)}  {value}", file=file or sys.stdout)
-
-
-def print_json_lines(items: Sequence[Any]) -> None:
-    for item in items:
-        print(json.dumps(item))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import AdapterStore, Manifest
-from training.cli import print_json_lines, print_table
 from training.config import TrainConfig
+from training.printing import print_json_lines, print_table
 
 _CLI_ONLY = {"command", "store", "device", "no_progress"}
 

@@ -1,1 +1,5 @@
-"""The HTTP layer: routes, dependencies and the error boundary (the only FastAPI users)."""
+"""The HTTP layer: routes, Annotated dependencies and the one error boundary.
+
+The only FastAPI users besides `app.main`. Imports `app.serving`, `app.jobs.service`,
+`app.config`, `app.security`, `app.schemas` and `adapters_store`; nothing imports it but `app.main`.
+"""

@@ -18,7 +18,6 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from adapters_store import Manifest
-from app.adapter_cache import AdapterCache
 from app.api.deps import (
     AdminAccess,
     BatcherDep,
@@ -29,8 +28,9 @@ from app.api.deps import (
     StoreDep,
 )
 from app.api.errors import InvalidRequest, PayloadTooLarge, error_responses
-from app.compat import check_adapter_fits
 from app.schemas import AdapterInfo, AdapterList
+from app.serving.adapter_cache import AdapterCache
+from app.serving.fit_check import check_adapter_fits
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 

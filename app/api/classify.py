@@ -21,11 +21,11 @@ from app.api.errors import (
     error_response,
     error_responses,
 )
-from app.batcher import Timing
 from app.config import Settings
-from app.engine import ServiceError, rank
-from app.inference import Classified
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
+from app.serving.batcher import Timing
+from app.serving.engine import ServiceError, rank
+from app.serving.passes import Classified
 
 router = APIRouter(tags=["classify"])
 T = TypeVar("T")

@@ -8,13 +8,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters_store import AdapterStore
-from app.adapter_cache import AdapterCache
 from app.api.errors import NotReady
-from app.batcher import Batcher
 from app.config import Settings
-from app.engine import Engine
 from app.metrics import Metrics
 from app.security import KeyRing
+from app.serving.adapter_cache import AdapterCache
+from app.serving.batcher import Batcher
+from app.serving.engine import Engine
 
 
 def _state(request: Request, name: str) -> Any:

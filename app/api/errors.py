@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters_store import StoreError
-from app.engine import ServiceError
-from app.jobs import JobError
+from app.jobs.records import JobError
 from app.schemas import ErrorResponse
 from app.security import AuthError
+from app.serving.engine import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import AdminAccess
 from app.api.errors import NotReady, error_responses
-from app.job_service import JobService
-from app.jobs import Job, JobStatus
+from app.jobs.records import Job, JobStatus
+from app.jobs.service import JobService
 from training.config import TrainConfig
 
 router = APIRouter(prefix="/train-jobs", tags=["training jobs"])

@@ -12,8 +12,8 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.config import Settings
-from app.engine import Engine
 from app.main import create_app
+from app.serving.engine import Engine
 from tests.support.adapters import AdapterFactory
 
 with warnings.catch_warnings():
@@ -52,7 +52,7 @@ def client(serve) -> Iterator[TestClient]:
 
 def reference(store_root: Path, model_dir: Path, name: str, texts: list[str]) -> list[list[float]]:
     """Each text alone through a separate in-process engine: the expected probabilities."""
-    from app.engine import Segment
+    from app.serving.engine import Segment
 
     engine = Engine.load(base_model=str(model_dir))
     engine.load_adapter(name, store_root / name)

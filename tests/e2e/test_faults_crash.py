@@ -20,7 +20,8 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.config import Settings
-from app.jobs import JobStatus, open_job_store
+from app.jobs.factory import open_job_store
+from app.jobs.records import JobStatus
 from tests.support.adapters import AdapterFactory
 from tests.support.faults import (
     LONG_TEXT,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from app.job_records_redis import DEFAULT_PREFIX
+from app.jobs.records_redis import DEFAULT_PREFIX
 from tests.support.jobs import JobSystem, redis_or_skip, running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.redis]

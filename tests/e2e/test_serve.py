@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
-from app.engine import Engine, Segment
+from app.serving.engine import Engine, Segment
 from tests.support.server import process_env, running_server
 from tests.support.tiny import keyword_dataset
 

@@ -28,7 +28,7 @@ class Golden:
     """In-process outputs (one forward per text) of factory adapters, keyed by seed and text."""
 
     def __init__(self, model_dir: Path, factory: AdapterFactory, texts: list[str]) -> None:
-        from app.engine import Engine
+        from app.serving.engine import Engine
 
         self.texts = texts
         self.factory = factory
@@ -36,7 +36,7 @@ class Golden:
         self.outputs: dict[int, dict[str, list[float]]] = {}
 
     def add(self, *seeds: int) -> Golden:
-        from app.engine import Segment
+        from app.serving.engine import Segment
 
         for seed in seeds:
             if seed in self.outputs:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.jobs import JobStore
+from app.jobs.records import JobStore
 from tests.support.server import ManagedProcess, Server, free_port, start_process, start_server
 from tests.support.tiny import keyword_dataset, write_jsonl
 
@@ -234,10 +234,10 @@ class StoreSpec:
 
     def open(self) -> JobStore:
         if self.backend == "sqlite":
-            from app.job_records_sqlite import SqliteJobStore
+            from app.jobs.records_sqlite import SqliteJobStore
 
             return SqliteJobStore(self.location)
-        from app.job_records_redis import RedisJobStore
+        from app.jobs.records_redis import RedisJobStore
 
         return RedisJobStore(self.location)
 

@@ -1,7 +1,7 @@
 """Job records in Redis (when `APP_REDIS_URL` is set): API and workers on any number of hosts.
 
 Same contract as the SQLite backend (app.jobs.JobStore); the keys are described in
-app.job_records_redis_layout (a hash per job, sorted-set indexes by time, status and lease).
+app.jobs.redis_layout (a hash per job, sorted-set indexes by time, status and lease).
 
 Every write is one optimistic transaction (WATCH the job's hash, read it, decide, MULTI/EXEC;
 redis-py retries when another client changed the hash in between), so a claim, an ownership-
@@ -23,17 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.client import Pipeline
 
-from app.job_records_redis_layout import (
-    DEFAULT_PREFIX,
-    Keys,
-    decode,
-    decode_status,
-    encode,
-    new_job,
-    read_job,
-    server_time,
-)
-from app.jobs import (
+from app.jobs.records import (
     ACTIVE,
     LEASE_LOST,
     Job,
@@ -42,6 +32,16 @@ from app.jobs import (
     JobStatus,
     JobStoreUnavailable,
     check_final,
+)
+from app.jobs.redis_layout import (
+    DEFAULT_PREFIX,
+    Keys,
+    decode,
+    decode_status,
+    encode,
+    new_job,
+    read_job,
+    server_time,
 )
 
 log = logging.getLogger("app.jobs")

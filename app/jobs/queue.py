@@ -87,7 +87,7 @@ class JobQueue:
         self.huey = huey
         self._handler = handler
 
-        # Defined here so that the task's registry key ("app.job_queue.train_job") is the same
+        # Defined here so that the task's registry key ("app.jobs.queue.train_job") is the same
         # in the API (no handler) and in the workers.
         def train_job(job_id: str) -> None:
             if self._handler is None:

@@ -9,8 +9,8 @@ import torch
 from adapters import AdapterSetup
 
 from adapters_store import AdapterStore, InvalidAdapter
-from app.adapter_cache import AdapterCache
-from app.engine import BaseModelLoadError, Engine, Segment, TextTooLong, choose_dtype, rank
+from app.serving.adapter_cache import AdapterCache
+from app.serving.engine import BaseModelLoadError, Engine, Segment, TextTooLong, choose_dtype, rank
 
 TEXTS = [
     "a good film",

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters_store import StoreError
-from app.adapter_cache import AdapterCache, CacheFull, Resident
-from app.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.metrics import Metrics
+from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
+from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
 
 log = logging.getLogger(__name__)
 

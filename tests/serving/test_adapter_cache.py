@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from adapters_store import AdapterNotFound, AdapterStore, BaseModelMismatch, BaseModelRef
-from app.adapter_cache import AdapterCache, CacheFull
-from app.engine import Engine, Segment
 from app.metrics import Metrics
+from app.serving.adapter_cache import AdapterCache, CacheFull
+from app.serving.engine import Engine, Segment
 
 NAMES = ["a", "b", "c", "d", "e"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from app.jobs import JOB_FIELDS, Job, JobStatus
+from app.jobs.records import JOB_FIELDS, Job, JobStatus
 
 DEFAULT_PREFIX = "adapter-serve:jobs:"
 

@@ -1,11 +1,11 @@
-"""Training-job records: the types, the `JobStore` interface, and the one choice of backend.
+"""Training-job records: the types and the `JobStore` interface (no backend is imported here).
 
 A record is durable and shared by the API and every worker. Two backends, chosen from Settings by
-`open_job_store` and nothing else:
+`app.jobs.factory.open_job_store` and nothing else:
 
-- SQLite (`app.job_records_sqlite`, default): `<data_dir>/jobs.sqlite3`, for an API and workers
+- SQLite (`app.jobs.records_sqlite`, default): `<data_dir>/jobs.sqlite3`, for an API and workers
   on one host.
-- Redis (`app.job_records_redis`, when `APP_REDIS_URL` is set): the same Redis server as the
+- Redis (`app.jobs.records_redis`, when `APP_REDIS_URL` is set): the same Redis server as the
   queue, so workers on other hosts share the records too.
 
 State machine (identical in both)::
@@ -23,11 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from app.config import Settings
+from typing import Any, Protocol
 
 
 class JobStatus(StrEnum):
@@ -174,18 +170,3 @@ class JobStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def jobs_db_path(settings: Settings) -> Path:
-    return settings.data_dir / "jobs.sqlite3"
-
-
-def open_job_store(settings: Settings) -> JobStore:
-    """The job records for these settings: Redis when `redis_url` is set, else SQLite."""
-    if settings.redis_url:
-        from app.job_records_redis import RedisJobStore
-
-        return RedisJobStore(settings.redis_url)
-    from app.job_records_sqlite import SqliteJobStore
-
-    return SqliteJobStore(jobs_db_path(settings))

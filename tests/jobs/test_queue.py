@@ -10,7 +10,7 @@ import pytest
 from huey.registry import Message
 
 from app.config import Settings
-from app.job_queue import JobQueue, JsonSerializer, build_huey, queue_db_path
+from app.jobs.queue import JobQueue, JsonSerializer, build_huey, queue_db_path
 
 
 def test_serializer_round_trip_with_nested_message_and_datetimes():

@@ -20,7 +20,8 @@ from typing import Any
 
 from adapters_store import AdapterStore, StoreError
 from app.config import Settings
-from app.jobs import Job, JobStatus, JobStore, open_job_store
+from app.jobs.factory import open_job_store
+from app.jobs.records import Job, JobStatus, JobStore
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2

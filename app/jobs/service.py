@@ -17,8 +17,9 @@ from typing import Any
 
 from adapters_store import AdapterStore
 from app.config import Settings
-from app.job_queue import JobQueue, build_huey
-from app.jobs import (
+from app.jobs.factory import open_job_store
+from app.jobs.queue import JobQueue, build_huey
+from app.jobs.records import (
     InvalidJob,
     Job,
     JobConflict,
@@ -26,7 +27,6 @@ from app.jobs import (
     JobStore,
     JobStoreUnavailable,
     QueueUnavailable,
-    open_job_store,
 )
 from training.config import TrainConfig
 

@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from app.config import Settings
-from app.job_records_redis import DEFAULT_PREFIX, RedisJobStore
-from app.job_records_sqlite import SqliteJobStore
-from app.job_runner import JobRunner
-from app.job_service import JobService
-from app.jobs import JobStatus, JobStoreUnavailable, QueueUnavailable, open_job_store
+from app.jobs.factory import open_job_store
+from app.jobs.records import JobStatus, JobStoreUnavailable, QueueUnavailable
+from app.jobs.records_redis import DEFAULT_PREFIX, RedisJobStore
+from app.jobs.records_sqlite import SqliteJobStore
+from app.jobs.runner import JobRunner
+from app.jobs.service import JobService
 from tests.support.jobs import redis_or_skip
 from tests.support.server import free_port
 

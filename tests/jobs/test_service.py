@@ -10,9 +10,9 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.config import Settings
-from app.job_runner import Heartbeat, ProgressWriter
-from app.job_service import JobService
-from app.jobs import InvalidJob, JobConflict, JobStatus
+from app.jobs.records import InvalidJob, JobConflict, JobStatus
+from app.jobs.runner import Heartbeat, ProgressWriter
+from app.jobs.service import JobService
 from tests.support.adapters import AdapterFactory
 from tests.support.jobs import BACKENDS, redis_or_skip, store_spec
 from tests.support.tiny import keyword_dataset, write_jsonl

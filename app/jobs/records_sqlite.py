@@ -2,7 +2,7 @@
 
 One file (`<data_dir>/jobs.sqlite3`) in WAL mode; every operation opens its own connection and
 runs one short transaction, so any number of threads and processes on the host can use it. WAL
-needs a local filesystem: for workers on other hosts use the Redis backend (app.job_records_redis).
+needs a local filesystem: for workers on other hosts use the Redis backend (app.jobs.records_redis).
 The state machine and the ownership rules are in app.jobs.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.jobs import (
+from app.jobs.records import (
     ACTIVE,
     JOB_FIELDS,
     LEASE_LOST,

@@ -3,8 +3,8 @@
 Requests are tokenised on a tokenizer thread and split into items (one text for one adapter)
 in a bounded FIFO queue. An asyncio loop decides when to cut a batch, takes it off the queue,
 splits it into passes by text length and orders each pass into per-adapter segments (the pure
-functions of `app.batching`), and hands each pass to the single inference thread
-(`app.inference.run_batch`). Results and errors are delivered back on the event loop.
+functions of `app.serving.planning`), and hands each pass to the single inference thread
+(`app.serving.passes.run_batch`). Results and errors are delivered back on the event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from adapters_store import AdapterNotFound, AdapterStore
-from app.adapter_cache import AdapterCache
-from app.batching import (
+from app.metrics import Metrics
+from app.serving.adapter_cache import AdapterCache
+from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
+from app.serving.passes import BatchResult, Classified, assemble, run_batch
+from app.serving.planning import (
     Item,
     Limits,
     Request,
@@ -33,9 +36,6 @@ from app.batching import (
     settle,
     split_by_length,
 )
-from app.engine import Engine, InferenceFailed, Segment, ServiceError
-from app.inference import BatchResult, Classified, assemble, run_batch
-from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

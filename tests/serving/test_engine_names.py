@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters_store import AdapterStore
-from app.engine import Engine, Segment, module_name
+from app.serving.engine import Engine, Segment, module_name
 from tests.support.adapters import AdapterFactory
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.jobs import JobConflict, JobNotFound, JobStatus, JobStore
+from app.jobs.records import JobConflict, JobNotFound, JobStatus, JobStore
 from tests.support.jobs import BACKENDS, StoreSpec, redis_or_skip, store_spec
 
 
@@ -47,7 +47,7 @@ def test_create_is_queued_and_readable_from_a_new_store(jobs, spec):
 def test_sqlite_wal_mode(tmp_path):
     import sqlite3
 
-    from app.job_records_sqlite import SqliteJobStore
+    from app.jobs.records_sqlite import SqliteJobStore
 
     jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
     conn = sqlite3.connect(jobs.path)

@@ -1,4 +1,4 @@
-"""app.batching.settle: one request's rows of one adapter all come from one adapter version."""
+"""app.serving.planning.settle: a request's rows of one adapter come from one adapter version."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.batching import Item, Request, settle
+from app.serving.planning import Item, Request, settle
 
 
 @dataclass(frozen=True)

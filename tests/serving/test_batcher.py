@@ -1,4 +1,4 @@
-"""Batch planning (app.batching), table-driven: collect, grouping, dispatch, length split."""
+"""Batch planning (app.serving.planning), table-driven: collect, grouping, dispatch, split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import deque
 
 import pytest
 
-from app.batching import (
+from app.serving.planning import (
     Item,
     Request,
     collect,

@@ -1,0 +1,180 @@
+"""The house's import rules, read from the source with `ast` (no import is executed).
+
+- no import circle among the project's own modules (imports inside functions count; imports
+  under `if TYPE_CHECKING:` do not, since they never run);
+- `adapters_store` imports neither `app` nor `training`; `training` never imports `app`;
+- inside `app`, only `app.jobs` imports `training.trainer`;
+- only `app.api` and `app.main` import FastAPI (or Starlette).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("app", "training", "adapters_store")
+
+
+def module_names(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file under the given packages."""
+    found: dict[str, Path] = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imported_names(module: str, path: Path, modules: Collection[str] = ()) -> set[str]:
+    """Every dotted name this module imports.
+
+    `from a import b` gives `a.b` when that is one of `modules`, else `a` (and, when `modules`
+    is empty, both), so that `from pkg import submodule` is no edge to `pkg/__init__`.
+    """
+    is_package = path.name == "__init__.py"
+    names: set[str] = set()
+    for node in _import_nodes(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = module.split(".")
+            anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+            base = ".".join([*anchor, base] if base else anchor)
+        for alias in node.names:
+            dotted = f"{base}.{alias.name}"
+            if dotted in modules:
+                names.add(dotted)
+            else:
+                names.add(base)
+                if not modules:
+                    names.add(dotted)
+    return names
+
+
+def project_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (an import of a package counts as its __init__)."""
+    modules = module_names(root, packages)
+    return {
+        name: {d for d in imported_names(name, path, modules) if d in modules and d != name}
+        for name, path in modules.items()
+    }
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def all_imports(root: Path = REPO) -> dict[str, set[str]]:
+    modules = module_names(root, PACKAGES)
+    return {name: imported_names(name, path) for name, path in modules.items()}
+
+
+def _violations(imports: dict[str, set[str]], rule) -> list[str]:
+    return sorted(f"{mod} imports {dep}" for mod, deps in imports.items() for dep in deps
+                  if rule(mod, dep))
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_no_import_circle_in_the_project() -> None:
+    assert find_cycle(project_graph(REPO)) is None
+
+
+def test_the_circle_finder_finds_a_circle_when_one_is_added(tmp_path: Path) -> None:
+    pkg = tmp_path / "app"
+    (pkg / "jobs").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "jobs" / "__init__.py").write_text("")
+    (pkg / "jobs" / "records.py").write_text("def f():\n    from app.jobs import factory\n")
+    (pkg / "jobs" / "factory.py").write_text("from .records import f\n")
+    (pkg / "jobs" / "typed.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from app.jobs import records\n"
+    )
+    graph = project_graph(tmp_path, ("app",))
+    assert graph["app.jobs.factory"] == {"app.jobs.records"}
+    assert graph["app.jobs.typed"] == set()
+    assert find_cycle(graph) in (
+        ["app.jobs.factory", "app.jobs.records", "app.jobs.factory"],
+        ["app.jobs.records", "app.jobs.factory", "app.jobs.records"],
+    )
+    (pkg / "jobs" / "records.py").write_text("X = 1\n")
+    assert find_cycle(project_graph(tmp_path, ("app",))) is None
+
+
+def test_the_store_imports_neither_app_nor_training() -> None:
+    assert _violations(
+        all_imports(),
+        lambda mod, dep: _under(mod, "adapters_store")
+        and (_under(dep, "app") or _under(dep, "training")),
+    ) == []
+
+
+def test_training_never_imports_app() -> None:
+    assert _violations(
+        all_imports(), lambda mod, dep: _under(mod, "training") and _under(dep, "app")
+    ) == []
+
+
+def test_only_the_jobs_room_imports_the_trainer() -> None:
+    assert _violations(
+        all_imports(),
+        lambda mod, dep: _under(mod, "app")
+        and not _under(mod, "app.jobs")
+        and _under(dep, "training.trainer"),
+    ) == []
+
+
+@pytest.mark.parametrize("web", ["fastapi", "starlette"])
+def test_only_the_http_layer_imports_the_web_framework(web: str) -> None:
+    assert _violations(
+        all_imports(),
+        lambda mod, dep: _under(dep, web) and not (_under(mod, "app.api") or mod == "app.main"),
+    ) == []
