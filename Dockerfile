@@ -42,7 +42,7 @@ RUN groupadd --system --gid 10001 app \
  && mkdir -p /data/adapters /data/datasets /cache/huggingface \
  && chown -R app:app /data /cache
 # jemalloc: with glibc malloc the RSS of a long-running server creeps up (heap fragmentation
-# from tensors of ever-changing batch shapes; see README "Reliability"); jemalloc keeps it flat.
+# from tensors of ever-changing batch shapes; see docs/reliability.md); jemalloc keeps it flat.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libjemalloc2 \
  && rm -rf /var/lib/apt/lists/* \
