@@ -52,6 +52,7 @@ def download(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -68,7 +69,7 @@ def download(
                 token=token,
             )
         )
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as exc:
         raise HubError(f"{repo_id}@{revision or 'main'}: {_first_line(exc)}") from None
     except LocalEntryNotFoundError:
         raise HubUnavailable(

@@ -47,6 +47,8 @@ def test_import_errors(client, factory, tmp_path, hub_cache):
     assert client.get("/adapters").json() == before
     missing = client.post("/adapters/import", json={"name": "x", "repo_id": "org/not-cached"})
     assert missing.status_code == 503 and missing.json()["error"]["code"] == "hub_unavailable"
+    bad_repo = client.post("/adapters/import", json={"name": "x", "repo_id": "not a//repo id"})
+    assert bad_repo.status_code == 422 and bad_repo.json()["error"]["code"] == "hub_error"
     bad_name = client.post("/adapters/import", json={"name": "Bad Name", "repo_id": "org/evil"})
     assert bad_name.status_code == 422 and bad_name.json()["error"]["code"] == "invalid_name"
 

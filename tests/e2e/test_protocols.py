@@ -146,6 +146,11 @@ def test_tritonclient_matches_classify(server, binary):
             for lab, p in zip(row_labels, row_probs, strict=True)
         ]
         assert_same(got, expected)
+    best = client.infer(
+        "three", [tensor], headers={"Authorization": f"Bearer {KEY}"}, parameters={"top_k": 1}
+    )
+    assert list(best.as_numpy("labels")[:, 0]) == [w[0]["label"] for w in want]  # JSON: str
+    assert best.get_response()["model_version"] == "1"
 
 
 def test_tritonclient_errors(server):
