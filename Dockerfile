@@ -43,11 +43,18 @@ RUN groupadd --system --gid 10001 app \
  && chown -R app:app /data /cache
 # jemalloc: with glibc malloc the RSS of a long-running server creeps up (heap fragmentation
 # from tensors of ever-changing batch shapes; see docs/reliability.md); jemalloc keeps it flat.
+# DL3008 (pin apt versions): the base image's tag fixes the Debian release, and Debian drops a
+# package version from its mirror when a security update replaces it, so a pin would break the
+# build later; the release's current libjemalloc2 is what we want.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libjemalloc2 \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2
 COPY --from=build /opt/venv /opt/venv
+# DL3064 (sensitive data in ENV) is a false positive: it matches "TOKEN" in
+# TOKENIZERS_PARALLELISM, a tokenizers switch; no secret is set here (API keys come at run time).
+# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
     PYTHONUNBUFFERED=1 \
@@ -58,7 +65,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     TOKENIZERS_PARALLELISM=false \
     TORCH_VARIANT=${TORCH_VARIANT}
 WORKDIR /home/app
-USER app
+# Numeric (the app user made above), so that the host and Kubernetes' runAsNonRoot resolve it.
+USER 10001:10001
 # The store, the job records, the queue and the datasets live on /data; the model cache on
 # /cache/huggingface (so the base model downloads once).
 VOLUME ["/data", "/cache/huggingface"]

@@ -6,11 +6,13 @@ from adapters_store.errors import (
     ArchiveRejected,
     ArchiveTooLarge,
     BaseModelMismatch,
+    HubError,
+    HubUnavailable,
     InvalidAdapter,
     InvalidName,
     StoreError,
 )
-from adapters_store.format import BaseModelRef, Manifest, validate_name
+from adapters_store.format import BaseModelRef, HubOrigin, Manifest, validate_name
 from adapters_store.store import AdapterStore, StoredAdapter
 from adapters_store.validate import check_base
 
@@ -22,6 +24,9 @@ __all__ = [
     "ArchiveTooLarge",
     "BaseModelMismatch",
     "BaseModelRef",
+    "HubError",
+    "HubOrigin",
+    "HubUnavailable",
     "InvalidAdapter",
     "InvalidName",
     "Manifest",

@@ -43,3 +43,15 @@ class BaseModelMismatch(InvalidAdapter):
     """The adapter was made for another base model than the one it is used with."""
 
     code = "base_model_mismatch"
+
+
+class HubError(StoreError):
+    """A hub repository or revision that does not exist, or a bad subfolder."""
+
+    code = "hub_error"
+
+
+class HubUnavailable(StoreError):
+    """The hub cannot be reached (offline, network, server error) and nothing is cached."""
+
+    code = "hub_unavailable"

@@ -45,6 +45,15 @@ class BaseModelRef(BaseModel):
     hidden_size: int | None = None
 
 
+class HubOrigin(BaseModel):
+    """Where a `source: hub` adapter came from: the repo, the revision asked, its commit."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    subfolder: str | None = None
+
+
 class FileInfo(BaseModel):
     sha256: str
     size: int
@@ -57,7 +66,8 @@ class Manifest(BaseModel):
     adapter_config: str
     labels: dict[int, str]
     metrics: dict[str, float] = Field(default_factory=dict)
-    source: Literal["trained", "uploaded"]
+    source: Literal["trained", "uploaded", "hub"]
+    hub: HubOrigin | None = None
     training: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     files: dict[str, FileInfo] = Field(default_factory=dict)

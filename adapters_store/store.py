@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from adapters_store import archive as archives
 from adapters_store import format as fmt
+from adapters_store.convert import converted_copy, needs_conversion
 from adapters_store.errors import (
     AdapterExists,
     AdapterNotFound,
@@ -122,22 +123,31 @@ class AdapterStore:
         expected_base: fmt.BaseModelRef | None = None,
         overwrite: bool = False,
         check: Callable[[Path], None] | None = None,
+        hub: fmt.HubOrigin | None = None,
     ) -> fmt.Manifest:
         """Import a user's saved adapter folder (with or without our manifest).
 
         `check(folder)` runs after our own validation and before anything is written; it
         raises (e.g. InvalidAdapter) to refuse, for instance when tensors do not fit the base.
+        `.bin` weights (save_adapter without safetensors) are converted first (convert.py).
         """
         fmt.validate_name(name)
         src = Path(src_dir)
+        if needs_conversion(src):
+            with self._scratch() as converted:
+                converted_copy(src, converted)
+                return self.import_dir(
+                    name, converted, expected_base=expected_base, overwrite=overwrite,
+                    check=check, hub=hub,
+                )  # fmt: skip
         info = inspect_folder(src)
-        if check is not None:
-            check(src)
         prior = prior_manifest(src)
         base = prior.base_model if prior else info["base_model"]
-        if expected_base is not None:
+        if expected_base is not None:  # the cheap check first: a clearer reason
             check_base(base, expected_base)
             base = base.model_copy(update={"fingerprint": expected_base.fingerprint})
+        if check is not None:
+            check(src)
         manifest = fmt.Manifest(
             name=name,
             base_model=base,
@@ -145,7 +155,8 @@ class AdapterStore:
             labels=info["labels"],
             metrics=prior.metrics if prior else {},
             training=prior.training if prior else None,
-            source="uploaded",
+            source="hub" if hub else "uploaded",
+            hub=hub,
         )
         return self._commit(name, src, manifest, overwrite=overwrite)
 
@@ -276,6 +287,10 @@ class AdapterStore:
 
     def _trash_path(self) -> Path:
         return self.root / f".trash-{uuid.uuid4().hex}"
+
+    def scratch(self) -> contextlib.AbstractContextManager[Path]:
+        """A scratch folder inside the store, removed on exit (and by cleanup() after a crash)."""
+        return self._scratch()
 
     @contextlib.contextmanager
     def _scratch(self, *, keep: bool = False) -> Iterator[Path]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from adapters_store import BaseModelRef
+from adapters_store import BaseModelRef, HubOrigin
 
 
 class ClassifyRequest(BaseModel):
@@ -72,11 +72,27 @@ class AdapterInfo(BaseModel):
     base_model: BaseModelRef
     adapter_config: str
     source: str
+    hub: HubOrigin | None = None
     size_bytes: int
     metrics: dict[str, float]
     created_at: str
     resident: bool
     last_used: str | None = None
+
+
+class HubImportRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "imdb", "repo_id": "AdapterHub/roberta-base-pf-imdb"}]
+        },
+    )
+
+    name: StrictStr = Field(description="the adapter's name in the store")
+    repo_id: StrictStr = Field(min_length=1, description="a Hugging Face hub model repo")
+    revision: StrictStr | None = Field(None, description="branch, tag or commit (default main)")
+    subfolder: StrictStr | None = Field(None, description="the adapter's folder in the repo")
+    overwrite: bool = Field(False, description="replace an existing adapter (new version)")
 
 
 class AdapterList(BaseModel):

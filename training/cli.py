@@ -1,4 +1,4 @@
-"""`python -m training train|eval|predict|export|push`.
+"""`python -m training train|eval|predict|export|push|pull` (also `adapter-train`).
 
 Bad input (missing file, unknown column, labels that do not fit, taken name, ...) prints one
 line `error: ...` on stderr and exits with status 2, never a traceback.
@@ -65,8 +65,14 @@ def _help(field: str, default: Any) -> str:
     return "" if default is None or field in _REQUIRED else f"default: {default}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+def build_parser(
+    prog: str = "python -m training", version: str | None = None
+) -> argparse.ArgumentParser:
+    from training.pull import add_parser as add_pull
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    if version is not None:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train an adapter (or fully fine-tune) and store it")
     _add_config_flags(train)
@@ -103,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=None)
     push.add_argument("--private", action="store_true")
     push.add_argument("--store", required=True, type=Path)
+    add_pull(sub)
     return parser
 
 
@@ -112,9 +119,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "python -m training",
+    version: str | None = None,
+) -> int:
+    args = build_parser(prog, version).parse_args(argv)
     from training import commands
+    from training.pull import pull
 
     handlers = {
         "train": commands.train,
@@ -122,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": commands.predict,
         "export": commands.export,
         "push": commands.push,
+        "pull": pull,
     }
     try:
         return handlers[args.command](args)

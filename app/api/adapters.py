@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from adapters_store import Manifest
+from adapters_store.hub import import_from_hub
 from app.api.deps import (
     AdminAccess,
     BatcherDep,
@@ -28,7 +29,7 @@ from app.api.deps import (
     StoreDep,
 )
 from app.api.errors import InvalidRequest, PayloadTooLarge, error_responses
-from app.schemas import AdapterInfo, AdapterList
+from app.schemas import AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
 from app.serving.fit_check import check_adapter_fits
 
@@ -70,6 +71,7 @@ def info(manifest: Manifest, cache: AdapterCache) -> AdapterInfo:
         base_model=manifest.base_model,
         adapter_config=manifest.adapter_config,
         source=manifest.source,
+        hub=manifest.hub,
         size_bytes=manifest.size_bytes,
         metrics=manifest.metrics,
         created_at=manifest.created_at,
@@ -168,6 +170,38 @@ async def upload_adapter(
             )
     finally:
         await form.close()
+    return info(manifest, cache)
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=AdapterInfo,
+    responses=error_responses(409, 413, 422, 503),
+    summary="Import an adapter from a Hugging Face hub repository",
+)
+async def import_adapter(
+    body: HubImportRequest,
+    store: StoreDep,
+    engine: EngineDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    _access: AdminAccess,
+) -> AdapterInfo:
+    """Downloads only the adapter's files, converts `.bin` weights to safetensors (weights-only
+    loading), and checks them like an upload; the manifest records the repo and its commit."""
+    manifest = await asyncio.to_thread(
+        import_from_hub,
+        store,
+        body.name,
+        body.repo_id,
+        revision=body.revision,
+        subfolder=body.subfolder,
+        expected_base=engine.base_ref,
+        check=functools.partial(check_adapter_fits, engine.base_config),
+        overwrite=body.overwrite,
+        max_bytes=settings.max_upload_bytes,
+    )
     return info(manifest, cache)
 
 

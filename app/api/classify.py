@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from adapters_store import StoreError
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import (
+    STATUS_BY_CODE,
     InvalidRequest,
     domain_error_response,
     error_response,
@@ -23,7 +24,7 @@ from app.api.errors import (
 )
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
-from app.serving.batcher import Timing
+from app.serving.batcher import Batcher, Timing
 from app.serving.engine import ServiceError, rank
 from app.serving.passes import Classified
 
@@ -72,8 +73,8 @@ def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
     return domain_error_response(exc, timing_headers(timing))
 
 
-def check_limits(body: ClassifyRequest, settings: Settings) -> list[str]:
-    texts = body.texts
+def check_texts(texts: list[str], settings: Settings) -> list[str]:
+    """The service limits of /classify (inputs per request, characters per text)."""
     if len(texts) > settings.max_inputs_per_request:
         raise InvalidRequest(
             f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request"
@@ -85,6 +86,46 @@ def check_limits(body: ClassifyRequest, settings: Settings) -> list[str]:
                 f"{settings.max_text_chars}"
             )
     return texts
+
+
+class ClassifyFailed(Exception):
+    """A classification that ended in a domain error; each protocol renders it its own way."""
+
+    def __init__(self, error: StoreError | ServiceError, timing: Timing) -> None:
+        super().__init__(str(error))
+        self.error, self.timing = error, timing
+
+    @property
+    def status(self) -> int:
+        return STATUS_BY_CODE.get(self.error.code, 400)
+
+
+async def classify_texts(
+    request: Request,
+    batcher: Batcher,
+    settings: Settings,
+    *,
+    texts: list[str],
+    adapters: list[str],
+    truncation: bool = True,
+) -> tuple[Classified, Timing]:
+    """The one classification path of every protocol: limits, the batcher, disconnects.
+
+    Raises ClassifyFailed (domain errors, limits included) or ClientDisconnected.
+    """
+    timing = Timing()
+    try:
+        check_texts(texts, settings)
+        work = batcher.classify(
+            texts=texts, adapters=adapters, truncation=truncation, timing=timing
+        )
+        return await unless_disconnected(request, work), timing
+    except (StoreError, ServiceError) as exc:
+        raise ClassifyFailed(exc, timing) from None
+
+
+def client_closed() -> JSONResponse:
+    return error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
 
 
 def render(result: Classified, body: ClassifyRequest) -> dict:
@@ -117,16 +158,18 @@ async def classify(
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
     batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.
     """
-    texts = check_limits(body, settings)
-    timing = Timing()
-    work = batcher.classify(
-        texts=texts, adapters=body.adapter_names, truncation=body.truncation, timing=timing
-    )
     try:
-        result = await unless_disconnected(request, work)
-    except (StoreError, ServiceError) as exc:
-        return failed(exc, timing)
+        result, timing = await classify_texts(
+            request,
+            batcher,
+            settings,
+            texts=body.texts,
+            adapters=body.adapter_names,
+            truncation=body.truncation,
+        )
+    except ClassifyFailed as failure:
+        return failed(failure.error, failure.timing)
     except ClientDisconnected:
-        return error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+        return client_closed()
     # Built by us from validated data: skip re-validating it against the response model.
     return JSONResponse(render(result, body), headers=timing_headers(timing))

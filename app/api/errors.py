@@ -33,6 +33,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "archive_rejected": 422,
     "archive_too_large": 413,
     "base_model_mismatch": 422,
+    "hub_error": 422,
+    "hub_unavailable": 503,
     # service
     "validation_error": 422,
     "text_too_long": 422,

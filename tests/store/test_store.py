@@ -140,11 +140,22 @@ def test_unparsable_json_refused(store, saved_dir, tmp_path, bad):
         store.import_dir("x", src)
 
 
-def test_pickle_refused_and_never_loaded(store, saved_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "drop", "reason"),
+    [
+        ("weights.pt", None, "pickle"),  # never converted: only the adapters library's .bin names
+        ("pytorch_adapter.bin", None, "keep one"),  # beside the safetensors it would become
+        ("pytorch_adapter.bin", "adapter.safetensors", "not a plain weights file"),
+    ],
+)
+def test_pickle_refused_and_never_loaded(store, saved_dir, tmp_path, extra, drop, reason):
     src = _copy(saved_dir, tmp_path / "src")
-    (src / "pytorch_adapter.bin").write_bytes(b"\x80\x04not really a pickle")
-    with pytest.raises(InvalidAdapter, match="pickle"):
+    (src / extra).write_bytes(b"\x80\x04not really a pickle")
+    if drop:
+        (src / drop).unlink()
+    with pytest.raises(InvalidAdapter, match=reason):
         store.import_dir("x", src)
+    assert store.list() == []
 
 
 def test_corrupt_safetensors_refused(store, saved_dir, tmp_path):

@@ -1,0 +1,72 @@
+"""Console entry points (pyproject `[project.scripts]`): adapter-serve, adapter-worker,
+adapter-train. Each answers --help and --version and then runs what `python -m app`,
+`python -m app.worker` and `python -m training` run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+SERVE_HELP = """Every setting is an APP_* environment variable (APP_BASE_MODEL, APP_DATA_DIR,
+APP_API_KEYS, APP_MAX_BATCH_SIZE, ...; see docs). The flags below override their variable."""
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adapter-serve")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def _version_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+
+
+def serve(argv: Sequence[str] | None = None) -> int:
+    """adapter-serve: the HTTP API (uvicorn), with the training worker embedded by default."""
+    parser = argparse.ArgumentParser(
+        prog="adapter-serve",
+        description="Serve text-classification adapters on one base model over HTTP.",
+        epilog=SERVE_HELP,
+    )
+    _version_flag(parser)
+    flags = {
+        "--host": "APP_HOST",
+        "--port": "APP_PORT",
+        "--base-model": "APP_BASE_MODEL",
+        "--data-dir": "APP_DATA_DIR",
+        "--device": "APP_DEVICE",
+    }
+    for flag, env in flags.items():
+        parser.add_argument(flag, default=None, help=f"sets {env}")
+    args = parser.parse_args(argv)
+    for flag, env in flags.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            os.environ[env] = str(value)
+    from app.__main__ import main
+
+    return main()
+
+
+def worker(argv: Sequence[str] | None = None) -> int:
+    """adapter-worker: one training-job worker (a Huey consumer); settings from APP_*."""
+    parser = argparse.ArgumentParser(
+        prog="adapter-worker",
+        description="Run training jobs from the queue (SQLite in APP_DATA_DIR, or APP_REDIS_URL).",
+    )
+    _version_flag(parser)
+    parser.parse_args(argv)
+    from app.jobs.worker import main
+
+    return main([])
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    """adapter-train: the training CLI (train, eval, predict, export, push, pull)."""
+    from training.cli import main
+
+    return main(argv, prog="adapter-train", version=package_version())

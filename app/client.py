@@ -1,0 +1,300 @@
+"""A Python client of the adapter-serve HTTP API (httpx), sync and async.
+
+    from app.client import Client, AsyncClient, ApiError
+
+    with Client("http://127.0.0.1:8000", api_key="...") as client:
+        client.classify("sentiment", ["great phone", "awful battery"], top_k=None)
+        client.upload_adapter("sentiment", "./final_adapter")       # a folder or an archive
+        job = client.submit_job(name="reviews", dataset="reviews.jsonl", num_epochs=1)
+        client.wait(job, progress=True)                              # a tqdm bar
+
+    async with AsyncClient(url, api_key="...") as client:
+        await client.classify("sentiment", "great phone")
+
+Every method of `Client` exists on `AsyncClient` as a coroutine. Every failure, the server's
+(4xx/5xx in the `{"error": {"code", "message"}}` shape) and the transport's, raises `ApiError`
+with `status` and `code`. Importing this module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """A request that failed: `status` (None when the server was not reached), `code`."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"{status or '-'} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        return ApiError(response.status_code, str(error.get("code")), str(error.get("message")))
+    if isinstance(error, str):
+        return ApiError(response.status_code, "error", error)
+    return ApiError(
+        response.status_code, "http_error", response.text[:300] or response.reason_phrase
+    )
+
+
+def _parse(response: httpx.Response, parse: Callable[[Any], Any] | None, raw: bool) -> Any:
+    if response.status_code >= 400:
+        raise _error(response)
+    value = response if raw else response.json()
+    return parse(value) if parse else value
+
+
+def _archive(path: str | Path) -> tuple[str, bytes]:
+    """An archive file as it is, or a folder (what save_adapter wrote) zipped in memory."""
+    path = Path(path)
+    if path.is_file():
+        return path.name, path.read_bytes()
+    if not path.is_dir():
+        raise ApiError(None, "not_found", f"{path} is neither an archive nor a folder")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for item in sorted(path.iterdir()):
+            if item.is_file():
+                zf.write(item, arcname=item.name)
+    return f"{path.name}.zip", buffer.getvalue()
+
+
+def _job_id(job: str | dict) -> str:
+    return job if isinstance(job, str) else str(job["id"])
+
+
+class _Endpoints:
+    """The API's routes, once: `_request` runs them (blocking, or as a coroutine)."""
+
+    def _request(self, method: str, path: str, *, parse=None, raw=False, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def classify(
+        self,
+        adapter: str | list[str],
+        inputs: str | list[str],
+        *,
+        top_k: int | None = 1,
+        truncation: bool = True,
+    ) -> Any:
+        """POST /classify; a list of adapter names classifies with each (`results`)."""
+        body: dict[str, Any] = {"inputs": inputs, "top_k": top_k, "truncation": truncation}
+        body["adapters" if isinstance(adapter, list) else "adapter"] = adapter
+        return self._request("POST", "/classify", json=body)
+
+    def list_adapters(self) -> Any:
+        return self._request("GET", "/adapters", parse=lambda body: body["adapters"])
+
+    def get_adapter(self, name: str) -> Any:
+        return self._request("GET", f"/adapters/{name}")
+
+    def upload_adapter(self, name: str, path: str | Path, *, overwrite: bool = False) -> Any:
+        filename, content = _archive(path)
+        form = {"name": name, "overwrite": "true" if overwrite else "false"}
+        return self._request("POST", "/adapters", data=form, files={"file": (filename, content)})
+
+    def download_adapter(self, name: str, out: str | Path, *, format: str = "zip") -> Any:
+        def save(response: httpx.Response) -> Path:
+            target = Path(out)
+            target.write_bytes(response.content)
+            return target
+
+        params = {"format": format}
+        return self._request(
+            "GET", f"/adapters/{name}/archive", params=params, parse=save, raw=True
+        )
+
+    def delete_adapter(self, name: str) -> Any:
+        return self._request("DELETE", f"/adapters/{name}")
+
+    def load_adapter(self, name: str) -> Any:
+        return self._request("POST", f"/adapters/{name}/load")
+
+    def unload_adapter(self, name: str) -> Any:
+        return self._request("POST", f"/adapters/{name}/unload")
+
+    def import_adapter(
+        self,
+        name: str,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        overwrite: bool = False,
+    ) -> Any:
+        """POST /adapters/import: the server downloads the hub repo and checks it."""
+        body = {"name": name, "repo_id": repo_id, "revision": revision, "subfolder": subfolder}
+        return self._request("POST", "/adapters/import", json={**body, "overwrite": overwrite})
+
+    def submit_job(self, config: dict[str, Any] | None = None, **fields: Any) -> Any:
+        """POST /train-jobs with a training config (a dict, keywords, or both)."""
+        return self._request("POST", "/train-jobs", json={**(config or {}), **fields})
+
+    def get_job(self, job: str | dict) -> Any:
+        return self._request("GET", f"/train-jobs/{_job_id(job)}")
+
+    def list_jobs(self, *, status: str | None = None, limit: int = 100) -> Any:
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        return self._request("GET", "/train-jobs", params=params, parse=lambda b: b["jobs"])
+
+    def cancel_job(self, job: str | dict) -> Any:
+        return self._request("POST", f"/train-jobs/{_job_id(job)}/cancel")
+
+
+class _Bar:
+    """A tqdm bar over a job's steps (or nothing, when progress is off)."""
+
+    def __init__(self, enabled: bool, job_id: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=None, desc=f"job {job_id[:8]}", unit="step")
+
+    def show(self, job: dict) -> None:
+        if self.bar is None:
+            return
+        progress = job.get("progress") or {}
+        if progress.get("total_steps") and self.bar.total != progress["total_steps"]:
+            self.bar.total = progress["total_steps"]
+        self.bar.n = progress.get("step") or 0
+        loss = progress.get("loss")
+        self.bar.set_postfix_str(
+            job["status"] + (f" loss={loss:.4f}" if isinstance(loss, float) else ""), refresh=True
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _timed_out(job: dict, timeout_s: float) -> ApiError:
+    return ApiError(
+        None, "wait_timeout", f"job {job['id']} still {job['status']} after {timeout_s}s"
+    )
+
+
+class Client(_Endpoints):
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def _request(self, method: str, path: str, *, parse=None, raw=False, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(None, "unreachable", f"{method} {path}: {exc}") from exc
+        return _parse(response, parse, raw)
+
+    def wait(
+        self,
+        job: str | dict,
+        *,
+        progress: bool = False,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> dict:
+        """Poll the job until it succeeds, fails or is cancelled; return its final record."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bar = _Bar(progress, _job_id(job))
+        try:
+            while True:
+                record = self.get_job(job)
+                bar.show(record)
+                if record["status"] in TERMINAL:
+                    return record
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _timed_out(record, timeout_s or 0)
+                time.sleep(poll_s)
+        finally:
+            bar.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Endpoints):
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def _request(  # type: ignore[override]
+        self, method: str, path: str, *, parse=None, raw=False, **kwargs: Any
+    ) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(None, "unreachable", f"{method} {path}: {exc}") from exc
+        return _parse(response, parse, raw)
+
+    async def wait(
+        self,
+        job: str | dict,
+        *,
+        progress: bool = False,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> dict:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bar = _Bar(progress, _job_id(job))
+        try:
+            while True:
+                record = await self.get_job(job)
+                bar.show(record)
+                if record["status"] in TERMINAL:
+                    return record
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _timed_out(record, timeout_s or 0)
+                await asyncio.sleep(poll_s)
+        finally:
+            bar.close()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
