@@ -84,6 +84,12 @@ def test_bin_repo_is_converted_and_gives_the_same_outputs(
         "adapter.safetensors", "adapter_config.json", "head_config.json", "model_head.safetensors",
     ]  # fmt: skip
     assert not list(stored.glob("*.bin"))
+    from safetensors.torch import load_file
+
+    for name in ("adapter.safetensors", "model_head.safetensors"):
+        original, converted = load_file(str(saved / name)), load_file(str(stored / name))
+        assert original.keys() == converted.keys()
+        assert all(torch.equal(original[k], converted[k]) for k in original)
     want, got = _probs(tiny_model_dir, saved), _probs(tiny_model_dir, stored)
     assert torch.equal(torch.tensor(got), torch.tensor(want))
 
