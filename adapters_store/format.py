@@ -125,6 +125,8 @@ def adapter_config_name(adapter_config: dict) -> str:
     if arch:
         return str(arch)
     if "reduction_factor" in config:
+        if config.get("is_parallel"):
+            return "par_bn"
         return "double_seq_bn" if config.get("mh_adapter") else "seq_bn"
     return "custom"
 

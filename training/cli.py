@@ -59,7 +59,7 @@ def _help(field: str, default: Any) -> str:
     if field == "eval_split":
         return "a named split, a local file, or 'none' to hold out --eval-fraction (default: test)"
     if field == "adapter_config":
-        return "seq_bn, double_seq_bn, lora, prefix_tuning, ia3, or a JSON object"
+        return "seq_bn, double_seq_bn, par_bn, lora, prefix_tuning, ia3, or a JSON object"
     if field == "learning_rate":
         return "default 1e-4 (adapter), 2e-5 (full)"
     return "" if default is None or field in _REQUIRED else f"default: {default}"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters_store import InvalidName, validate_name
 
 # Adapter configs accepted by name (the adapters library's ADAPTER_CONFIG_MAP keys we support).
-NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "lora", "prefix_tuning", "ia3")
+NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "prefix_tuning", "ia3")
 DEFAULT_LR = {"adapter": 1e-4, "full": 2e-5}
 
 

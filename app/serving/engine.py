@@ -4,8 +4,9 @@ The engine owns the model; every method that touches it (load, unload, forward) 
 from ONE thread (the batcher's inference thread). `tokenize` only uses the tokenizer and must
 also be called from one thread at a time (the fast tokenizer is not re-entrant).
 
-A forward over several adapters runs the body ONCE with `BatchSplit` and then applies each
-adapter's head to its own slice of the batch (DESIGN §4).
+A forward over several adapters runs the body once per group of compatible adapters (one
+`BatchSplit` per group: same method and wiring, see compat.py) and then applies each adapter's
+head to its own slice of the batch (DESIGN §4, docs/serving-mixed-methods.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from adapters_store import BaseModelRef, InvalidAdapter
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
+from app.serving.compat import Compat, compat_of, plan_pieces
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class Engine:
         self.dtype = first.dtype
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._torch = torch
+        self._compats: dict[str, Compat] = {}  # module name -> how it batches, while loaded
         # The tokenizer warns once per over-long text; we check lengths ourselves.
         tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
             True
@@ -173,7 +176,7 @@ class Engine:
         if not (path / "adapter_config.json").is_file():
             # Without this check the library would look the path up on the hub.
             raise InvalidAdapter(f"adapter files of {name!r} not found at {path}")
-        self.unload_adapter(name)
+        self.unload_adapter(name)  # also forgets its compat key
         before = self._param_names()
         try:
             self.model.load_adapter(str(path), load_as=module_name(name), use_safetensors=True)
@@ -191,6 +194,7 @@ class Engine:
     def unload_adapter(self, name: str) -> bool:
         """Delete the adapter and its head; idempotent. True when something was removed."""
         removed, slot = False, module_name(name)
+        self._compats.pop(slot, None)
         if slot in self.model.adapters_config.adapters:
             self.model.delete_adapter(slot)
             removed = True
@@ -205,27 +209,53 @@ class Engine:
 
     # ---- inference (inference thread) ----------------------------------------------------
     def forward(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
-        """Softmax probabilities per segment and row; one body pass for all segments."""
+        """Softmax probabilities per segment and row, in the order of `segments`.
+
+        Rows whose adapters can share a BatchSplit run in one body pass; each group of
+        compatible adapters gets its own (compat.py), so any mix of methods is exact.
+        """
+        compats = [self._compat(module_name(seg.adapter)) for seg in segments]
+        plan = plan_pieces(compats, [[len(ids) for ids in seg.ids] for seg in segments])
+        out: list[list[Any]] = [[None] * len(seg.ids) for seg in segments]
+        with self._torch.inference_mode():
+            for group in plan:
+                parts = [
+                    Segment(
+                        segments[p.segment].adapter, [segments[p.segment].ids[r] for r in p.rows]
+                    )
+                    for p in group
+                ]
+                for piece, probs in zip(group, self._forward_group(parts), strict=True):
+                    for row, row_probs in zip(piece.rows, probs, strict=True):
+                        out[piece.segment][row] = row_probs
+        return out
+
+    def _forward_group(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
+        """One body pass (BatchSplit when several adapters), then each head on its slice."""
         from adapters import AdapterSetup
         from adapters.composition import BatchSplit
 
-        torch = self._torch
         rows = [ids for seg in segments for ids in seg.ids]
         input_ids, mask = self._pad(rows)
         names = [module_name(seg.adapter) for seg in segments]
         sizes = [len(seg.ids) for seg in segments]
         setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
-        with torch.inference_mode():
-            with AdapterSetup(setup):
-                body = self.model.base_model(
-                    input_ids=input_ids, attention_mask=mask, return_dict=True
-                )
-            out, start = [], 0
-            for name, size in zip(names, sizes, strict=True):
-                logits = self._head(body, mask, name, slice(start, start + size))
-                out.append(logits.float().softmax(dim=-1).cpu().tolist())
-                start += size
+        with AdapterSetup(setup):
+            body = self.model.base_model(input_ids=input_ids, attention_mask=mask, return_dict=True)
+        out, start = [], 0
+        for name, size in zip(names, sizes, strict=True):
+            logits = self._head(body, mask, name, slice(start, start + size))
+            out.append(logits.float().softmax(dim=-1).cpu().tolist())
+            start += size
         return out
+
+    def _compat(self, slot: str) -> Compat:
+        compat = self._compats.get(slot)
+        if compat is None:
+            config = self.model.adapters_config.get(slot)
+            compat = compat_of(slot, config.to_dict() if hasattr(config, "to_dict") else config)
+            self._compats[slot] = compat
+        return compat
 
     def _head(self, body: Any, mask: Any, name: str, rows: slice) -> Any:
         torch = self._torch

@@ -45,11 +45,13 @@ class AdapterFactory:
         *,
         seed: int,
         labels: dict[int, str] | None = None,
-        config: str = "seq_bn",
+        config: Any = "seq_bn",
         std: float = 0.5,
     ) -> Path:
         """Write `name` as `save_adapter(..., with_head=True, use_safetensors=True)` does."""
         import torch
+
+        from training.modeling import save_adapter_files
 
         labels = labels or DEFAULT_LABELS
         torch.manual_seed(seed)
@@ -64,7 +66,8 @@ class AdapterFactory:
                         param.normal_(0, std)
             out = Path(out_dir)
             out.parent.mkdir(parents=True, exist_ok=True)
-            self.model.save_adapter(str(out), slot, with_head=True, use_safetensors=True)
+            # The trainer's save: prefix tuning's shared tensors need its workaround.
+            save_adapter_files(self.model, out, slot)
         finally:
             self.model.delete_adapter(slot)
             self.model.delete_head(slot)

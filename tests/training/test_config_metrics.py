@@ -51,6 +51,13 @@ def test_json_adapter_config_and_none_eval_split_accepted():
     assert TrainConfig(**BASE, adapter_config="lora").adapter_config_name == "lora"
 
 
+@pytest.mark.parametrize(
+    "method", ["seq_bn", "double_seq_bn", "par_bn", "lora", "prefix_tuning", "ia3"]
+)
+def test_every_served_method_is_offered_by_name(method):
+    assert TrainConfig(**BASE, adapter_config=method).adapter_config_name == method
+
+
 def test_metrics_against_hand_computed_values():
     preds = [0, 0, 1, 1, 2, 0]
     gold = [0, 1, 1, 1, 2, 2]

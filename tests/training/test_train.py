@@ -186,11 +186,16 @@ def test_taken_name_fails_before_training_and_overwrite_bumps_version(
     [
         ("seq_bn", "seq_bn"),
         ("double_seq_bn", "double_seq_bn"),
+        ("par_bn", "par_bn"),
         ("lora", "lora"),
         ("ia3", "ia3"),
         ("prefix_tuning", "prefix_tuning"),
         ('{"architecture": "lora", "r": 4, "alpha": 8, "attn_matrices": ["q", "k", "v"]}', "lora"),
         (BOTTLENECK_JSON, "seq_bn"),
+        (
+            BOTTLENECK_JSON.replace("}", ', "is_parallel": true, "original_ln_before": false}'),
+            "par_bn",
+        ),
     ],
 )
 def test_adapter_config_variants_train_save_and_reload(
