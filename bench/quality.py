@@ -149,7 +149,8 @@ def _full_scorer(config: Any) -> Any:
         with torch.inference_mode():
             for start in range(0, len(texts), 64):
                 enc = base.tokenizer(texts[start : start + 64], truncation=True, padding=True,
-                                     max_length=config.max_length, return_tensors="pt")  # fmt: skip
+                                     max_length=config.filled().max_length,
+                                     return_tensors="pt")  # fmt: skip
                 chunks.append(base.model(**enc).logits.float().numpy())
         preds = np.concatenate(chunks).argmax(axis=-1)
         return classification_metrics(preds, gold, len(LABELS))

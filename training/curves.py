@@ -94,11 +94,14 @@ class BestKeeper(TrainerCallback):
     """Keep the best evaluated trainable weights; stop after `patience` evals without gain.
 
     patience 0 never stops early (the best weights are still kept). Ties keep the earlier step.
+    No early stop before `min_step`: a run that sits at chance for its first evaluations (a
+    slow start after warm-up) is not cut off there.
     """
 
-    def __init__(self, model: Any, *, patience: int) -> None:
+    def __init__(self, model: Any, *, patience: int, min_step: int = 0) -> None:
         self.model = model
         self.patience = patience
+        self.min_step = min_step  # no early stop before this step (slow starters)
         self.best_score: float | None = None
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
@@ -122,10 +125,14 @@ class BestKeeper(TrainerCallback):
             self._snapshot = self._take()
             return control
         self.stale += 1
-        if self.patience and self.stale >= self.patience and state.global_step < state.max_steps:
+        if self._may_stop(step, state.max_steps):
             self.stopped_early = True
             control.should_training_stop = True
         return control
+
+    def _may_stop(self, step: int, max_steps: int) -> bool:
+        ready = self.patience and self.stale >= self.patience
+        return bool(ready) and self.min_step <= step < max_steps
 
     def _take(self) -> dict[str, Any]:
         return {

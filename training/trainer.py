@@ -120,8 +120,8 @@ def _build_trainer(
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     args = training_arguments(config, plan, work, device=device, progress_bar=progress_bar)
-    run = _Run(None, ReportCallback(None, None), CurveRecorder(),
-               BestKeeper(base.model, patience=plan.patience))  # fmt: skip
+    keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step)
+    run = _Run(None, ReportCallback(None, None), CurveRecorder(), keeper)
     cls = AdapterTrainer if config.method == "adapter" else Trainer
     run.trainer = cls(
         model=base.model,

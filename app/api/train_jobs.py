@@ -30,7 +30,7 @@ def get_job_service(request: Request) -> JobService:
 
 
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
-SUBMIT_EXAMPLES = {
+SUBMIT_EXAMPLES = {  # training settings left out: the default recipe (training.recipes) decides
     "local": {
         "summary": "A JSONL file in the data directory's datasets/ folder",
         "value": {
@@ -38,8 +38,6 @@ SUBMIT_EXAMPLES = {
             "dataset": "reviews.jsonl",
             "eval_split": None,
             "label_names": ["negative", "positive"],
-            "num_epochs": 1,
-            "batch_size": 16,
         },
     },
     "hub": {

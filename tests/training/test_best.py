@@ -35,6 +35,17 @@ def test_best_keeper_restores_the_best_step_and_stops_after_patience():
     assert model.weight.eq(20.0).all()  # the weights of step 20, not the last ones
 
 
+def test_no_early_stop_before_min_step():
+    model = torch.nn.Linear(2, 2)
+    keeper = BestKeeper(model, patience=1, min_step=50)
+    state, control = TrainerState(max_steps=100), TrainerControl()
+    for step, accuracy in [(10, 0.5), (20, 0.5), (30, 0.5), (40, 0.5)]:
+        control = _evaluate(keeper, state, control, model, step, accuracy)
+    assert not control.should_training_stop  # at chance early on: no verdict yet
+    control = _evaluate(keeper, state, control, model, 50, 0.5)
+    assert control.should_training_stop and keeper.stopped_early
+
+
 def test_best_keeper_without_patience_never_stops():
     model = torch.nn.Linear(2, 2)
     keeper = BestKeeper(model, patience=0)
@@ -60,14 +71,15 @@ def test_a_stalled_run_stops_early_and_stores_the_logged_best(
     store = AdapterStore(tmp_path / "store")
     config = make_config(
         tiny_model_dir, keyword_dir, name="stalled", learning_rate=1e-9, lr_scheduler="constant",
-        warmup_ratio=0.0, max_steps=200, eval_steps=4, early_stopping_patience=2,
+        warmup_ratio=0.0, max_steps=30, eval_steps=4, early_stopping_patience=2,
     )  # fmt: skip
     manifest = train_adapter(config, store=store)
     training, curves = manifest.training, manifest.training["curves"]
     # lr 1e-9: the accuracy never improves after the first evaluation -> stop 2 evals later
+    # (not before step 10, a third of the run)
     assert [p["step"] for p in curves["eval"]] == [4, 8, 12]
     assert training["stopped_early"] and curves["stopped_early"]
-    assert training["steps_run"] == 12 < training["total_steps"] == 200
+    assert training["steps_run"] == 12 < training["total_steps"] == 30
     assert training["best_step"] == curves["best_step"] == 4
     best = curves["eval"][0]
     assert manifest.metrics["accuracy"] == pytest.approx(best["accuracy"])
