@@ -56,7 +56,8 @@ class ReportCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
         if self.progress is not None and logs and "loss" in logs:
-            self.progress(_event(state, "train", loss=logs["loss"]))
+            event = _event(state, "train", loss=logs["loss"])
+            self.progress({**event, "learning_rate": logs.get("learning_rate")})
         return control
 
     def on_evaluate(

@@ -21,6 +21,10 @@ from training.config import TrainConfig
 from training.errors import TrainingCancelled, TrainingError
 
 EXIT_BAD_INPUT = 2
+_RECIPE_FIELDS = {
+    "max_length", "num_epochs", "min_steps", "batch_size", "eval_batch_size", "warmup_ratio",
+    "lr_scheduler", "weight_decay", "eval_steps", "early_stopping_patience", "logging_steps",
+}  # fmt: skip
 _REQUIRED = {"name", "dataset"}
 
 
@@ -61,7 +65,11 @@ def _help(field: str, default: Any) -> str:
     if field == "adapter_config":
         return "seq_bn, double_seq_bn, par_bn, lora, prefix_tuning, ia3, or a JSON object"
     if field == "learning_rate":
-        return "default 1e-4 (adapter), 2e-5 (full)"
+        return "default: the recipe's, per method (seq_bn 1e-3, lora 1e-3, ia3 3e-3, ...)"
+    if field == "recipe":
+        return "default (measured, per method) or article (AdapterHub's notebook exactly)"
+    if field in _RECIPE_FIELDS:
+        return "default: the recipe's"
     return "" if default is None or field in _REQUIRED else f"default: {default}"
 
 
@@ -79,6 +87,11 @@ def build_parser(
     train.add_argument("--store", required=True, type=Path, help="adapter store directory")
     train.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.add_argument(
+        "--curves-png", type=Path, default=None,
+        help="where to write the learning-curve PNG (default: ./<name>-curves.png)",
+    )  # fmt: skip
+    train.add_argument("--no-curves", action="store_true", help="write no learning-curve PNG")
 
     ev = sub.add_parser("eval", help="evaluate a stored adapter on a dataset split")
     ev.add_argument("name")

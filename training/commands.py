@@ -10,7 +10,7 @@ from adapters_store import AdapterStore, Manifest
 from training.config import TrainConfig
 from training.printing import print_json_lines, print_table
 
-_CLI_ONLY = {"command", "store", "device", "no_progress"}
+_CLI_ONLY = {"command", "store", "device", "no_progress", "curves_png", "no_curves"}
 
 
 def _quiet_datasets() -> None:
@@ -38,8 +38,20 @@ def train(args: argparse.Namespace) -> int:
         config, store=store, device=args.device, progress_bar=not args.no_progress
     )
     where = config.full_output_dir if config.method == "full" else store.root / config.name
-    print_table(summary_rows(manifest, Path(str(where))))
+    rows = summary_rows(manifest, Path(str(where)))
+    if not args.no_curves:
+        png = write_curves(manifest, args.curves_png or Path(f"{config.name}-curves.png"))
+        rows.append(("learning curves", str(png)))
+    print_table(rows)
     return 0
+
+
+def write_curves(manifest: Manifest, path: Path) -> Path:
+    from training.plots import write_curves_png
+
+    curves = (manifest.training or {}).get("curves") or {}
+    title = f"{manifest.name} v{manifest.version} ({manifest.adapter_config})"
+    return write_curves_png(curves, path, title=title).resolve()
 
 
 def summary_rows(manifest: Manifest, where: Path) -> list[tuple[str, Any]]:
@@ -54,6 +66,8 @@ def summary_rows(manifest: Manifest, where: Path) -> list[tuple[str, Any]]:
         ("base model", manifest.base_model.id),
         ("labels", ", ".join(labels)),
         ("train / eval samples", f"{training.get('train_samples')} / {samples}"),
+        ("recipe", _recipe_line(training)),
+        ("steps", _steps_line(training)),
         ("trainable params", f"{training.get('trainable_params', 0):,} of {total:,}"),
         ("accuracy", f"{metrics.get('accuracy', float('nan')):.4f}"),
         ("f1_macro", f"{metrics.get('f1_macro', float('nan')):.4f}"),
@@ -63,6 +77,21 @@ def summary_rows(manifest: Manifest, where: Path) -> list[tuple[str, Any]]:
         ("saved size", f"{manifest.size_bytes / 1e6:.2f} MB"),
         ("saved to", str(where)),
     ]
+
+
+def _recipe_line(training: dict[str, Any]) -> str:
+    get = training.get
+    return (
+        f"{get('recipe', '?')}: lr {get('learning_rate')}, {get('lr_scheduler')} "
+        f"(warm-up {get('warmup_ratio')}), batch {get('batch_size')}, "
+        f"max_length {get('max_length')}"
+    )
+
+
+def _steps_line(training: dict[str, Any]) -> str:
+    best, run, total = (training.get(k) for k in ("best_step", "steps_run", "total_steps"))
+    early = ", stopped early" if training.get("stopped_early") else ""
+    return f"best {best} of {run} run ({total} planned{early})"
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from adapters_store import InvalidName, validate_name
 
 # Adapter configs accepted by name (the adapters library's ADAPTER_CONFIG_MAP keys we support).
 NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "prefix_tuning", "ia3")
-DEFAULT_LR = {"adapter": 1e-4, "full": 2e-5}
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 
 class TrainConfig(BaseModel):
@@ -29,11 +29,21 @@ class TrainConfig(BaseModel):
     label_names: list[str] | None = None
     adapter_config: str = "seq_bn"
     method: Literal["adapter", "full"] = "adapter"
-    max_length: int = Field(100, ge=8, le=8192)
-    num_epochs: float = Field(1.0, gt=0.0)
+    # None below: the recipe decides (training.recipes; `recipes.fill` resolves them).
+    recipe: Literal["default", "article"] = "default"
+    max_length: int | None = Field(None, ge=8, le=8192)
+    num_epochs: float | None = Field(None, gt=0.0)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1, le=4096)
+    min_steps: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    eval_batch_size: int | None = Field(None, ge=1, le=4096)
     learning_rate: float | None = Field(None, gt=0.0, lt=1.0)
+    warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
+    lr_scheduler: Scheduler | None = None
+    weight_decay: float | None = Field(None, ge=0.0, lt=1.0)
+    eval_steps: int | None = Field(None, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=0)
+    logging_steps: int | None = Field(None, ge=1)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     seed: int = 42
@@ -92,7 +102,19 @@ class TrainConfig(BaseModel):
 
     @property
     def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+        """The learning rate this run uses (the recipe's when unset)."""
+        from training.recipes import recipe_values
+
+        if self.learning_rate is not None:
+            return self.learning_rate
+        values = recipe_values(self.recipe, method=self.method, adapter_config=self.adapter_config)
+        return float(values["learning_rate"])
+
+    def filled(self) -> TrainConfig:
+        """This config with every field left to the recipe set (see training.recipes)."""
+        from training.recipes import fill
+
+        return fill(self)
 
     @property
     def adapter_config_name(self) -> str | None:

@@ -12,6 +12,7 @@ from training.errors import TrainingError
 from training.modeling import swap_dir
 
 CARD_METRICS = ("accuracy", "f1_macro", "eval_loss", "train_runtime_s", "train_samples_per_s")
+CURVES_PNG = "learning_curves.png"
 
 
 def export_adapter(
@@ -33,11 +34,29 @@ def export_adapter(
     try:
         for file_name in (*fmt.REQUIRED_FILES, fmt.MANIFEST):
             shutil.copyfile(stored.path / file_name, tmp / file_name)
+        _write_curves(stored.manifest, tmp)
         (tmp / fmt.MODEL_CARD).write_text(model_card(stored.manifest), encoding="utf-8")
         swap_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _curves(manifest: Manifest) -> dict | None:
+    curves = (manifest.training or {}).get("curves")
+    return (
+        curves if isinstance(curves, dict) and (curves.get("train") or curves.get("eval")) else None
+    )
+
+
+def _write_curves(manifest: Manifest, folder: Path) -> None:
+    """The learning-curve PNG the model card embeds (trained adapters only)."""
+    curves = _curves(manifest)
+    if curves is not None:
+        from training.plots import write_curves_png
+
+        title = f"{manifest.name} v{manifest.version} ({manifest.adapter_config})"
+        write_curves_png(curves, folder / CURVES_PNG, title=title)
 
 
 def model_card(manifest: Manifest, *, repo_id: str | None = None) -> str:
@@ -75,17 +94,35 @@ def model_card(manifest: Manifest, *, repo_id: str | None = None) -> str:
         "|---|---|",
         *[f"| {k} | {manifest.metrics[k]:.4g} |" for k in CARD_METRICS if k in manifest.metrics],
         "",
+        *_curves_section(manifest),
         *_data_section(manifest, dataset),
         *_usage_section(manifest, base, repo_id),
     ]
     return "\n".join([*front, "", *body]) + "\n"
 
 
+def _curves_section(manifest: Manifest) -> list[str]:
+    curves = _curves(manifest)
+    if curves is None:
+        return []
+    best = curves.get("best_step")
+    note = f" The stored weights are those of step {best} (the best evaluation)." if best else ""
+    return [
+        "## Learning curves",
+        "",
+        f"Training loss per logged step, evaluation loss and scores per evaluation.{note}",
+        "",
+        f"![Learning curves]({CURVES_PNG})",
+        "",
+    ]
+
+
 def _data_section(manifest: Manifest, dataset: str) -> list[str]:
     training = manifest.training or {}
     keys = ("train_split", "eval_split", "text_column", "label_column", "train_samples",
-            "eval_samples", "max_length", "num_epochs", "max_steps", "batch_size",
-            "learning_rate", "seed", "trainable_params", "total_params")  # fmt: skip
+            "eval_samples", "recipe", "max_length", "num_epochs", "max_steps", "batch_size",
+            "learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "steps_run",
+            "best_step", "seed", "trainable_params", "total_params")  # fmt: skip
     rows = [f"| {k} | {training[k]} |" for k in keys if training.get(k) is not None]
     return [
         "## Training data and setup",

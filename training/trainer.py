@@ -7,14 +7,15 @@ or any failure before that leaves the store exactly as it was.
 
 from __future__ import annotations
 
-import math
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from adapters_store import AdapterExists, AdapterStore, BaseModelRef, Manifest
 from training import data as data_mod
 from training.callbacks import Progress, ReportCallback, ShouldStop, silence_adapters_warning
 from training.config import TrainConfig, parse_adapter_config
+from training.curves import BestKeeper, CurveRecorder
 from training.errors import TrainingCancelled, TrainingError
 from training.metrics import trainer_metrics
 from training.modeling import (
@@ -25,6 +26,7 @@ from training.modeling import (
     save_adapter_files,
     save_full,
 )
+from training.recipes import Schedule, schedule
 from training.validation import validate_config
 
 __all__ = ["TrainingCancelled", "TrainingError", "train_adapter", "validate_config"]
@@ -45,6 +47,7 @@ def train_adapter(
     returned Manifest (adapter_config "full", not stored) describes it; see `save_full`.
     """
     validate_config(config, store=store)
+    config = config.filled()
     silence_adapters_warning()
     device = resolve_device(device)
     _stop_check(should_stop)
@@ -53,18 +56,20 @@ def train_adapter(
     prepared = data_mod.prepare_data(config, base.tokenizer, checked)
     _stop_check(should_stop)
     counts = _setup_model(base.model, config, prepared.label_names)
+    plan = schedule(config, len(prepared.train))
     with tempfile.TemporaryDirectory(prefix="train-") as work:
-        trainer, report = _build_trainer(config, base, prepared, work, device, progress_bar)
-        report.progress, report.should_stop = progress, should_stop
-        train_metrics = trainer.train().metrics
-        if report.cancelled:
+        run = _build_trainer(config, plan, base, prepared, work, device, progress_bar)
+        run.report.progress, run.report.should_stop = progress, should_stop
+        train_metrics = run.trainer.train().metrics
+        if run.report.cancelled:
             raise TrainingCancelled("training was cancelled")
-        eval_metrics = trainer.evaluate()
+        eval_metrics = _best_eval(run)
         _stop_check(should_stop)
         if progress is not None:
-            progress({**_state_event(trainer.state), "phase": "save"})
+            progress({**_state_event(run.trainer.state), "phase": "save"})
     metrics = _metrics(train_metrics, eval_metrics)
     training = _training_record(config, counts, prepared, device)
+    training.update(_run_record(run, plan))
     ref = BaseModelRef(id=base.model_id, fingerprint=base.fingerprint)
     if config.method == "full":
         return save_full(base, config, ref=ref, labels=prepared.label_names, metrics=metrics,
@@ -99,45 +104,60 @@ def _adapter_config(config: TrainConfig) -> Any:
     return AdapterConfig.load(parse_adapter_config(config.adapter_config))
 
 
+@dataclass
+class _Run:
+    trainer: Any
+    report: ReportCallback
+    recorder: CurveRecorder
+    keeper: BestKeeper
+
+
 def _build_trainer(
-    config: TrainConfig, base: Any, prepared: Any, work: str, device: str, progress_bar: bool
-) -> tuple[Any, ReportCallback]:
+    config: TrainConfig, plan: Schedule, base: Any, prepared: Any, work: str, device: str,
+    progress_bar: bool,
+) -> _Run:  # fmt: skip
     from adapters import AdapterTrainer
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
-    args = _training_args(config, len(prepared.train), work, device, progress_bar)
-    report = ReportCallback(None, None)
+    args = training_arguments(config, plan, work, device=device, progress_bar=progress_bar)
+    keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step)
+    run = _Run(None, ReportCallback(None, None), CurveRecorder(), keeper)
     cls = AdapterTrainer if config.method == "adapter" else Trainer
-    trainer = cls(
+    run.trainer = cls(
         model=base.model,
         args=args,
         train_dataset=prepared.train,
         eval_dataset=prepared.eval,
         data_collator=DataCollatorWithPadding(base.tokenizer),
         compute_metrics=trainer_metrics(len(prepared.label_names)),
-        callbacks=[report],
+        callbacks=[run.recorder, run.keeper, run.report],
     )
-    trainer.remove_callback(PrinterCallback)
-    return trainer, report
+    run.trainer.remove_callback(PrinterCallback)
+    return run
 
 
-def _training_args(
-    config: TrainConfig, train_size: int, work: str, device: str, progress_bar: bool
-) -> Any:
+def training_arguments(
+    config: TrainConfig, plan: Schedule, work: str, *, device: str = "cpu",
+    progress_bar: bool = False,
+) -> Any:  # fmt: skip
+    """The TrainingArguments of a filled config (`TrainConfig.filled`) and its schedule."""
     from transformers import TrainingArguments
 
-    steps_per_epoch = math.ceil(train_size / config.batch_size)
-    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     return TrainingArguments(
         output_dir=work,
+        overwrite_output_dir=True,
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=max(config.batch_size, 32),
-        learning_rate=config.lr,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
         num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps or -1,
+        max_steps=plan.max_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
         logging_strategy="steps",
-        logging_steps=max(1, min(50, total // 20)),
-        eval_strategy="no",
+        logging_steps=plan.logging_steps,
+        eval_strategy="steps" if plan.evaluates else "no",
+        eval_steps=plan.eval_steps if plan.evaluates else None,
         save_strategy="no",
         report_to="none",
         seed=config.seed,
@@ -148,6 +168,31 @@ def _training_args(
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+
+
+def _best_eval(run: _Run) -> dict[str, Any]:
+    """Evaluate the last step unless already done, then restore the best evaluated weights."""
+    state = run.trainer.state
+    if int(state.global_step) not in run.keeper.evaluated_steps:
+        run.trainer.evaluate()
+    run.keeper.restore()
+    if run.keeper.best_metrics is None:  # no accuracy at all (cannot happen with our metrics)
+        return run.trainer.evaluate()
+    return run.keeper.best_metrics
+
+
+def _run_record(run: _Run, plan: Schedule) -> dict[str, Any]:
+    keeper = run.keeper
+    return {
+        "total_steps": plan.total_steps,
+        "steps_run": int(run.trainer.state.global_step),
+        "eval_every_steps": plan.eval_steps,
+        "best_step": keeper.best_step,
+        "stopped_early": keeper.stopped_early,
+        "curves": run.recorder.curves(
+            best_step=keeper.best_step, stopped_early=keeper.stopped_early
+        ),
+    }
 
 
 def _state_event(state: Any) -> dict[str, Any]:
@@ -176,7 +221,6 @@ def _training_record(
 ) -> dict[str, Any]:
     record = config.model_dump(mode="json")
     record.update(
-        learning_rate=config.lr,
         label_names=prepared.label_names,
         train_samples=len(prepared.train),
         eval_samples=len(prepared.eval),

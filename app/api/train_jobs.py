@@ -30,7 +30,7 @@ def get_job_service(request: Request) -> JobService:
 
 
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
-SUBMIT_EXAMPLES = {
+SUBMIT_EXAMPLES = {  # training settings left out: the default recipe (training.recipes) decides
     "local": {
         "summary": "A JSONL file in the data directory's datasets/ folder",
         "value": {
@@ -38,8 +38,6 @@ SUBMIT_EXAMPLES = {
             "dataset": "reviews.jsonl",
             "eval_split": None,
             "label_names": ["negative", "positive"],
-            "num_epochs": 1,
-            "batch_size": 16,
         },
     },
     "hub": {
@@ -63,6 +61,31 @@ class JobProgress(BaseModel):
     phase: str | None = Field(None, description="train, eval or save")
 
 
+class TrainPoint(BaseModel):
+    step: int
+    epoch: float | None = None
+    loss: float | None = Field(None, description="training loss at this logged step")
+    learning_rate: float | None = None
+
+
+class EvalPoint(BaseModel):
+    step: int
+    epoch: float | None = None
+    loss: float | None = Field(None, description="eval loss")
+    accuracy: float | None = None
+    f1_macro: float | None = None
+
+
+class Curves(BaseModel):
+    """Learning curves: draw `train` (loss per logged step) and `eval` (per evaluation)."""
+
+    metric: str = Field("accuracy", description="the eval metric that picks the best step")
+    best_step: int | None = Field(None, description="the stored weights' step, once finished")
+    stopped_early: bool = False
+    train: list[TrainPoint] = Field(default_factory=list)
+    eval: list[EvalPoint] = Field(default_factory=list)
+
+
 class TrainJobAdapter(BaseModel):
     name: str
     version: int | None = Field(None, description="the stored version, once succeeded")
@@ -73,6 +96,7 @@ class TrainJob(BaseModel):
     status: JobStatus
     adapter: TrainJobAdapter
     progress: JobProgress
+    curves: Curves = Field(description="learning curves so far (final once succeeded)")
     metrics: dict[str, Any] = Field(description="final metrics, once succeeded")
     error: str | None = None
     cancel_requested: bool
@@ -94,6 +118,7 @@ def render(job: Job) -> TrainJob:
         status=job.status,
         adapter=TrainJobAdapter(name=job.adapter_name, version=job.adapter_version),
         progress=JobProgress.model_validate(job.progress),
+        curves=Curves.model_validate(job.progress.get("curves") or {}),
         metrics=job.metrics,
         error=job.error,
         cancel_requested=job.cancel_requested,

@@ -21,8 +21,11 @@ never overwrite the verdict. At most one queued/running job per adapter name.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -36,6 +39,58 @@ class JobStatus(StrEnum):
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 LEASE_LOST = "worker lost: no heartbeat for {lease:.0f}s (the worker process died); resubmit"
+
+
+def worker_id(tag: str) -> str:
+    """This process's worker id: ``host:pid:tag:start`` (start: the process start time in clock
+    ticks, so that a reused pid is not mistaken for this process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{tag}:{_start_ticks(os.getpid()) or 0}"
+
+
+def worker_alive_here(worker: str | None) -> bool:
+    """True when `worker` names a live (not zombie) process on this host.
+
+    The lease verdict uses it: a job whose worker runs here and is alive is not failed for a
+    late heartbeat (a starved heartbeat thread on a busy host), only once its process is gone.
+    A worker on another host (Redis) is judged by its heartbeats alone.
+    """
+    parts = (worker or "").split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if not _pid_alive(pid):
+        return False
+    if len(parts) >= 4 and parts[3].isdigit() and int(parts[3]):
+        return _start_ticks(pid) == int(parts[3])
+    return True
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # fields after "(comm)": state is [0]
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def _pid_alive(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    if fields is not None:
+        return fields[0] not in ("Z", "X")
+    if Path("/proc/self/stat").exists():
+        return False  # /proc works here and has no such process
+    try:  # no /proc (macOS): signal 0 only checks existence
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobError(Exception):

@@ -32,6 +32,7 @@ from app.jobs.records import (
     JobStatus,
     JobStoreUnavailable,
     check_final,
+    worker_alive_here,
 )
 from app.jobs.redis_layout import (
     DEFAULT_PREFIX,
@@ -158,6 +159,8 @@ class RedisJobStore:
             expires = job.lease_expires_at
             if job.status != JobStatus.RUNNING or expires is None or expires >= now:
                 return None  # renewed or finished since the index was read
+            if worker_alive_here(job.worker):
+                return None  # a late heartbeat of a live worker on this host: not lost
             lease = expires - job.heartbeat_at if job.heartbeat_at is not None else 0
             error = LEASE_LOST.format(lease=lease)
             return {"status": JobStatus.FAILED, "error": error, "finished_at": now, "worker": None}

@@ -26,6 +26,7 @@ from app.jobs.records import (
     JobNotFound,
     JobStatus,
     check_final,
+    worker_alive_here,
 )
 
 _SCHEMA = """
@@ -141,10 +142,11 @@ class SqliteJobStore:
                 return 0
         with self._write() as conn:
             rows = conn.execute(
-                "select id, lease_expires_at - heartbeat_at from jobs "
+                "select id, lease_expires_at - heartbeat_at, worker from jobs "
                 "where status = ? and lease_expires_at < ?",
                 (JobStatus.RUNNING, now),
             ).fetchall()
+            rows = [(i, lease) for i, lease, worker in rows if not worker_alive_here(worker)]
             for job_id, lease in rows:
                 conn.execute(
                     "update jobs set status = ?, error = ?, finished_at = ?, worker = null "

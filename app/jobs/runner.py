@@ -10,8 +10,6 @@ and records the outcome. Only this module imports `training.trainer` (lazily).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -21,7 +19,7 @@ from typing import Any
 from adapters_store import AdapterStore, StoreError
 from app.config import Settings
 from app.jobs.factory import open_job_store
-from app.jobs.records import Job, JobStatus, JobStore
+from app.jobs.records import Job, JobStatus, JobStore, worker_id
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2
@@ -59,16 +57,25 @@ class Heartbeat:
 
 class ProgressWriter:
     """The trainer's progress callback: writes {step,total_steps,epoch,loss,eval} to the record,
-    at most every PROGRESS_INTERVAL_S unless it carries new eval metrics."""
+    at most every PROGRESS_INTERVAL_S unless it carries new eval metrics.
+
+    It also keeps the learning curves in ``progress["curves"]`` (the shape of
+    ``training.curves``: train loss points and eval points, added as the events arrive); the
+    finished job's record gets the trainer's final curves (with the best step) instead.
+    """
 
     def __init__(self, jobs: JobStore, job_id: str, *, worker: str) -> None:
         self._jobs, self._job_id, self._worker = jobs, job_id, worker
         self._last = 0.0
         self.state: dict[str, Any] = {}
+        self.curves: dict[str, Any] = {"metric": "accuracy", "best_step": None,
+                                       "stopped_early": False, "train": [], "eval": []}  # fmt: skip
+        self.state["curves"] = self.curves
 
     def __call__(self, event: dict[str, Any]) -> None:
         update = _progress_fields(event)
         has_eval = bool(update.get("eval"))
+        _add_point(self.curves, event)
         self.state.update({k: v for k, v in update.items() if v is not None})
         now = time.monotonic()
         if has_eval or now - self._last >= PROGRESS_INTERVAL_S:
@@ -80,6 +87,25 @@ class ProgressWriter:
             self._jobs.set_progress(self._job_id, worker=self._worker, progress=self.state)
         except Exception:
             log.warning("could not record progress of job %s", self._job_id, exc_info=True)
+
+
+def _add_point(curves: dict[str, Any], event: dict[str, Any]) -> None:
+    from training.curves import MAX_TRAIN_POINTS, eval_point, train_point
+
+    state = _EventState(event.get("step") or 0, event.get("epoch") or 0.0)
+    if event.get("phase") == "train" and event.get("loss") is not None:
+        curves["train"].append(train_point(state, event))
+        if len(curves["train"]) > MAX_TRAIN_POINTS:
+            curves["train"] = curves["train"][::2]
+    elif event.get("phase") == "eval" and event.get("eval"):
+        point = eval_point(state, event["eval"])
+        if not curves["eval"] or curves["eval"][-1]["step"] != point["step"]:
+            curves["eval"].append(point)
+
+
+class _EventState:
+    def __init__(self, step: int, epoch: float) -> None:
+        self.global_step, self.epoch = step, epoch
 
 
 def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +138,7 @@ class JobRunner:
 
     def __call__(self, job_id: str) -> None:
         self.jobs.expire_leases()
-        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        worker = worker_id(uuid.uuid4().hex[:8])
         lease = self.settings.job_lease_s
         job = self.jobs.claim(job_id, worker=worker, lease_s=lease)
         if job is None:
@@ -156,6 +182,9 @@ class JobRunner:
         except (TrainingError, StoreError) as exc:
             self._finish(job.id, worker, JobStatus.FAILED, error=exc.message)
         else:
+            curves = (manifest.training or {}).get("curves")
+            if curves:
+                progress.state["curves"] = curves  # with the best step and early-stop verdict
             progress.flush()
             self._finish(
                 job.id,

@@ -30,6 +30,15 @@ def test_submit_progress_success_then_classify_with_the_new_adapter(system):
     assert midway, "no poll saw the job running with partial progress"
     assert midway[0]["progress"]["total_steps"] == 40 and midway[0]["started_at"]
     assert job["progress"]["step"] == 40
+    # learning curves: live while running, final (with the best step) once succeeded
+    assert any(p["curves"]["train"] for p in midway), "no poll saw curve points while running"
+    curves = job["curves"]
+    assert [p["step"] for p in curves["eval"]] == list(range(4, 41, 4))  # every 4 of 40 steps
+    assert all(0.0 <= p["accuracy"] <= 1.0 and p["loss"] > 0 for p in curves["eval"])
+    assert curves["train"] and all(p["loss"] > 0 for p in curves["train"])
+    best = max(curves["eval"], key=lambda p: p["accuracy"])
+    assert curves["best_step"] == best["step"]
+    assert job["metrics"]["accuracy"] == pytest.approx(best["accuracy"])
     assert job["adapter"] == {"name": "kw-e2e", "version": 1}
     assert 0.0 <= job["metrics"]["accuracy"] <= 1.0 and job["finished_at"] >= job["started_at"]
     assert job["config"]["base_model"] == system.env["APP_BASE_MODEL"]

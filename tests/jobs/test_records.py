@@ -221,3 +221,54 @@ def test_finish_racing_lease_expiry_gives_one_verdict(jobs, spec):
         assert finished != bool(expired), (finished, expired)  # exactly one of them won
         status = jobs.get(job_id).status
         assert status == (JobStatus.SUCCEEDED if finished else JobStatus.FAILED)
+
+
+def test_a_live_worker_on_this_host_keeps_its_job_past_a_missed_heartbeat(jobs):
+    """A starved heartbeat thread (busy host) is no verdict while the worker process lives."""
+    import subprocess
+    import sys
+
+    from app.jobs.records import worker_id
+
+    alive = _new(jobs, "alive")
+    jobs.claim(alive, worker=worker_id("me"), lease_s=1)  # this very process: alive
+    assert jobs.expire_leases(now=time.time() + 3600) == 0
+    assert jobs.get(alive).status == JobStatus.RUNNING
+    assert jobs.heartbeat(alive, worker=worker_id("me"), lease_s=1)  # and it can go on
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process of this host that is gone: its pid names no live process
+    gone = _new(jobs, "gone")
+    jobs.claim(gone, worker=f"{worker_id('x').split(':')[0]}:{child.pid}:x:0", lease_s=1)
+    assert jobs.expire_leases(now=time.time() + 3600) == 1
+    assert jobs.get(gone).status == JobStatus.FAILED
+    assert jobs.get(alive).status == JobStatus.RUNNING
+
+
+def test_a_reused_pid_is_not_the_old_worker():
+    from app.jobs.records import worker_alive_here, worker_id
+
+    host, pid, _, start = worker_id("me").split(":")
+    assert worker_alive_here(f"{host}:{pid}:me:{start}")
+    assert not worker_alive_here(f"{host}:{pid}:me:{int(start) + 1}")  # other start time
+    assert not worker_alive_here(f"another-host:{pid}:me:{start}")
+
+
+def test_learning_curves_survive_the_round_trip(jobs, spec):
+    curves = {
+        "metric": "accuracy",
+        "best_step": 20,
+        "stopped_early": True,
+        "train": [
+            {"step": s, "epoch": s / 40, "loss": 0.7 - s / 100, "learning_rate": 1e-3}
+            for s in range(1, 41)
+        ],
+        "eval": [
+            {"step": 20, "epoch": 0.5, "loss": 0.4, "accuracy": 0.8, "f1_macro": 0.79},
+            {"step": 40, "epoch": 1.0, "loss": 0.45, "accuracy": 0.78, "f1_macro": 0.77},
+        ],
+    }
+    job_id = _new(jobs)
+    jobs.claim(job_id, worker="w", lease_s=30)
+    assert jobs.set_progress(job_id, worker="w", progress={"step": 40, "curves": curves})
+    assert spec.open().get(job_id).progress["curves"] == curves  # another reader, same points

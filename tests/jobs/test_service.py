@@ -165,3 +165,24 @@ def test_progress_writer_keeps_training_loss_and_throttles(service):
     progress = jobs.get(job_id).progress
     assert progress["step"] == 3 and progress["loss"] == 0.7  # eval loss is not training loss
     assert progress["eval"] == {"eval_accuracy": 0.9} and progress["phase"] == "eval"
+
+
+def test_progress_writer_records_the_curve_points_and_the_api_renders_them(service):
+    from app.api.train_jobs import render
+
+    jobs = service.jobs
+    job_id = jobs.create(adapter_name="a", config={}).id
+    jobs.claim(job_id, worker="w", lease_s=30)
+    writer = ProgressWriter(jobs, job_id, worker="w")
+    base = {"total_steps": 20, "eval": None}
+    for step in (5, 10):
+        writer({**base, "step": step, "epoch": step / 20, "loss": 1 / step,
+                "learning_rate": 1e-3, "phase": "train"})  # fmt: skip
+    metrics = {"eval_loss": 0.5, "eval_accuracy": 0.75, "eval_f1_macro": 0.74}
+    writer({**base, "step": 10, "epoch": 0.5, "loss": 0.5, "eval": metrics, "phase": "eval"})
+    curves = render(jobs.get(job_id)).curves  # eval events are written at once
+    assert [(p.step, p.loss) for p in curves.train] == [(5, 0.2), (10, 0.1)]
+    assert [(p.step, p.accuracy, p.f1_macro, p.loss) for p in curves.eval] == [
+        (10, 0.75, 0.74, 0.5)
+    ]
+    assert curves.best_step is None and curves.metric == "accuracy"

@@ -41,7 +41,7 @@ def store_dir(tmp_path) -> Path:
     return tmp_path / "store"
 
 
-def run_cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m training ...` in a subprocess, offline, from the repo root."""
     env = {
         **os.environ,

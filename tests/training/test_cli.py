@@ -21,13 +21,24 @@ LEARN = [
 def cli_run(tmp_path_factory, tiny_model_dir, keyword_dir):
     """'kw' trained through the CLI (label names negative/positive): (store, train stdout)."""
     store = tmp_path_factory.mktemp("cli-store")
+    png = store.parent / "kw-curves.png"
     result = run_cli(
         "train", "--base-model", tiny_model_dir, "--dataset", keyword_dir,
         "--text-column", "text", "--label-column", "label", "--name", "kw", "--store", store,
-        "--label-names", "negative", "positive", "--no-progress", *LEARN,
+        "--label-names", "negative", "positive", "--no-progress", "--curves-png", png, *LEARN,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return store, result.stdout
+
+
+def assert_png(path: Path) -> None:
+    """A real PNG: the signature, and matplotlib decodes it to a 1000x400 RGBA image."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(str(path))
+    assert pixels.shape == (400, 1000, 4)
+    assert pixels[..., :3].std() > 0.05  # drawn lines and text, not a blank canvas
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +59,15 @@ def test_eval_reproduces_the_training_accuracy(cli_store):
     # eval on the held-out split reproduces the accuracy recorded at training time
     assert float(rows["accuracy"]) == pytest.approx(manifest.metrics["accuracy"], abs=1e-4)
     assert manifest.metrics["accuracy"] >= 0.78
+
+
+def test_train_writes_the_learning_curve_png(cli_run):
+    store, stdout = cli_run
+    png = Path(table(stdout)["learning curves"])
+    assert png == (store.parent / "kw-curves.png").resolve()
+    assert_png(png)
+    curves = AdapterStore(store).get("kw").manifest.training["curves"]
+    assert len(curves["train"]) >= 20 and len(curves["eval"]) >= 3
 
 
 def test_train_prints_a_summary_table(cli_run):
@@ -96,7 +116,7 @@ def test_export_writes_a_hub_ready_folder(cli_store, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "README.md", "adapter.safetensors", "adapter_config.json", "head_config.json",
-        "manifest.json", "model_head.safetensors",
+        "manifest.json", "model_head.safetensors", "learning_curves.png",
     ])  # fmt: skip
     manifest = AdapterStore(cli_store).get("kw").manifest
     card = (out / "README.md").read_text()
@@ -104,6 +124,8 @@ def test_export_writes_a_hub_ready_folder(cli_store, tmp_path):
     assert f"| accuracy | {manifest.metrics['accuracy']:.4g} |" in card
     assert manifest.base_model.id in card and manifest.training["dataset"] in card
     assert "- 0: `negative`" in card and "load_adapter(" in card
+    assert "![Learning curves](learning_curves.png)" in card  # the card embeds the PNG
+    assert_png(out / "learning_curves.png")
     again = run_cli("export", "kw", "--out", out, "--store", cli_store)
     assert again.returncode == 2 and "not empty" in again.stderr
 

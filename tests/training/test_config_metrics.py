@@ -13,10 +13,13 @@ BASE = {"name": "demo", "dataset": "data.jsonl"}
 
 def test_defaults_and_learning_rate_per_method():
     config = TrainConfig(**BASE)
-    assert config.adapter_config == "seq_bn" and config.max_length == 100
-    assert config.lr == 1e-4
+    assert config.adapter_config == "seq_bn" and config.max_length is None  # the recipe's
+    assert config.filled().max_length == 128
+    assert config.lr == 1e-3
+    assert TrainConfig(**BASE, adapter_config="ia3").lr == 3e-3
     full = TrainConfig(**BASE, method="full", full_output_dir="out")
-    assert full.lr == 2e-5
+    assert full.lr == 3e-5
+    assert TrainConfig(**BASE, recipe="article").lr == 1e-4
     assert TrainConfig(**BASE, learning_rate=3e-3).lr == 3e-3
 
 

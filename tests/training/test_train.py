@@ -106,14 +106,25 @@ def test_manifest_records_base_labels_metrics_and_training(trained, tiny_model_d
 def test_progress_events(trained):
     _, manifest, events = trained
     phases = [e["phase"] for e in events]
-    assert phases[-2:] == ["eval", "save"] and set(phases[:-2]) == {"train"}
+    assert phases[-1] == "save" and set(phases[:-1]) == {"train", "eval"}
+    evals = [e for e in events if e["phase"] == "eval"]
+    assert len(evals) >= 3  # evaluated during training (the default recipe), not only at the end
     train_events = [e for e in events if e["phase"] == "train"]
     assert len(train_events) >= 10
     steps = [e["step"] for e in train_events]
     assert steps == sorted(steps) and all(e["total_steps"] == 15 * 38 for e in events)
     assert all(isinstance(e["loss"], float) and e["eval"] is None for e in train_events)
-    assert events[-2]["eval"]["eval_accuracy"] == pytest.approx(manifest.metrics["accuracy"])
-    assert set(events[0]) == {"step", "total_steps", "epoch", "loss", "eval", "phase"}
+    best = max(e["eval"]["eval_accuracy"] for e in evals)  # the best evaluation is stored
+    assert best == pytest.approx(manifest.metrics["accuracy"])
+    assert set(events[0]) == {
+        "step",
+        "total_steps",
+        "epoch",
+        "loss",
+        "eval",
+        "phase",
+        "learning_rate",
+    }
 
 
 def test_stored_adapter_reloads_and_scores_the_same(trained, keyword_dir):
@@ -261,3 +272,20 @@ def test_unavailable_device_and_missing_base_are_clear_errors(tmp_path, keyword_
 
         with pytest.raises(TrainingError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_the_stored_weights_are_the_best_evaluation(trained, keyword_dir):
+    from training.data import Columns, load_labelled
+
+    store, manifest, _ = trained
+    curves = manifest.training["curves"]
+    best = max(curves["eval"], key=lambda p: p["accuracy"])  # the first best (ties: earlier)
+    assert curves["best_step"] == manifest.training["best_step"] == best["step"]
+    assert len(curves["train"]) >= 20 and all(p["loss"] is not None for p in curves["train"])
+    texts, gold = load_labelled(
+        str(keyword_dir), split="test", columns=Columns("text", "label"), names=LABELS
+    )
+    scored = evaluate(load_stored(store, "keywords"), texts, gold)
+    assert scored["accuracy"] == pytest.approx(best["accuracy"])
+    assert scored["eval_loss"] == pytest.approx(best["loss"], rel=1e-3)
+    print("best step", best["step"], "of", manifest.training["steps_run"])  # shown with -s

@@ -1,0 +1,136 @@
+"""Training recipes: the settings a run uses for every field the caller left unset.
+
+Two recipes:
+
+- ``default``: per adapter method, chosen from measurements on this project's data (MiniLM,
+  Amazon polarity; see docs/training-recipe.md) and the method papers. A higher learning rate
+  than full fine-tuning, linear decay after a short warm-up, a few epochs but at least
+  ``min_steps`` optimiser steps (small data sets get enough updates), evaluation about ten
+  times per run, early stopping after ``patience`` evaluations without a better accuracy,
+  and the best evaluated weights kept, not the last.
+- ``article``: AdapterHub's ``notebooks/01_Adapter_Training.ipynb`` (roberta-base, Rotten
+  Tomatoes) exactly: lr 1e-4, 6 epochs, batch 32 (train and eval), logging every 200 steps,
+  max_length 80, a ``seq_bn`` adapter, the Trainer's other defaults (linear decay, no warm-up,
+  no weight decay), no evaluation during training and no early stopping.
+
+Every field set on the TrainConfig wins over the recipe; `fill` returns the config with the
+blanks filled in, and `Schedule` the step-dependent numbers (total steps, eval interval).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+RECIPE_NAMES = ("default", "article")
+# Fields a recipe fills when the config leaves them None.
+RECIPE_FIELDS = (
+    "max_length", "num_epochs", "batch_size", "eval_batch_size",
+    "learning_rate", "warmup_ratio", "lr_scheduler", "weight_decay", "min_steps",
+    "eval_steps", "early_stopping_patience", "logging_steps",
+)  # fmt: skip
+
+_COMMON: dict[str, Any] = {
+    "max_length": 128,
+    "num_epochs": 3.0,
+    "batch_size": 16,
+    "eval_batch_size": 64,
+    "warmup_ratio": 0.06,
+    "lr_scheduler": "linear",
+    "weight_decay": 0.0,
+    "min_steps": 400,
+    "eval_steps": None,  # None: about EVALS_PER_RUN evaluations per run
+    "early_stopping_patience": 3,
+    "logging_steps": None,  # None: about 100 loss points per run
+}
+# Learning rates of the default recipe, per method (see docs/training-recipe.md for sources).
+DEFAULT_LR = {
+    "seq_bn": 1e-3,
+    "double_seq_bn": 1e-3,
+    "par_bn": 1e-3,  # a bottleneck too (parallel); the same rate as seq_bn
+    "lora": 1e-3,
+    "ia3": 3e-3,
+    "prefix_tuning": 5e-4,
+    "custom": 1e-3,  # a JSON adapter config
+    "full": 3e-5,
+}
+ARTICLE: dict[str, Any] = {  # and adapter_config "seq_bn", TrainConfig's default
+    "max_length": 80,
+    "num_epochs": 6.0,
+    "batch_size": 32,
+    "eval_batch_size": 32,
+    "learning_rate": 1e-4,
+    "warmup_ratio": 0.0,
+    "lr_scheduler": "linear",
+    "weight_decay": 0.0,
+    "min_steps": 0,
+    "eval_steps": 0,  # 0: evaluate once, after training (as the notebook does)
+    "early_stopping_patience": 0,  # 0: never stop early
+    "logging_steps": 200,
+}
+EVALS_PER_RUN = 10
+LOSS_POINTS_PER_RUN = 100
+
+
+def recipe_values(recipe: str, *, method: str, adapter_config: str | None) -> dict[str, Any]:
+    """The recipe's value for every RECIPE_FIELDS field (method: 'adapter' or 'full')."""
+    if recipe == "article":
+        return dict(ARTICLE)
+    if recipe != "default":
+        raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPE_NAMES)}")
+    values = dict(_COMMON)
+    kind = "full" if method == "full" else _lr_key(adapter_config or "seq_bn")
+    values["learning_rate"] = DEFAULT_LR[kind]
+    if method == "full":
+        values["weight_decay"] = 0.01  # BERT/RoBERTa fine-tuning practice
+    return values
+
+
+def _lr_key(adapter_config: str) -> str:
+    return adapter_config if adapter_config in DEFAULT_LR else "custom"
+
+
+def fill(config: Any) -> Any:
+    """`config` (a TrainConfig) with every recipe field it left None set from its recipe."""
+    values = recipe_values(
+        config.recipe, method=config.method, adapter_config=config.adapter_config
+    )
+    update = {k: v for k, v in values.items() if getattr(config, k) is None}
+    if config.num_epochs is not None and config.min_steps is None:
+        update["min_steps"] = 0  # epochs given explicitly: exactly that many
+    return config.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step counts of a filled config for `train_size` training examples."""
+
+    steps_per_epoch: int
+    total_steps: int
+    max_steps: int  # TrainingArguments.max_steps: -1 when the epochs decide
+    eval_steps: int  # 0: no evaluation during training
+    logging_steps: int
+    patience: int  # 0: no early stopping
+    min_stop_step: int  # no early stop before this step (a third of the run)
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_steps > 0
+
+
+def schedule(config: Any, train_size: int) -> Schedule:
+    """Total optimiser steps (max_steps, or epochs but at least min_steps) and the intervals."""
+    per_epoch = max(1, math.ceil(train_size / config.batch_size))
+    by_epochs = math.ceil(config.num_epochs * per_epoch)
+    if config.max_steps:
+        total = max_steps = config.max_steps
+    else:
+        total = max(by_epochs, config.min_steps or 0)
+        max_steps = total if total > by_epochs else -1
+    eval_steps = config.eval_steps
+    if eval_steps is None:
+        eval_steps = max(1, math.ceil(total / EVALS_PER_RUN))
+    logging = config.logging_steps or max(1, total // LOSS_POINTS_PER_RUN)
+    patience = config.early_stopping_patience if eval_steps else 0
+    return Schedule(per_epoch, total, max_steps, eval_steps, logging, patience, total // 3)
