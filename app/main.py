@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from adapters_store import AdapterStore
-from app.api import adapters, classify, health, train_jobs
+from app.api import adapters, classify, console, datasets, health, train_jobs
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.jobs.service import JobService
@@ -24,7 +24,14 @@ from app.serving.engine import Engine
 log = logging.getLogger(__name__)
 
 # Every router of the service; add one here (e.g. train_jobs.router) to mount it.
-ROUTERS: list[APIRouter] = [health.router, classify.router, adapters.router, train_jobs.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    classify.router,
+    adapters.router,
+    train_jobs.router,
+    datasets.router,
+    console.router,
+]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
