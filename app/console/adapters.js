@@ -216,7 +216,9 @@ export function createAdapters(ctx) {
       event.preventDefault();
       zone.classList.remove("over");
       const dropped = event.dataTransfer && event.dataTransfer.files[0];
-      if (dropped) choose(dropped);
+      if (!dropped) return;
+      $("upload-file").value = ""; // the picker no longer names the file that will go
+      choose(dropped);
     });
     $("upload-form").addEventListener("submit", onUpload);
   }

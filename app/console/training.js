@@ -22,6 +22,7 @@ export function createTraining(ctx) {
   let datasets = [];
   let defaults = null;
   let timer = null;
+  let inFlight = false;
   const curves = new Map();
   const nodes = new Map();
 
@@ -125,6 +126,8 @@ export function createTraining(ctx) {
 
   async function poll() {
     clearTimeout(timer);
+    if (inFlight) return; // the running poll schedules the next one
+    inFlight = true;
     let active = false;
     try {
       const jobs = (await getJSON("/train-jobs?limit=50")).jobs;
@@ -134,8 +137,10 @@ export function createTraining(ctx) {
     } catch (error) {
       showError($("jobs-status"), error);
       if (error.status === 401 || error.status === 403) return;
+    } finally {
+      inFlight = false;
     }
-    if (ctx.current === "training") timer = setTimeout(poll, active ? 400 : 3000);
+    if (ctx.current === "training") timer = setTimeout(poll, active ? 300 : 3000);
   }
 
   function renderJobs(jobs) {

@@ -66,13 +66,19 @@ def test_lists_files_under_the_roots_only(client_roots, roots):
 
 
 def test_one_file_and_traversal_refused(client_roots, roots):
-    ok = client_roots.get("/datasets/file", params={"path": "reviews.jsonl", "rows": 12},
-                          headers=AUTH)
+    ok = client_roots.get(
+        "/datasets/file", params={"path": "reviews.jsonl", "rows": 12}, headers=AUTH
+    )
     assert ok.status_code == 200, ok.text
     assert len(ok.json()["rows"]) == 12
     outside = roots[2] / "secret.jsonl"
-    for path in ("../outside/secret.jsonl", str(outside), "link.jsonl", "linkdir/secret.jsonl",
-                 "/etc/passwd"):
+    for path in (
+        "../outside/secret.jsonl",
+        str(outside),
+        "link.jsonl",
+        "linkdir/secret.jsonl",
+        "/etc/passwd",
+    ):
         r = client_roots.get("/datasets/file", params={"path": path}, headers=AUTH)
         assert r.status_code == 422, (path, r.text)
         assert r.json()["error"]["code"] == "dataset_forbidden"

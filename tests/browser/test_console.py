@@ -1,0 +1,356 @@
+"""The web console in headless Chromium against a real server and worker (API keys on)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.browser.conftest import ADMIN, READER, SCRIPT_ROW, snap
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+TITLE = "adapter-serve console"
+TRAIN_STEPS = 60  # logs a loss every 3 steps; seconds on an idle 2-core CPU
+EVIL_LABEL = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def by_css(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def all_css(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def wait_for(driver, condition, timeout=30.0, message=""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        lambda d: condition(d), message
+    )
+
+
+def text_of(driver, selector):
+    return by_css(driver, selector).text
+
+
+def enter_key(driver, key):
+    wait_for(driver, lambda d: by_css(d, "#key-panel").is_displayed(), message="key prompt")
+    field = by_css(driver, "#key-input")
+    field.clear()
+    field.send_keys(key)
+    by_css(driver, "#key-form button[type=submit]").click()
+
+
+def open_tab(driver, name):
+    by_css(driver, f"#tab-{name}").click()
+    wait_for(driver, lambda d: by_css(d, f"#panel-{name}").is_displayed())
+
+
+def goto(driver, console, path):
+    """Open `path` with the admin key already in this tab (the key prompt has its own test)."""
+    url = console.server.url
+    if not driver.current_url.startswith(url):
+        driver.get(url + "/healthz")
+    driver.execute_script("sessionStorage.setItem('adapter-serve.api-key', arguments[0])", ADMIN)
+    driver.get(url + path)
+
+
+def assert_nothing_ran(driver):
+    assert driver.title == TITLE
+    assert driver.execute_script("return document.querySelectorAll('img, main script').length") == 0
+
+
+def test_key_prompt_scopes_and_no_blank_page(browser, console):
+    url = console.server.url
+    browser.get(url + "/healthz")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(url + "/")
+    wait_for(browser, lambda d: by_css(d, "#key-panel").is_displayed(), message="no key prompt")
+    assert "needs an API key" in text_of(browser, "#key-reason")
+    assert "401 unauthorized" in text_of(browser, "#key-reason")
+    snap(browser, "key")
+    enter_key(browser, "wrong-key-0123456789abcdef")
+    wait_for(browser, lambda d: "refused this key" in text_of(d, "#key-reason"))
+    assert "401 unauthorized: invalid API key" in text_of(browser, "#key-reason")
+
+    enter_key(browser, READER)
+    wait_for(browser, lambda d: text_of(d, "#key-status") == "Key: classify only")
+    open_tab(browser, "adapters")
+    wait_for(browser, lambda d: len(all_css(d, "#adapters-body tr[data-name]")) == 2)
+    assert not by_css(browser, "#upload-form").is_displayed()
+    assert not all_css(browser, "button[data-action=delete]")
+    assert all_css(browser, "button[data-action=download]")
+    open_tab(browser, "training")
+    assert by_css(browser, "#training-locked").is_displayed()
+    assert not by_css(browser, "#train-form").is_displayed()
+
+    by_css(browser, "#key-forget").click()
+    enter_key(browser, ADMIN)
+    wait_for(browser, lambda d: text_of(d, "#key-status") == "Key: admin")
+    assert ADMIN not in browser.current_url
+    assert ADMIN not in console.server.logs() and READER not in console.server.logs()
+
+
+def shown_scores(driver):
+    """{adapter: (version, [[(label, score), ...] per text])} as the page shows them."""
+    shown = {}
+    for section in all_css(driver, "#results section.result"):
+        rows = []
+        for row in section.find_elements("css selector", "tbody tr"):
+            items = row.find_elements("css selector", "li.bar")
+            rows.append(
+                [
+                    (
+                        item.find_element("css selector", ".label").text,
+                        float(
+                            item.find_element("css selector", ".score").get_attribute("data-score")
+                        ),
+                        item.find_element("css selector", ".score").text,
+                    )
+                    for item in items
+                ]
+            )
+        shown[section.get_attribute("data-adapter")] = (
+            int(section.get_attribute("data-version")),
+            rows,
+        )
+    return shown
+
+
+def expected_scores(console, adapters, texts):
+    r = console.client.post(
+        "/classify", json={"adapters": adapters, "inputs": texts, "top_k": None}
+    )
+    assert r.status_code == 200, r.text
+    return {
+        res["adapter"]: (
+            res["version"],
+            [[(p["label"], p["score"]) for p in preds] for preds in res["predictions"]],
+        )
+        for res in r.json()["results"]
+    }
+
+
+def check_scores(shown, expected):
+    assert shown.keys() == expected.keys()
+    for name, (version, rows) in expected.items():
+        shown_version, shown_rows = shown[name]
+        assert shown_version == version
+        assert len(shown_rows) == len(rows)
+        for shown_row, row in zip(shown_rows, rows, strict=True):
+            assert [(label, score) for label, score, _ in shown_row] == row
+            assert [text for _, _, text in shown_row] == [f"{score:.4f}" for _, score in row]
+
+
+def test_playground_scores_equal_the_api_and_permalink(browser, console):
+    texts = ["a great and lovely film", "boring, awful plot"]
+    goto(browser, console, "/?tab=playground")
+    wait_for(browser, lambda d: len(all_css(d, "#adapter-picks input[type=checkbox]")) >= 2)
+    by_css(browser, "#pick-alpha").click()
+    by_css(browser, "#pick-beta").click()
+    by_css(browser, "#texts").send_keys("\n".join(texts))
+    by_css(browser, "#classify-button").click()
+    wait_for(browser, lambda d: len(all_css(d, "#results section.result")) == 2)
+    check_scores(shown_scores(browser), expected_scores(console, ["alpha", "beta"], texts))
+    assert "ms round trip" in text_of(browser, "#results .latency")
+    snap(browser, "playground")
+
+    link = by_css(browser, "#permalink").get_attribute("href")
+    assert "adapter=alpha" in link and ADMIN not in link
+    browser.get("about:blank")
+    browser.get(link)  # a fresh page: the permalink runs the same request again
+    wait_for(browser, lambda d: len(all_css(d, "#results section.result")) == 2)
+    check_scores(shown_scores(browser), expected_scores(console, ["alpha", "beta"], texts))
+    assert by_css(browser, "#texts").get_attribute("value") == "\n".join(texts)
+
+
+def drop_file(driver, name, payload):
+    """Drop a file made in the page on the drop zone, as a drag from the desktop does."""
+    driver.execute_script(
+        """
+        const [name, text] = arguments;
+        const data = new DataTransfer();
+        data.items.add(new File([text], name, {type: "application/zip"}));
+        const zone = document.getElementById("drop-zone");
+        zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        """,
+        name,
+        payload,
+    )
+
+
+def test_upload_lists_an_adapter_and_shows_errors_verbatim(browser, console, factory, tmp_path):
+    archive = factory.archive(
+        "evil", tmp_path / "evil.zip", seed=5, labels={0: EVIL_LABEL, 1: "fine"}
+    )
+    goto(browser, console, "/?tab=adapters")
+    wait_for(browser, lambda d: len(all_css(d, "#adapters-body tr[data-name]")) == 2)
+    by_css(browser, "#upload-file").send_keys(str(archive))
+    assert by_css(browser, "#upload-name").get_attribute("value") == "evil"
+    by_css(browser, "#upload-button").click()
+    wait_for(browser, lambda d: "Uploaded evil" in text_of(d, "#upload-status"))
+    wait_for(browser, lambda d: all_css(d, "#adapters-body tr[data-name=evil]"))
+    labels = text_of(browser, "#adapters-body tr[data-name=evil] .col-labels")
+    assert labels == f"{EVIL_LABEL}, fine"
+    assert console.client.get("/adapters/evil").status_code == 200
+    assert_nothing_ran(browser)
+
+    garbage = "this is not a zip archive"
+    expected = console.client.post(
+        "/adapters", files={"file": ("bad.zip", garbage.encode())}, data={"name": "bad"}
+    ).json()["error"]
+    drop_file(browser, "bad.zip", garbage)
+    assert by_css(browser, "#upload-name").get_attribute("value") == "bad"
+    by_css(browser, "#upload-button").click()
+    wait_for(browser, lambda d: "refused" in text_of(d, "#upload-status"))
+    assert text_of(browser, "#upload-status") == (
+        f"Upload refused: 422 {expected['code']}: {expected['message']}"
+    )
+    snap(browser, "adapters")
+
+    goto(browser, console, "/?tab=playground&adapter=evil&texts=hello")
+    wait_for(browser, lambda d: all_css(d, "#results section.result"))
+    shown = [e.text for e in all_css(browser, "#results li.bar .label")]
+    assert sorted(shown) == sorted([EVIL_LABEL, "fine"])
+    assert_nothing_ran(browser)
+
+
+def job_state(driver, name):
+    """(status, progress value, loss points drawn) of the job card training `name`."""
+    return driver.execute_script(
+        """
+        for (const card of document.querySelectorAll("#jobs li.job")) {
+          if (card.querySelector(".job-name").textContent !== arguments[0]) continue;
+          const chart = card.querySelector("svg.chart-loss");
+          return [card.dataset.status, card.querySelector("progress").value,
+                  Number(chart ? chart.dataset.points : 0)];
+        }
+        return null;
+        """,
+        name,
+    )
+
+
+def fill_job(driver, name, max_steps):
+    from selenium.webdriver.support.ui import Select
+
+    wait_for(driver, lambda d: len(all_css(d, "#job-dataset option")) >= 2)
+    Select(by_css(driver, "#job-dataset")).select_by_visible_text(
+        next(o.text for o in all_css(driver, "#job-dataset option") if o.text.startswith("kw."))
+    )
+    assert Select(by_css(driver, "#job-text-column")).first_selected_option.text == "text"
+    assert Select(by_css(driver, "#job-label-column")).first_selected_option.text == "label"
+    for selector, value in (
+        ("#job-name", name),
+        ("#job-max-steps", str(max_steps)),
+        ("#job-batch-size", "8"),
+        ("#job-max-length", "32"),
+        ("#job-learning-rate", "0.005"),
+    ):
+        field = by_css(driver, selector)
+        field.clear()
+        field.send_keys(value)
+    by_css(driver, "#job-submit").click()
+
+
+def test_training_job_progress_curve_and_classify(browser, console):
+    from selenium.webdriver.support.ui import Select
+
+    goto(browser, console, "/?tab=training")
+    wait_for(browser, lambda d: len(all_css(d, "#job-dataset option")) >= 2)
+    assert by_css(browser, "#job-batch-size").get_attribute("value") == "16"  # the default
+    Select(by_css(browser, "#job-dataset")).select_by_visible_text(
+        next(o.text for o in all_css(browser, "#job-dataset option") if o.text.startswith("evil"))
+    )
+    by_css(browser, "#dataset-preview").find_element("xpath", "..").find_element(
+        "xpath", "ancestor::details/summary"
+    ).click()
+    cells = [c.text for c in all_css(browser, "#dataset-preview tbody td")]
+    assert SCRIPT_ROW in cells
+    assert_nothing_ran(browser)
+
+    fill_job(browser, "kw-trained", max_steps=TRAIN_STEPS)
+    seen = []
+    started = time.monotonic()
+    deadline = started + 180
+    while time.monotonic() < deadline:
+        state = job_state(browser, "kw-trained")
+        if state is not None:
+            seen.append([*state, round(time.monotonic() - started, 2)])
+            if state[0] in ("succeeded", "failed", "cancelled"):
+                break
+        time.sleep(0.05)
+    print("job states seen (status, step, points, s):", seen[::20], seen[-1])
+    assert seen and seen[-1][0] == "succeeded", (seen[-5:], console.diagnostics()[-3000:])
+    running_values = {value for status, value, *_ in seen if status == "running" and value > 0}
+    assert len(running_values) >= 2, f"the progress bar never moved: {seen}"
+    points = [state[2] for state in seen]
+    assert points == sorted(points) and points[-1] > max(points[0], 1), points
+    snap(browser, "training")
+
+    by_css(browser, "#jobs li.job[data-status=succeeded] a[data-action=try]").click()
+    wait_for(browser, lambda d: by_css(d, "#panel-playground").is_displayed())
+    wait_for(browser, lambda d: all_css(d, "#pick-kw-trained"))
+    assert by_css(browser, "#pick-kw-trained").is_selected()
+    by_css(browser, "#texts").send_keys("what a wonderful day")
+    by_css(browser, "#classify-button").click()
+    wait_for(browser, lambda d: all_css(d, "#results section.result[data-adapter=kw-trained]"))
+    check_scores(
+        shown_scores(browser), expected_scores(console, ["kw-trained"], ["what a wonderful day"])
+    )
+
+
+def test_cancel_a_running_job(browser, console):
+    goto(browser, console, "/?tab=training")
+    fill_job(browser, "kw-cancel", max_steps=100_000)
+    wait_for(
+        browser,
+        lambda d: (
+            (job_state(d, "kw-cancel") or ["", 0])[0] == "running"
+            and job_state(d, "kw-cancel")[1] > 0
+        ),
+        timeout=120,
+        message="the job never ran",
+    )
+    by_css(browser, "#jobs li.job[data-status=running] button[data-action=cancel]").click()
+    wait_for(browser, lambda d: (job_state(d, "kw-cancel") or [""])[0] == "cancelled", timeout=60)
+    jobs = console.client.get("/train-jobs").json()["jobs"]
+    assert {j["adapter"]["name"]: j["status"] for j in jobs}["kw-cancel"] == "cancelled"
+
+
+def test_sort_and_delete_an_adapter(browser, console):
+    goto(browser, console, "/?tab=adapters")
+    wait_for(browser, lambda d: all_css(d, "#adapters-body tr[data-name=beta]"))
+    names = [r.get_attribute("data-name") for r in all_css(browser, "#adapters-body tr")]
+    assert names == sorted(names)
+    by_css(browser, "button.sort[data-key=name]").click()
+    names_desc = [r.get_attribute("data-name") for r in all_css(browser, "#adapters-body tr")]
+    assert names_desc == sorted(names, reverse=True)
+
+    by_css(browser, "button[data-action=delete][data-name=beta]").click()
+    by_css(browser, "button[data-action=cancel-delete][data-name=beta]").click()
+    assert console.client.get("/adapters/beta").status_code == 200
+    by_css(browser, "button[data-action=delete][data-name=beta]").click()
+    by_css(browser, "button[data-action=confirm-delete][data-name=beta]").click()
+    wait_for(browser, lambda d: "Deleted beta" in text_of(d, "#adapters-status"))
+    assert not all_css(browser, "#adapters-body tr[data-name=beta]")
+    assert console.client.get("/adapters/beta").status_code == 404
+
+
+def test_no_script_errors_or_csp_violations(browser, console):
+    goto(browser, console, "/?tab=adapters")
+    wait_for(browser, lambda d: all_css(d, "#adapters-body tr[data-name]"))
+    problems = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE"
+        and ("Content Security Policy" in entry["message"] or "Uncaught" in entry["message"])
+    ]
+    assert problems == []
+    assert_nothing_ran(browser)
