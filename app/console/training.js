@@ -7,9 +7,9 @@ import { $, el, formatBytes, formatError, formatNumber, formatTime, showError, s
 
 const RECIPE = [
   { key: "num_epochs", title: "Epochs", step: "any" },
-  { key: "max_steps", title: "Max steps (empty: epochs decide)", step: "1" },
+  { key: "max_steps", title: "Max steps (empty: all epochs)", step: "1" },
   { key: "batch_size", title: "Batch size", step: "1" },
-  { key: "learning_rate", title: "Learning rate (empty: 1e-4 for adapters)", step: "any" },
+  { key: "learning_rate", title: "Learning rate (empty: 1e-4)", step: "any" },
   { key: "max_length", title: "Max tokens per text", step: "1" },
   { key: "eval_fraction", title: "Held-out eval fraction", step: "any" },
   { key: "max_train_samples", title: "Max training rows (empty: all)", step: "1" },
@@ -192,6 +192,7 @@ export function createTraining(ctx) {
     const p = job.progress || {};
     const part = parts(node);
     node.dataset.status = job.status;
+    node.dataset.adapter = name;
     part.head.replaceChildren(el("strong", { class: "job-name", text: name }), " ",
       el("span", { class: `badge ${job.status}`, text: job.status }), " ",
       el("span", { class: "muted", text: `${job.id} · ${formatTime(job.created_at)}` }));
