@@ -232,12 +232,13 @@ def one_dataset(roots: list[Path], value: str, *, rows: int) -> DatasetFile:
         if not path.is_absolute():
             path = roots[0] / path
         root = _inside(path, roots)
-    except (OSError, ValueError):
+        if root is None:
+            raise DatasetForbidden("that path is outside the data roots")
+        resolved = path.resolve()
+        found = resolved.is_file() and resolved.suffix.lower() in FORMATS
+    except (OSError, ValueError, RuntimeError):  # NUL bytes, names too long, link loops
         raise DatasetForbidden("not a usable path") from None
-    if root is None:
-        raise DatasetForbidden("that path is outside the data roots")
-    resolved = path.resolve()
-    if not resolved.is_file() or resolved.suffix.lower() not in FORMATS:
+    if not found:
         raise DatasetError(f"no dataset file {value!r} in the data roots")
     return describe(resolved, root, rows=rows)
 

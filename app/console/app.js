@@ -130,7 +130,13 @@ function wireKey() {
   });
 }
 
+function reportUnexpected(error) {
+  notice(`Unexpected error in the page: ${formatError(error)}`);
+}
+
 function main() {
+  window.addEventListener("error", (event) => reportUnexpected(event.error || event.message));
+  window.addEventListener("unhandledrejection", (event) => reportUnexpected(event.reason));
   panels.playground = createPlayground(ctx);
   panels.adapters = createAdapters(ctx);
   panels.training = createTraining(ctx);

@@ -8,7 +8,7 @@ const IGNORED = new Set(["eval_runtime", "eval_samples_per_second", "eval_steps_
   "eval_epoch"]);
 const W = 320;
 const H = 150;
-const PAD = { left: 44, right: 10, top: 22, bottom: 24 };
+const PAD = { left: 44, right: 12, top: 24, bottom: 24 };
 
 function finite(value) {
   return typeof value === "number" && Number.isFinite(value);
@@ -90,8 +90,9 @@ function label(value) {
   return Math.abs(value) >= 100 ? value.toFixed(0) : value.toPrecision(3);
 }
 
-/** One chart: series [{name, pairs: [[x, y]...], cls}] over x in [0, maxX]. */
-export function chart(title, series, maxX) {
+/** One chart: series [{name, pairs: [[x, y]...]}] over x in [0, maxX]; `unit` fixes y to
+ * [0, 1] when every value lies there (accuracy, F1). */
+export function chart(title, series, maxX, { unit = false } = {}) {
   const all = series.flatMap((s) => s.pairs);
   const count = all.length;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
@@ -107,6 +108,10 @@ export function chart(title, series, maxX) {
     root.append(svg("text", { x: W / 2, y: H / 2, class: "chart-empty", "text-anchor": "middle",
       text: "no points yet" }));
     return root;
+  }
+  if (unit && yMin >= 0 && yMax <= 1) {
+    yMin = 0;
+    yMax = 1;
   }
   if (yMax - yMin < 1e-9) {
     yMin -= 0.5;
@@ -134,8 +139,11 @@ export function chart(title, series, maxX) {
       root.append(svg("circle", { class: cls, cx: x(a).toFixed(1), cy: y(b).toFixed(1), r: 2.5 },
         svg("title", { text: `${s.name} at step ${a}: ${b}` })));
     }
-    root.append(svg("text", { x: W - PAD.right, y: 14 + index * 11, "text-anchor": "end",
-      class: `legend s${index % 4}`, text: s.name }));
+  });
+  let left = PAD.left + 8 * title.length;
+  series.forEach((s, index) => {
+    root.append(svg("text", { x: left, y: 14, class: `legend s${index % 4}`, text: s.name }));
+    left += 5 * s.name.length + 12;
   });
   return root;
 }
@@ -151,7 +159,7 @@ export function jobCharts(curve, totalSteps) {
   }
   const loss = chart("Loss", lossSeries, totalSteps);
   loss.classList.add("chart-loss");
-  const evals = chart("Evaluation", metricSeries, totalSteps);
+  const evals = chart("Evaluation", metricSeries, totalSteps, { unit: true });
   evals.classList.add("chart-eval");
   return [loss, evals];
 }

@@ -25,6 +25,7 @@ export function createTraining(ctx) {
   let inFlight = false;
   const curves = new Map();
   const nodes = new Map();
+  const detailed = new Set();
 
   async function loadDefaults() {
     try {
@@ -132,6 +133,7 @@ export function createTraining(ctx) {
     try {
       const jobs = (await getJSON("/train-jobs?limit=50")).jobs;
       active = jobs.some((j) => ACTIVE.has(j.status));
+      await details(jobs);
       renderJobs(jobs);
       status($("jobs-status"), jobs.length ? `${jobs.length} job(s)` : "No jobs yet.", "");
     } catch (error) {
@@ -141,6 +143,23 @@ export function createTraining(ctx) {
       inFlight = false;
     }
     if (ctx.current === "training") timer = setTimeout(poll, active ? 300 : 3000);
+  }
+
+  /** Merge the points of GET /train-jobs/{id} (which may carry the whole curve) for running
+   * jobs, and once for each finished job not yet seen in full. */
+  async function details(jobs) {
+    const wanted = jobs.filter((j) => j.status === "running"
+      || (!ACTIVE.has(j.status) && !detailed.has(j.id))).slice(0, 10);
+    await Promise.all(wanted.map(async (job) => {
+      try {
+        const full = await getJSON(`/train-jobs/${encodeURIComponent(job.id)}`);
+        if (!curves.has(job.id)) curves.set(job.id, new Curve());
+        curves.get(job.id).add(pointsOf(full));
+        if (!ACTIVE.has(full.status)) detailed.add(job.id);
+      } catch {
+        // the list answer still draws what it has; the list's own error is shown by poll()
+      }
+    }));
   }
 
   function renderJobs(jobs) {
@@ -200,7 +219,9 @@ export function createTraining(ctx) {
     part.bar.value = job.status === "succeeded" ? p.total_steps || 1 : p.step || 0;
     part.bar.setAttribute("aria-label", `Progress of ${name}`);
     part.text.textContent = progressText(job);
-    part.charts.replaceChildren(...jobCharts(curves.get(job.id), p.total_steps));
+    const curve = curves.get(job.id);
+    part.charts.hidden = !curve.size && job.status !== "running";
+    part.charts.replaceChildren(...(part.charts.hidden ? [] : jobCharts(curve, p.total_steps)));
     part.error.hidden = !job.error;
     part.error.textContent = job.error || "";
     const metrics = Object.entries(job.metrics || {});

@@ -78,6 +78,8 @@ def test_one_file_and_traversal_refused(client_roots, roots):
         "link.jsonl",
         "linkdir/secret.jsonl",
         "/etc/passwd",
+        "bad\x00name.jsonl",
+        "a" * 5000 + ".jsonl",
     ):
         r = client_roots.get("/datasets/file", params={"path": path}, headers=AUTH)
         assert r.status_code == 422, (path, r.text)

@@ -389,3 +389,38 @@ def test_no_script_errors_or_csp_violations(browser, console):
     ]
     assert problems == []
     assert_nothing_ran(browser)
+
+
+CURVE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+import("/console/chart.js").then(({ Curve, pointsOf }) => {
+  const read = (job) => {
+    const curve = new Curve();
+    curve.add(pointsOf(job));
+    return { loss: [...curve.loss], evals: Object.fromEntries(
+      [...curve.evals].map(([k, v]) => [k, [...v]])) };
+  };
+  done([
+    read({ progress: { step: 6, loss: 0.5, phase: "train", eval: null } }),
+    read({ progress: { step: 9, loss: null, phase: "eval", eval: { eval_accuracy: 0.75 } } }),
+    read({ progress: { step: 9 }, curve: [{ step: 3, loss: 0.9 }, { step: 6, loss: 0.7 },
+                                         { step: 6, eval_accuracy: 0.6, eval_loss: 0.8 }] }),
+    read({ progress: {}, history: { loss: [{ step: 2, loss: 1.5 }],
+                                    eval: [{ step: 4, eval: { accuracy: 0.9 } }] } }),
+  ]);
+}, (error) => done(String(error)));
+"""
+
+
+def test_curve_reader_accepts_every_shape(browser, console):
+    goto(browser, console, "/?tab=playground")
+    got = browser.execute_async_script(CURVE_SCRIPT)
+    assert got == [
+        {"loss": [[6, 0.5]], "evals": {}},
+        {"loss": [], "evals": {"eval_accuracy": [[9, 0.75]]}},
+        {
+            "loss": [[3, 0.9], [6, 0.7]],
+            "evals": {"eval_accuracy": [[6, 0.6]], "eval_loss": [[6, 0.8]]},
+        },
+        {"loss": [[2, 1.5]], "evals": {"eval_accuracy": [[4, 0.9]]}},
+    ]
