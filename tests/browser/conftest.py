@@ -40,7 +40,7 @@ def _browser_paths() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator:
+def browser(tmp_path_factory) -> Iterator:
     chromium, driver_path = _browser_paths()
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     options = webdriver.ChromeOptions()
@@ -56,9 +56,15 @@ def browser() -> Iterator:
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     service = webdriver.ChromeService(executable_path=driver_path)
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
+    driver.download_dir = downloads
     try:
         yield driver
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 
 import pytest
 
@@ -332,6 +333,11 @@ def test_sort_and_delete_an_adapter(browser, console):
     by_css(browser, "button.sort[data-key=name]").click()
     names_desc = [r.get_attribute("data-name") for r in all_css(browser, "#adapters-body tr")]
     assert names_desc == sorted(names, reverse=True)
+
+    by_css(browser, "button[data-action=download][data-name=alpha]").click()
+    wait_for(browser, lambda d: text_of(d, "#adapters-status") == "Downloaded alpha.")
+    saved = browser.download_dir / "alpha-v1.zip"
+    wait_for(browser, lambda d: saved.is_file() and zipfile.is_zipfile(saved), timeout=10)
 
     by_css(browser, "button[data-action=delete][data-name=beta]").click()
     by_css(browser, "button[data-action=cancel-delete][data-name=beta]").click()
