@@ -10,7 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from adapters_store import AdapterStore
-from app.api import adapters, classify, health, hf_inference, open_inference, train_jobs
+from app.api import (
+    adapters,
+    classify,
+    console,
+    datasets,
+    health,
+    hf_inference,
+    open_inference,
+    train_jobs,
+)
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.jobs.service import JobService
@@ -31,6 +40,8 @@ ROUTERS: list[APIRouter] = [
     train_jobs.router,
     hf_inference.router,  # the Hugging Face Inference API (POST /models/{adapter})
     open_inference.router,  # the Open Inference Protocol (KServe v2, /v2/...)
+    datasets.router,
+    console.router,
 ]
 
 

@@ -20,6 +20,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "note: no redis-server (apt install redis-server); Redis queue tests will skip" >&2
   fi
 fi
+# The console's browser tests drive Debian's headless Chromium (chromium + chromium-driver);
+# install them the same way when missing. Without them those tests skip and say why.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core; } >/dev/null \
+      || echo "warning: could not install chromium; browser tests will skip" >&2
+  else
+    echo "note: no chromium/chromedriver (apt install chromium chromium-driver); browser tests will skip" >&2
+  fi
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"
