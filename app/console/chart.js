@@ -16,6 +16,10 @@ function finite(value) {
 
 /** Points {step, loss?, eval_*?} found in a job record (any of the known shapes). */
 export function pointsOf(job) {
+  const curves = job.curves || (job.progress || {}).curves;
+  if (curves && (Array.isArray(curves.train) || Array.isArray(curves.eval))) {
+    return curvePoints(curves);
+  }
   const found = [];
   const visit = (source, depth) => {
     if (!source || depth > 2) return;
@@ -38,6 +42,25 @@ export function pointsOf(job) {
     if (progress.eval && typeof progress.eval === "object") {
       found.push(flatten({ step: progress.step, eval: progress.eval }));
     }
+  }
+  return found;
+}
+
+/** The API's own shape (GET /train-jobs/{id} `curves`): train loss points and eval points. */
+function curvePoints(curves) {
+  const found = [];
+  for (const item of curves.train || []) {
+    if (item && finite(item.step) && finite(item.loss)) {
+      found.push({ step: item.step, loss: item.loss });
+    }
+  }
+  for (const item of curves.eval || []) {
+    if (!item || !finite(item.step)) continue;
+    const point = { step: item.step };
+    for (const [key, value] of Object.entries(item)) {
+      if (key !== "step" && key !== "epoch" && finite(value)) point[`eval_${key}`] = value;
+    }
+    found.push(point);
   }
   return found;
 }

@@ -191,6 +191,10 @@ import("/console/chart.js").then(({ Curve, pointsOf }) => {
                                          { step: 6, eval_accuracy: 0.6, eval_loss: 0.8 }] }),
     read({ progress: {}, history: { loss: [{ step: 2, loss: 1.5 }],
                                     eval: [{ step: 4, eval: { accuracy: 0.9 } }] } }),
+    read({ progress: { step: 8 }, curves: {  // GET /train-jobs/{id}: training.curves' shape
+      metric: "accuracy", best_step: null, stopped_early: false,
+      train: [{ step: 2, epoch: 0.1, loss: 1.2, learning_rate: 0.001 }],
+      eval: [{ step: 4, epoch: 0.2, loss: 0.6, accuracy: 0.8, f1_macro: null }] } }),
   ]);
 }, (error) => done(String(error)));
 """

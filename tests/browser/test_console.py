@@ -257,4 +257,5 @@ def test_curve_reader_accepts_every_shape(browser, console):
             "evals": {"eval_accuracy": [[6, 0.6]], "eval_loss": [[6, 0.8]]},
         },
         {"loss": [[2, 1.5]], "evals": {"eval_accuracy": [[4, 0.9]]}},
+        {"loss": [[2, 1.2]], "evals": {"eval_loss": [[4, 0.6]], "eval_accuracy": [[4, 0.8]]}},
     ]
