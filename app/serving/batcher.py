@@ -5,6 +5,10 @@ in a bounded FIFO queue. An asyncio loop decides when to cut a batch, takes it o
 splits it into passes by text length and orders each pass into per-adapter segments (the pure
 functions of `app.serving.planning`), and hands each pass to the single inference thread
 (`app.serving.passes.run_batch`). Results and errors are delivered back on the event loop.
+
+With `Limits.calibrate`, `start` times a grid of forward shapes on the inference thread (in
+the background, within `calibration_budget_s`; requests queue behind it) and the passes are
+then planned with the fitted cost model of this device (`app.serving.costs`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from typing import Any, TypeVar
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
+from app.serving.costs import (
+    PassCost,
+    TooFewTimings,
+    calibrate,
+    calibration_shapes,
+    fit_pass_cost,
+    forward_timer,
+)
 from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.serving.passes import BatchResult, Classified, assemble, run_batch
 from app.serving.planning import (
@@ -33,8 +45,8 @@ from app.serving.planning import (
     collect,
     dispatch_delay,
     group_segments,
+    plan_passes,
     settle,
-    split_by_length,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +90,8 @@ class Batcher:
         self._wake = asyncio.Event()
         self._expected = 1
         self._task: asyncio.Task | None = None
+        self.pass_cost = PassCost.from_overhead(limits.split_overhead_tokens)
+        self.calibration: asyncio.Task | None = None
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._tok = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
@@ -91,8 +105,36 @@ class Batcher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="batcher")
+        if self.limits.calibrate:
+            self.calibration = asyncio.create_task(self._calibrate(), name="calibration")
+
+    async def _calibrate(self) -> None:
+        """Fit the pass cost model of this device; on failure keep the fixed-overhead one."""
+        budget = self.limits.calibration_budget_s
+        shapes = calibration_shapes(
+            max_rows=self.limits.max_batch_size, max_width=self.engine.max_length
+        )
+        try:
+            samples = await self.run_exclusive(
+                calibrate,
+                forward_timer(self.engine),
+                shapes,
+                budget_s=budget,
+            )
+            self.pass_cost = fit_pass_cost(samples)
+        except TooFewTimings as exc:
+            log.warning("%s in %g s; planning with a fixed pass overhead", exc, budget)
+            return
+        except Exception:
+            log.exception("timing forward passes failed; planning with a fixed pass overhead")
+            return
+        log.info("pass cost model (%d shapes timed): %s", len(samples), self.pass_cost.describe())
 
     async def stop(self) -> None:
+        if self.calibration is not None:
+            self.calibration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.calibration
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,7 +270,7 @@ class Batcher:
                 continue
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
-            for rows in split_by_length(lengths, overhead=self.limits.split_overhead_tokens):
+            for rows in plan_passes(lengths, self.pass_cost):
                 await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
