@@ -66,9 +66,9 @@ class Cell:
 
 
 # ---- raw ----------------------------------------------------------------------------------
-def raw_sweep(raw: RawModel, seconds: float, label: str) -> dict[int, dict[str, float]]:
-    out = {}
-    for size in RAW_BATCHES:
+def raw_sweep(raw: RawModel, opts, label: str) -> dict[int, dict[str, float]]:
+    out, seconds = {}, opts.raw_seconds
+    for size in opts.raw_batches:
         out[size] = raw.measure(size, seconds)
         r = out[size]
         print(
@@ -209,6 +209,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=10.0, help="per served cell")
     parser.add_argument("--raw-seconds", type=float, help="per raw batch size (default s/4)")
+    parser.add_argument("--raw-batches", default=",".join(map(str, RAW_BATCHES)))
     parser.add_argument("--adapters", default="1,64")
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--full-grid", action="store_true")
@@ -221,6 +222,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if opts.command != "naive-server":
         opts.adapters = [int(x) for x in opts.adapters.split(",")]
         opts.clients = [int(x) for x in opts.clients.split(",")]
+        opts.raw_batches = [int(x) for x in opts.raw_batches.split(",")]
         opts.raw_seconds = opts.raw_seconds or max(opts.seconds / 4, 1.0)
     return opts
 
@@ -251,7 +253,7 @@ def run(opts: argparse.Namespace) -> int:
         base = base_model_dir(opts.model, data_dir)
         names = make_store(data_dir, base, max(opts.adapters), model_id=opts.model)
         raw = RawModel(base, data_dir / "adapters" / names[0], texts, max_length=opts.max_length)
-        before = raw_sweep(raw, opts.raw_seconds, "before")
+        before = raw_sweep(raw, opts, "before")
         served = start_served(base, data_dir, names, opts)
         naive = None
         if opts.naive_clients:
@@ -268,7 +270,7 @@ def run(opts: argparse.Namespace) -> int:
             served.stop()
             if naive is not None:
                 naive.stop()
-        after = raw_sweep(raw, opts.raw_seconds, "after")
+        after = raw_sweep(raw, opts, "after")
     reference = best_raw(before, after)
     print("\n".join(goals(cells, reference, opts)))
     print(f"load average after: {os.getloadavg()}")

@@ -270,7 +270,8 @@ class Batcher:
                 continue
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
-            for rows in plan_passes(lengths, self.pass_cost):
+            step = 1 if len(lengths) <= 64 else 8  # coarser cuts keep big batches cheap to plan
+            for rows in plan_passes(lengths, self.pass_cost, step=step):
                 await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:

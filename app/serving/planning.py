@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,23 +155,30 @@ def split_by_length(lengths: Sequence[int], *, overhead: int) -> list[list[int]]
     return passes[::-1]
 
 
-def plan_passes(lengths: Sequence[int], cost: PassCost) -> list[list[int]]:
+def plan_passes(lengths: Sequence[int], cost: PassCost, *, step: int = 1) -> list[list[int]]:
     """Split rows into forward passes minimising the predicted total time; shortest first.
 
     Passes hold rows contiguous in length order, at most `cost.row_cap(width)` rows each.
     Dynamic programming over the sorted rows: a pass may start where a new length begins
-    or (under a row cap) anywhere within the cap, so the work is O(rows x (lengths + cap)).
+    (lengths rounded up to `step`, to bound the work for big batches) or, under a row cap,
+    anywhere within the cap; the work is O(rows x (distinct lengths + cap)).
     """
     n = len(lengths)
     order = sorted(range(n), key=lambda i: lengths[i])
     width = [lengths[i] for i in order]
-    starts = [k for k in range(n) if k == 0 or width[k] != width[k - 1]]
+    bucket = [-(-w // step) for w in width]
+    starts = [k for k in range(n) if k == 0 or bucket[k] != bucket[k - 1]]
     best = [0.0] + [math.inf] * n  # best[j]: cheapest plan for the first j sorted rows
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         cap = cost.row_cap(width[j - 1]) or n
         # Without a cap, a pass only needs to start where a length begins (never worse).
-        candidates = range(j - cap, j) if cap < j else (k for k in starts if k < j)
+        if cap >= j:
+            candidates: Iterable[int] = (k for k in starts if k < j)
+        elif step == 1:
+            candidates = range(j - cap, j)
+        else:  # a full pass, or one starting where a (rounded) length begins
+            candidates = [j - cap, *(k for k in starts if j - cap < k < j)]
         for i in candidates:
             total = best[i] + cost.predict(j - i, width[j - 1])
             if total < best[j]:

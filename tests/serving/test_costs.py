@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 
@@ -224,3 +225,19 @@ def test_fit_with_few_shapes_keeps_what_it_can_tell_apart():
     fitted = fit_pass_cost(samples)
     assert fitted.per_token_width == 0.0
     assert fitted.predict(8, 64) == pytest.approx(truth.predict(8, 64), rel=1e-3)
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_big_batches_plan_fast_with_coarse_cuts(capped):
+    rng = random.Random(7)
+    lengths = [rng.randint(5, 128) for _ in range(256)]
+    caps = ((128, 48),) if capped else ()
+    cost = PassCost(5e-3, per_token=1e-7, caps=caps)
+    started = time.perf_counter()
+    passes = plan_passes(lengths, cost, step=8)
+    assert time.perf_counter() - started < 2.0  # ~5 ms on an idle core; bounded, not timed
+    assert sorted(i for p in passes for i in p) == list(range(256))
+    flat = [lengths[i] for p in passes for i in p]
+    assert flat == sorted(flat)
+    assert all(len(p) <= (48 if capped else 256) for p in passes)
+    assert len(passes) == (6 if capped else 1)  # a fixed cost this large: as few as the cap allows
