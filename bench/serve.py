@@ -108,7 +108,7 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):
     }
     server = start_server(data_dir=data_dir, base_model=base, env=env, timeout_s=600)
     if not opts.no_calibration:
-        line = wait_for_log(server.log_path, "pass cost model|timing forward passes failed", 120)
+        line = wait_for_log(server.log_path, "pass cost model|fixed pass overhead", 180)
         print(f"server: {line.split(': ', 1)[-1] if line else 'no pass cost model logged'}")
     for name in names:  # all resident: the sweep measures serving, not loading
         httpx.post(f"{server.url}/adapters/{name}/load", timeout=120).raise_for_status()

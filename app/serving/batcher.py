@@ -92,6 +92,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.pass_cost = PassCost.from_overhead(limits.split_overhead_tokens)
         self.calibration: asyncio.Task | None = None
+        self._stopping = False
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._tok = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
@@ -120,6 +121,7 @@ class Batcher:
                 forward_timer(self.engine),
                 shapes,
                 budget_s=budget,
+                stop=lambda: self._stopping,
             )
             self.pass_cost = fit_pass_cost(samples)
         except TooFewTimings as exc:
@@ -131,6 +133,7 @@ class Batcher:
         log.info("pass cost model (%d shapes timed): %s", len(samples), self.pass_cost.describe())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.calibration is not None:
             self.calibration.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -153,13 +153,14 @@ def calibrate(
     budget_s: float,
     repeats: int = 3,
     clock: Callable[[], float] = time.perf_counter,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[Sample]:
     """Time `run(rows, width)` per shape: the best of `repeats` timings, after one warm-up.
 
     The first round takes the shapes in order and skips one whose predicted time (from the
     slowest time per token seen so far) would overrun `budget_s`; later rounds go over the
     chosen shapes again, round-robin, so that a burst of load on a shared machine hits every
-    shape alike instead of spoiling one.
+    shape alike instead of spoiling one. Once `stop()` is true no more shapes are timed.
     """
     if shapes:
         run(*shapes[0])  # the very first forward pays one-off set-up: not in the budget
@@ -168,6 +169,8 @@ def calibrate(
     per_token = 0.0
 
     def timed(rows: int, width: int) -> None:
+        if stop():  # the server is stopping: give the inference thread back
+            return
         t0 = clock()
         run(rows, width)
         elapsed = clock() - t0
@@ -175,11 +178,12 @@ def calibrate(
 
     for rows, width in shapes:
         estimate = per_token * rows * width * (repeats + 1)
-        if best and clock() - started + estimate > budget_s:
+        if stop() or (best and clock() - started + estimate > budget_s):
             continue
         run(rows, width)  # warm-up: allocator, kernels
         timed(rows, width)
-        per_token = max(per_token, best[rows, width] / (rows * width))
+        if (rows, width) in best:
+            per_token = max(per_token, best[rows, width] / (rows * width))
     for _ in range(repeats - 1):
         for rows, width in list(best):
             timed(rows, width)

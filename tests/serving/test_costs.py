@@ -241,3 +241,15 @@ def test_big_batches_plan_fast_with_coarse_cuts(capped):
     assert flat == sorted(flat)
     assert all(len(p) <= (48 if capped else 256) for p in passes)
     assert len(passes) == (6 if capped else 1)  # a fixed cost this large: as few as the cap allows
+
+
+def test_calibrate_stops_when_asked():
+    calls = []
+    samples = calibrate(
+        lambda r, w: calls.append((r, w)),
+        [(1, 16), (2, 16), (4, 16)],
+        budget_s=60.0,
+        stop=lambda: len(calls) >= 3,  # the first forward, a warm-up, one timed run
+    )
+    assert samples == [(1, 16, pytest.approx(0.0, abs=0.1))]
+    assert len(calls) == 3
