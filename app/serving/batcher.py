@@ -27,14 +27,7 @@ from typing import Any, TypeVar
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
-from app.serving.costs import (
-    PassCost,
-    TooFewTimings,
-    calibrate,
-    calibration_shapes,
-    fit_pass_cost,
-    forward_timer,
-)
+from app.serving.costs import PassCost, TooFewTimings, calibrate_engine
 from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.serving.passes import BatchResult, Classified, assemble, run_batch
 from app.serving.planning import (
@@ -112,25 +105,20 @@ class Batcher:
     async def _calibrate(self) -> None:
         """Fit the pass cost model of this device; on failure keep the fixed-overhead one."""
         budget = self.limits.calibration_budget_s
-        shapes = calibration_shapes(
-            max_rows=self.limits.max_batch_size, max_width=self.engine.max_length
-        )
         try:
-            samples = await self.run_exclusive(
-                calibrate,
-                forward_timer(self.engine),
-                shapes,
+            self.pass_cost, timed = await self.run_exclusive(
+                calibrate_engine,
+                self.engine,
+                max_rows=self.limits.max_batch_size,
                 budget_s=budget,
                 stop=lambda: self._stopping,
             )
-            self.pass_cost = fit_pass_cost(samples)
         except TooFewTimings as exc:
             log.warning("%s in %g s; planning with a fixed pass overhead", exc, budget)
-            return
         except Exception:
             log.exception("timing forward passes failed; planning with a fixed pass overhead")
-            return
-        log.info("pass cost model (%d shapes timed): %s", len(samples), self.pass_cost.describe())
+        else:
+            log.info("pass cost model (%d shapes timed): %s", timed, self.pass_cost.describe())
 
     async def stop(self) -> None:
         self._stopping = True

@@ -206,3 +206,15 @@ def forward_timer(engine: Any) -> Callable[[int, int], None]:
             out.last_hidden_state[0, 0, 0].item()  # waits for the device
 
     return run
+
+
+def calibrate_engine(
+    engine: Any, *, max_rows: int, budget_s: float, stop: Callable[[], bool] = lambda: False
+) -> tuple[PassCost, int]:
+    """Time the engine's model (on the calling thread) and fit: (model, shapes timed).
+
+    Raises TooFewTimings when the budget was too short for a fit.
+    """
+    shapes = calibration_shapes(max_rows=max_rows, max_width=engine.max_length)
+    samples = calibrate(forward_timer(engine), shapes, budget_s=budget_s, stop=stop)
+    return fit_pass_cost(samples), len(samples)
