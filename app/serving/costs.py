@@ -90,7 +90,9 @@ class TooFewTimings(ValueError):
     pass
 
 
-def fit_pass_cost(samples: Sequence[Sample], *, tolerance: float = 0.1) -> PassCost:
+def fit_pass_cost(
+    samples: Sequence[Sample], *, tolerance: float = 0.1, max_rows: int | None = None
+) -> PassCost:
     """Non-negative fit of the cost terms (a negative term is dropped, the rest refitted).
 
     Terms the samples cannot tell apart (too few distinct widths or row counts) are left
@@ -113,15 +115,19 @@ def fit_pass_cost(samples: Sequence[Sample], *, tolerance: float = 0.1) -> PassC
             break
         active.remove(min(negative, key=lambda k: coef[k]))
     coef = [max(c, 0.0) for c in coef]
-    return PassCost(*coef, caps=row_caps(samples, tolerance=tolerance))
+    return PassCost(*coef, caps=row_caps(samples, tolerance=tolerance, max_rows=max_rows))
 
 
-def row_caps(samples: Iterable[Sample], *, tolerance: float) -> tuple[tuple[int, int], ...]:
+def row_caps(
+    samples: Iterable[Sample], *, tolerance: float, max_rows: int | None = None
+) -> tuple[tuple[int, int], ...]:
     """Per measured width: the most rows whose time per text is within `tolerance` of the best.
 
     Leaning to the larger passes keeps a noisy timing from capping what batching wins, and
     a served pass has costs of its own (heads, delivery) that more rows amortise. When that
-    is the largest row count measured at the width, the width gets no cap (a large number).
+    is the largest row count measured at the width, batching still paid there: no cap (a
+    large number), unless the budget stopped the timing below `max_rows`; then the cap is
+    twice the largest count measured (no faith in gains that were never seen).
     """
     by_width: dict[int, dict[int, float]] = {}
     for rows, width, seconds in samples:
@@ -133,7 +139,9 @@ def row_caps(samples: Iterable[Sample], *, tolerance: float) -> tuple[tuple[int,
         per_text = by_width[width]
         limit = min(per_text.values()) * (1 + tolerance)
         cap = max(r for r, t in per_text.items() if t <= limit)
-        caps.append((width, NO_CAP if cap == max(per_text) else cap))
+        if cap == max(per_text):
+            cap = NO_CAP if max_rows is None or cap >= max_rows else 2 * cap
+        caps.append((width, cap))
     return tuple(caps)
 
 
@@ -217,4 +225,4 @@ def calibrate_engine(
     """
     shapes = calibration_shapes(max_rows=max_rows, max_width=engine.max_length)
     samples = calibrate(forward_timer(engine), shapes, budget_s=budget_s, stop=stop)
-    return fit_pass_cost(samples), len(samples)
+    return fit_pass_cost(samples, max_rows=max_rows), len(samples)

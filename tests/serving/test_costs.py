@@ -253,3 +253,11 @@ def test_calibrate_stops_when_asked():
     )
     assert samples == [(1, 16, pytest.approx(0.0, abs=0.1))]
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("max_rows", "expected"), [(None, NO_CAP), (32, 16), (8, NO_CAP), (4, NO_CAP)]
+)
+def test_no_faith_in_batch_sizes_never_timed(max_rows, expected):
+    samples = [(1, 64, 10.0), (4, 64, 20.0), (8, 64, 30.0)]  # batching pays up to 8 rows
+    assert row_caps(samples, tolerance=0.1, max_rows=max_rows) == ((64, expected),)
