@@ -247,7 +247,8 @@ def throughput(base: Path, data_dir: Path, names: list[str], texts: list[str], o
         if c["adapters"] > 1:
             say(
                 f"{c['adapters']} mixed-method adapters vs 1 at {c['clients']} clients: "
-                f"{c['texts_s'] / one['texts_s']:.2f}x"
+                f"{c['texts_s'] / one['texts_s']:.2f}x ({c['errors']} failed requests: a forward "
+                "that cannot mix methods fails them)"
             )
 
 
