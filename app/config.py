@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="lines of 'KEY scope[+scope]'")
 
+    # pass planning (sized to this device)
+    pass_cost_calibration: bool = Field(
+        True, description="time forward shapes at start-up and plan passes from the fit"
+    )
+    pass_cost_budget_s: float = Field(1.5, gt=0, le=60, description="time spent calibrating")
+
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:

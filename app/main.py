@@ -83,6 +83,8 @@ def build_limits(settings: Settings, engine: Engine) -> Limits:
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
         split_overhead_tokens=overhead,
+        calibrate=settings.pass_cost_calibration,
+        calibration_budget_s=settings.pass_cost_budget_s,
     )
 
 

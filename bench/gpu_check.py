@@ -1,0 +1,324 @@
+"""The GPU check, one bounded run (bench/gpu_check.sh installs what is missing, then runs this).
+
+    python -m bench.gpu_check [--device cuda] [--model roberta-base-shape] [--out DIR]
+    python -m bench.gpu_check --dry-run          # CPU, tiny model, seconds: checks the script
+
+1. Precision: the engine on the device in bf16 and in fp16 vs fp32 on the CPU, same adapter,
+   same texts: max |difference| of the softmax probabilities and of the logits.
+2. Memory per resident adapter: device memory allocated before/after loading N adapters.
+3. Cold adapter load: p50/p99 of `load_adapter` from the store onto the device.
+4. Served vs raw: the real server (`python -m app`, device dtype auto) at 1/16/64/256
+   clients with one adapter vs the best raw batch size (library in-process, same dtype);
+   then 64 adapters of mixed methods vs one adapter at the larger client counts.
+Prints lines and writes DIR/gpu_check.json. Every part is bounded; a part that fails is
+reported and the rest still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench.common import (  # noqa: E402
+    RawModel,
+    base_model_dir,
+    batch_stats,
+    closed_loop,
+    load_texts,
+    make_store,
+    wait_for_log,
+)
+
+RESULTS: dict = {}
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def part(name: str):
+    """Run a part; record and print its failure instead of stopping the check."""
+
+    def wrap(fn):
+        def run(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # report, keep going
+                RESULTS[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                say(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
+                traceback.print_exc(limit=3)
+            finally:
+                say(f"[{name}] {time.perf_counter() - started:.1f} s")
+
+        return run
+
+    return wrap
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _logits(engine, name: str, texts: list[str]):
+    """Logits of `name` for `texts` in one padded pass (float32 on the CPU)."""
+    import torch
+    from adapters import AdapterSetup
+
+    from app.serving.engine import module_name
+
+    input_ids, mask = engine._pad(engine.tokenize(texts))
+    slot = module_name(name)
+    with torch.inference_mode(), AdapterSetup(slot, head_setup=slot):
+        out = engine.model(input_ids=input_ids, attention_mask=mask)
+    return out.logits.float().cpu()
+
+
+@part("precision")
+def precision(base: Path, store: Path, name: str, texts: list[str], opts) -> None:
+    from app.serving.engine import Engine, Segment
+
+    reference = Engine.load(base_model=str(base), device="cpu", dtype="float32", max_length=128)
+    reference.load_adapter(name, store / name)
+    ref_probs = reference.forward([Segment(name, reference.tokenize(texts))])[0]
+    ref_logits = _logits(reference, name, texts)
+    del reference
+    for dtype in ("bfloat16", "float16"):
+        engine = Engine.load(base_model=str(base), device=opts.device, dtype=dtype, max_length=128)
+        engine.load_adapter(name, store / name)
+        probs = engine.forward([Segment(name, engine.tokenize(texts))])[0]
+        logits = _logits(engine, name, texts)
+        pairs = list(zip(probs, ref_probs, strict=True))
+        prob_diff = max(abs(a - b) for r, s in pairs for a, b in zip(r, s, strict=True))
+        logit_diff = float((logits - ref_logits).abs().max())
+        agree = sum(
+            max(range(len(r)), key=r.__getitem__) == max(range(len(s)), key=s.__getitem__)
+            for r, s in pairs
+        )
+        RESULTS[f"precision_{dtype}"] = {
+            "engine_dtype": str(engine.dtype),
+            "max_prob_diff": prob_diff,
+            "max_logit_diff": logit_diff,
+            "argmax_agree": f"{agree}/{len(texts)}",
+        }
+        say(
+            f"{dtype} on {opts.device} ({engine.dtype}) vs float32 CPU, {len(texts)} texts: "
+            f"max |prob diff| {prob_diff:.2e}, max |logit diff| {logit_diff:.2e}, "
+            f"argmax agrees {agree}/{len(texts)}"
+        )
+        del engine
+
+
+@part("memory_and_cold_load")
+def memory_and_loads(base: Path, store: Path, names: list[str], opts) -> None:
+    import torch
+
+    from app.serving.engine import Engine
+
+    engine = Engine.load(base_model=str(base), device=opts.device, max_length=128)
+    cuda = opts.device.startswith("cuda")
+    _sync(opts.device)
+    before = torch.cuda.memory_allocated() if cuda else 0
+    loads, added = [], []
+    for name in names:
+        t0 = time.perf_counter()
+        added.append(engine.load_adapter(name, store / name))
+        _sync(opts.device)
+        loads.append((time.perf_counter() - t0) * 1000)
+    after = torch.cuda.memory_allocated() if cuda else 0
+    loads.sort()
+    p50, p99 = loads[len(loads) // 2], loads[min(len(loads) - 1, int(len(loads) * 0.99))]
+    per_adapter = (after - before) / len(names) if cuda else None
+    RESULTS["memory_and_cold_load"] = {
+        "adapters": len(names),
+        "device_bytes_per_adapter": per_adapter,
+        "engine_bytes_per_adapter": statistics.mean(added),
+        "cold_load_ms_p50": p50,
+        "cold_load_ms_p99": p99,
+        "dtype": str(engine.dtype),
+    }
+    mem = f"{per_adapter / 2**20:.2f} MiB allocated" if cuda else "n/a (not CUDA)"
+    say(
+        f"{len(names)} adapters ({engine.dtype}): device memory per resident adapter {mem}, "
+        f"tensors {statistics.mean(added) / 2**20:.2f} MiB; cold load_adapter p50 {p50:.1f} ms,"
+        f" p99 {p99:.1f} ms"
+    )
+
+
+def start_server(base: Path, data_dir: Path, names: list[str], opts):
+    import httpx
+
+    from tests.support.server import start_server as start
+
+    env = {
+        "APP_DEVICE": opts.device,
+        "APP_MAX_BATCH_SIZE": str(max(opts.raw_batches)),
+        "APP_MAX_BATCH_TOKENS": str(max(opts.raw_batches) * 128),
+        "APP_MAX_LENGTH": "128",
+        "APP_MAX_RESIDENT_ADAPTERS": str(len(names)),
+        "APP_MAX_QUEUE": "8192",
+        "APP_ACCESS_LOG": "false",
+        "APP_LOG_LEVEL": "info",
+        "APP_EMBEDDED_WORKER": "false",
+        "APP_REQUEST_TIMEOUT_S": "120",
+    }
+    server = start(data_dir=data_dir, base_model=base, env=env, timeout_s=300)
+    line = wait_for_log(server.log_path, "pass cost model|fixed pass overhead|failed", 60)
+    say(f"server: {line.split(': ', 1)[-1] if line else 'no pass cost model logged'}")
+    for name in names:
+        httpx.post(f"{server.url}/adapters/{name}/load", timeout=120).raise_for_status()
+    return server
+
+
+def cell(server, names, texts, clients: int, opts) -> dict:
+    before = batch_stats(server.url)
+    load = asyncio.run(
+        closed_loop(
+            server.port,
+            names=names,
+            texts=texts,
+            clients=clients,
+            seconds=opts.seconds,
+            warmup=opts.warmup,
+        )
+    )
+    after = batch_stats(server.url)
+    mean_batch = (after[1] - before[1]) / max(after[0] - before[0], 1)
+    out = {"adapters": len(names), "clients": clients, **vars(load), "texts_per_pass": mean_batch}
+    say(
+        f"| served | {len(names)} | {clients} | {load.texts_s:.1f} | {load.p50_ms:.1f} | "
+        f"{load.p99_ms:.1f} | {mean_batch:.1f} | {load.errors} |"
+    )
+    return out
+
+
+@part("throughput")
+def throughput(base: Path, data_dir: Path, names: list[str], texts: list[str], opts) -> None:
+    import torch
+
+    dtype = torch.float32
+    if opts.device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    raw = RawModel(base, data_dir / "adapters" / names[0], texts, max_length=128)
+    raw.model.to(device=opts.device, dtype=dtype)
+    raw.device = opts.device
+    sweep = {size: raw.measure(size, opts.raw_seconds) for size in opts.raw_batches}
+    for size, r in sweep.items():
+        say(f"raw batch {size} ({dtype}): {r['texts_s']:.1f} texts/s, {r['ms']:.2f} ms/pass")
+    best = max(sweep, key=lambda s: sweep[s]["texts_s"])
+    del raw
+    if opts.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    server = start_server(base, data_dir, names, opts)
+    say("| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors |")
+    say("|---|---|---|---|---|---|---|---|")
+    cells = []
+    try:
+        for clients in opts.clients:
+            cells.append(cell(server, names[:1], texts, clients, opts))
+        for clients in opts.clients[-2:]:
+            cells.append(cell(server, names, texts, clients, opts))
+    finally:
+        server.stop()
+    RESULTS["throughput"] = {"raw": sweep, "best_raw_batch": best, "cells": cells}
+    for c in cells:
+        ratio = c["texts_s"] / sweep[best]["texts_s"]
+        say(f"{c['adapters']} adapter(s), {c['clients']} clients: {ratio:.2f}x best raw (b{best})")
+    for c in cells:
+        one = next(x for x in cells if x["adapters"] == 1 and x["clients"] == c["clients"])
+        if c["adapters"] > 1:
+            say(
+                f"{c['adapters']} mixed-method adapters vs 1 at {c['clients']} clients: "
+                f"{c['texts_s'] / one['texts_s']:.2f}x ({c['errors']} failed requests: a forward "
+                "that cannot mix methods fails them)"
+            )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument(
+        "--model", default="roberta-base-shape", choices=["roberta-base-shape", "minilm", "tiny"]
+    )
+    p.add_argument("--adapters", type=int, default=64)
+    p.add_argument("--methods", default="seq_bn,lora,ia3,double_seq_bn")
+    p.add_argument("--clients", default="1,16,64,256")
+    p.add_argument("--raw-batches", default="1,8,32,64,128,256")
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--raw-seconds", type=float, default=3.0)
+    p.add_argument("--parts", default="precision,memory,throughput")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    opts = p.parse_args(argv)
+    if opts.dry_run:
+        opts.device, opts.model, opts.adapters = "cpu", "tiny", 8
+        opts.clients, opts.raw_batches = "1,4,8", "1,4,8"
+        opts.seconds, opts.warmup, opts.raw_seconds = 2.0, 1.0, 0.5
+    opts.clients = [int(x) for x in opts.clients.split(",")]
+    opts.raw_batches = [int(x) for x in opts.raw_batches.split(",")]
+    opts.methods = opts.methods.split(",")
+    opts.parts = set(opts.parts.split(","))
+    return opts
+
+
+def model_dir(opts, scratch: Path) -> Path:
+    if opts.model == "tiny":
+        from tests.support.tiny import build_tiny_roberta
+
+        return build_tiny_roberta(scratch / "tiny")
+    return base_model_dir(opts.model, scratch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    opts = parse(argv)
+    started = time.perf_counter()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    say(
+        f"gpu check: {platform.node()}, python {platform.python_version()}, torch "
+        f"{torch.__version__}, GPU {gpu}, device {opts.device}, model {opts.model}, "
+        f"load {os.getloadavg()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        data_dir = Path(tmp)
+        base = model_dir(opts, data_dir)
+        names = make_store(data_dir, base, opts.adapters, methods=opts.methods, model_id=opts.model)
+        store = data_dir / "adapters"
+        took = time.perf_counter() - started
+        say(f"store: {len(names)} adapters, methods {opts.methods} ({took:.0f} s)")
+        texts = load_texts("long", limit=256)
+        if "precision" in opts.parts:
+            precision(base, store, names[0], texts[:32], opts)
+        if "memory" in opts.parts:
+            memory_and_loads(base, store, names, opts)
+        if "throughput" in opts.parts:
+            throughput(base, data_dir, names, texts, opts)
+    RESULTS["seconds"] = time.perf_counter() - started
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+    say(f"done in {RESULTS['seconds']:.0f} s; results in {opts.out / 'gpu_check.json'}")
+    return 1 if any("error" in v for v in RESULTS.values() if isinstance(v, dict)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
