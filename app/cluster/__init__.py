@@ -6,6 +6,5 @@ mixed-adapter batching) that registers the adapters it holds with Ray's multiple
 a replica that holds that adapter and joins the answers; `ray_serve.py` builds the Serve
 application (`serve run deploy/ray/serve.yaml`). The HTTP routes themselves are the ordinary
 ones, mounted by `app.api.ingress`. Imports `app.serving`, `app.api.ingress`, `app.main` (for
-`build_limits`) and `ray`; nothing
-else in the project imports this package.
+`build_limits`) and `ray`; nothing else in the project imports this package.
 """
