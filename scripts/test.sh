@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first: the CPU wheel, so that pip does not pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ray]'
 # The Redis-queue tests start a real redis-server (Debian package); install it when missing
 # and we can (root + apt, as on CI). Without it those tests skip and say why.
 if ! command -v redis-server >/dev/null 2>&1; then

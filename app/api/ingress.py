@@ -1,0 +1,76 @@
+"""The HTTP app of the Ray Serve ingress (app.cluster): the ordinary routes, a remote batcher.
+
+The ingress serves the same API as one host for everything that reads or classifies: health,
+readiness, metrics, `POST /classify`, `GET /adapters[/{name}[/archive]]`. The routes are the
+ordinary ones (`app.api.classify`, ...); only the state differs: `batcher` sends each adapter's
+part of a request to a replica (`app.cluster.router.ClusterBatcher`), `cache` is the replicas'
+residency view and `engine` describes the base model the replicas serve. Admin writes (upload,
+delete, load/unload) and training jobs stay on the ordinary API process: here they answer 405
+with a message that says where to send them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from adapters_store import AdapterStore
+from app.api import adapters, classify, health
+from app.api.errors import error_response, install_error_handlers
+from app.config import Settings
+from app.metrics import Metrics, MetricsMiddleware
+
+WRITES = ["POST", "PUT", "PATCH", "DELETE"]
+ELSEWHERE = (
+    "admin writes and training jobs are served by the API process (python -m app), not by the "
+    "Ray ingress; the replicas see new adapter versions through the shared store"
+)
+
+
+def read_only(router: APIRouter) -> APIRouter:
+    """The GET routes of `router` (prefix included)."""
+    reads = APIRouter()
+    reads.routes.extend(
+        r for r in router.routes if isinstance(r, APIRoute) and r.methods <= {"GET", "HEAD"}
+    )
+    return reads
+
+
+async def _elsewhere(rest: str = "") -> Any:
+    return error_response(405, "method_not_allowed", ELSEWHERE, {"Allow": "GET"})
+
+
+def create_ingress_app(
+    settings: Settings,
+    *,
+    batcher: Any,
+    cache: Any,
+    engine: Any,
+    store: AdapterStore | None = None,
+    extra: APIRouter | None = None,
+) -> FastAPI:
+    """The ingress app; `batcher`, `cache` and `engine` are the cluster's stand-ins."""
+    metrics = Metrics()
+    app = FastAPI(
+        title="adapter-serve (Ray ingress)",
+        version="0.1.0",
+        summary="Many text-classification adapters on one frozen base model, on Ray Serve",
+    )
+    state = app.state
+    state.settings, state.metrics, state.engine = settings, metrics, engine
+    state.store = store or AdapterStore(settings.adapters_dir)
+    state.cache, state.batcher = cache, batcher
+    state.keyring = settings.keyring()
+    install_error_handlers(app)
+    for router in (health.router, classify.router, read_only(adapters.router)):
+        app.include_router(router)
+    for path in ("/adapters", "/adapters/{rest:path}"):
+        app.add_api_route(path, _elsewhere, methods=WRITES, include_in_schema=False)
+    for path in ("/train-jobs", "/train-jobs/{rest:path}"):
+        app.add_api_route(path, _elsewhere, methods=["GET", *WRITES], include_in_schema=False)
+    if extra is not None:
+        app.include_router(extra)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
