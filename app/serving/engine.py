@@ -219,12 +219,7 @@ class Engine:
         out: list[list[Any]] = [[None] * len(seg.ids) for seg in segments]
         with self._torch.inference_mode():
             for group in plan:
-                parts = [
-                    Segment(
-                        segments[p.segment].adapter, [segments[p.segment].ids[r] for r in p.rows]
-                    )
-                    for p in group
-                ]
+                parts = [_part(segments[p.segment], p.rows) for p in group]
                 for piece, probs in zip(group, self._forward_group(parts), strict=True):
                     for row, row_probs in zip(piece.rows, probs, strict=True):
                         out[piece.segment][row] = row_probs
@@ -284,6 +279,12 @@ class Engine:
 
     def _param_names(self) -> set[str]:
         return {name for name, _ in self._named_tensors()}
+
+
+def _part(segment: Segment, rows: Sequence[int]) -> Segment:
+    if len(rows) == len(segment.ids):
+        return segment
+    return Segment(segment.adapter, [segment.ids[r] for r in rows])
 
 
 def _model_limit(tokenizer: Any, config: Any) -> int:
