@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from adapters_store import Manifest
+from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
 from app.api.deps import (
     AdminAccess,
@@ -31,7 +32,6 @@ from app.api.deps import (
 from app.api.errors import InvalidRequest, PayloadTooLarge, error_responses
 from app.schemas import AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
-from app.serving.fit_check import check_adapter_fits
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 

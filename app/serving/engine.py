@@ -5,7 +5,7 @@ from ONE thread (the batcher's inference thread). `tokenize` only uses the token
 also be called from one thread at a time (the fast tokenizer is not re-entrant).
 
 A forward over several adapters runs the body once per group of compatible adapters (one
-`BatchSplit` per group: same method and wiring, see compat.py) and then applies each adapter's
+`BatchSplit` per group: same method and wiring, see split_groups.py) and then applies each adapter's
 head to its own slice of the batch (DESIGN §4, docs/serving-mixed-methods.md).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters_store import BaseModelRef, InvalidAdapter
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
-from app.serving.compat import Compat, compat_of, plan_pieces
+from app.serving.split_groups import Compat, compat_of, plan_pieces
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Engine:
         """Softmax probabilities per segment and row, in the order of `segments`.
 
         Rows whose adapters can share a BatchSplit run in one body pass; each group of
-        compatible adapters gets its own (compat.py), so any mix of methods is exact.
+        compatible adapters gets its own (split_groups.py), so any mix of methods is exact.
         """
         compats = [self._compat(module_name(seg.adapter)) for seg in segments]
         plan = plan_pieces(compats, [[len(ids) for ids in seg.ids] for seg in segments])

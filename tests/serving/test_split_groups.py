@@ -14,7 +14,7 @@ from adapters import (
     SeqBnConfig,
 )
 
-from app.serving.compat import Compat, Piece, compat_of, plan_pieces
+from app.serving.split_groups import Compat, Piece, compat_of, plan_pieces
 
 
 def _key(config, slot="x"):

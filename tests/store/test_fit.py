@@ -6,7 +6,7 @@ from adapters import AutoAdapterModel
 from transformers import AutoConfig, RobertaConfig
 
 from adapters_store import BaseModelMismatch
-from app.serving.fit_check import check_adapter_fits
+from adapters_store.fit import check_adapter_fits
 
 
 def _save(model, name, out, config="seq_bn"):
