@@ -112,7 +112,7 @@ class Schedule:
     eval_steps: int  # 0: no evaluation during training
     logging_steps: int
     patience: int  # 0: no early stopping
-    min_stop_step: int  # no early stop before this step (a third of the run)
+    min_stop_step: int  # no early stop before this step (half of the run)
 
     @property
     def evaluates(self) -> bool:
@@ -131,6 +131,8 @@ def schedule(config: Any, train_size: int) -> Schedule:
     eval_steps = config.eval_steps
     if eval_steps is None:
         eval_steps = max(1, math.ceil(total / EVALS_PER_RUN))
-    logging = config.logging_steps or max(1, total // LOSS_POINTS_PER_RUN)
+    # about LOSS_POINTS_PER_RUN loss points, and at least every 50 steps: each log is also a
+    # progress report (a job's step count)
+    logging = config.logging_steps or max(1, min(50, total // LOSS_POINTS_PER_RUN))
     patience = config.early_stopping_patience if eval_steps else 0
-    return Schedule(per_epoch, total, max_steps, eval_steps, logging, patience, total // 3)
+    return Schedule(per_epoch, total, max_steps, eval_steps, logging, patience, total // 2)

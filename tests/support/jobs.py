@@ -35,6 +35,8 @@ JOB_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "max_length": 32,
     "learning_rate": 0.005,
+    # the random tiny base stalls at chance: no early stop, so that step counts are exact
+    "early_stopping_patience": 0,
 }
 
 

@@ -54,7 +54,12 @@ def test_default_recipe_per_method(tmp_path, method):
     assert args.per_device_train_batch_size == 16 and config.max_length == 128
     assert plan.total_steps == 3 * 282 and args.max_steps == -1  # 3 epochs of 4,500 rows
     assert str(args.eval_strategy.value) == "steps" and args.eval_steps == 85  # ~10 evals
-    assert plan.patience == 3
+    assert plan.patience == 3 and args.logging_steps == 8  # ~100 loss points
+
+
+def test_long_runs_still_report_every_50_steps(tmp_path):
+    _, plan, args = resolved(tmp_path, 4500, max_steps=100_000)
+    assert args.logging_steps == 50 and plan.eval_steps == 10_000
 
 
 def test_small_data_gets_the_minimum_number_of_steps(tmp_path):
