@@ -163,6 +163,27 @@ def list_jobs(
     return TrainJobList(jobs=[render(j) for j in service.list(status=status, limit=limit)])
 
 
+class Recipes(BaseModel):
+    recipes: dict[str, dict[str, dict[str, Any]]] = Field(
+        description="recipe -> method (an adapter config name, or `full`) -> the value of each "
+        "field the recipe sets when a job leaves it empty (null: decided per run from the data)"
+    )
+
+
+@router.get("/recipes", response_model=Recipes, summary="What each training recipe sets")
+def get_recipes(_: AdminAccess) -> Recipes:
+    from training.config import NAMED_ADAPTER_CONFIGS
+    from training.recipes import RECIPE_NAMES, recipe_values
+
+    def values(recipe: str, method: str) -> dict[str, Any]:
+        if method == "full":
+            return recipe_values(recipe, method="full", adapter_config=None)
+        return recipe_values(recipe, method="adapter", adapter_config=method)
+
+    methods = [*NAMED_ADAPTER_CONFIGS, "full"]
+    return Recipes(recipes={r: {m: values(r, m) for m in methods} for r in RECIPE_NAMES})
+
+
 @router.get(
     "/{job_id}",
     response_model=TrainJob,

@@ -9,7 +9,7 @@ const RECIPE = [
   { key: "num_epochs", title: "Epochs", step: "any" },
   { key: "max_steps", title: "Max steps (empty: all epochs)", step: "1" },
   { key: "batch_size", title: "Batch size", step: "1" },
-  { key: "learning_rate", title: "Learning rate (empty: 1e-4)", step: "any" },
+  { key: "learning_rate", title: "Learning rate", step: "any" },
   { key: "max_length", title: "Max tokens per text", step: "1" },
   { key: "eval_fraction", title: "Held-out eval fraction", step: "any" },
   { key: "max_train_samples", title: "Max training rows (empty: all)", step: "1" },
@@ -21,6 +21,7 @@ const ACTIVE = new Set(["queued", "running"]);
 export function createTraining(ctx) {
   let datasets = [];
   let defaults = null;
+  let recipes = null;
   let timer = null;
   let inFlight = false;
   const curves = new Map();
@@ -35,6 +36,11 @@ export function createTraining(ctx) {
     } catch {
       defaults = { ...FALLBACK };
     }
+    try {
+      recipes = (await getJSON("/train-jobs/recipes")).recipes;
+    } catch {
+      recipes = null;  // the placeholders then say "recipe"
+    }
     const fields = RECIPE.map((f) => {
       const id = `job-${f.key.replaceAll("_", "-")}`;
       const value = defaults[f.key];
@@ -42,8 +48,22 @@ export function createTraining(ctx) {
         el("input", { id, type: "number", step: f.step, min: 0, dataset: { key: f.key },
           value: value ?? "", placeholder: value === null || value === undefined ? "default" : "" })];
     });
-    $("recipe").replaceChildren(el("legend", { text: "Recipe (defaults shown)" }), ...fields.flat());
+    $("recipe").replaceChildren(
+      el("legend", { text: "Recipe (empty fields take the recipe's value, shown greyed)" }),
+      ...fields.flat());
     if (defaults.adapter_config) $("job-method").value = defaults.adapter_config;
+    showRecipe();
+  }
+
+  /** Greyed placeholders: what the default recipe sets for the chosen method. */
+  function showRecipe() {
+    const method = $("job-method").value;
+    const values = recipes && recipes.default ? recipes.default[method] || {} : {};
+    for (const input of $("recipe").querySelectorAll("input[data-key]")) {
+      if (!(input.dataset.key in values) && recipes) continue;
+      const value = values[input.dataset.key];
+      input.placeholder = value === null || value === undefined ? "recipe" : String(value);
+    }
   }
 
   async function loadDatasets() {
@@ -272,6 +292,7 @@ export function createTraining(ctx) {
 
   $("train-form").addEventListener("submit", submit);
   $("job-dataset").addEventListener("change", chooseDataset);
+  $("job-method").addEventListener("change", showRecipe);
 
   return {
     reset() {

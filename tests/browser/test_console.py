@@ -126,7 +126,20 @@ def test_training_job_progress_curve_and_classify(browser, console):
 
     goto(browser, console, "/?tab=training")
     wait_for(browser, lambda d: len(all_css(d, "#job-dataset option")) >= 2)
-    assert by_css(browser, "#job-batch-size").get_attribute("value") == "16"  # the default
+    # Empty recipe fields show what the server's default recipe sets for the chosen method.
+    recipe = console.client.get("/train-jobs/recipes").json()["recipes"]["default"]
+    batch, rate = by_css(browser, "#job-batch-size"), by_css(browser, "#job-learning-rate")
+    method = Select(by_css(browser, "#job-method"))
+    assert method.first_selected_option.get_attribute("value") == "seq_bn"
+    assert batch.get_attribute("value") == ""
+    assert batch.get_attribute("placeholder") == str(recipe["seq_bn"]["batch_size"])
+    method.select_by_value("ia3")
+    assert recipe["ia3"]["learning_rate"] != recipe["seq_bn"]["learning_rate"]
+    wait_for(
+        browser,
+        lambda d: float(rate.get_attribute("placeholder")) == recipe["ia3"]["learning_rate"],
+    )
+    method.select_by_value("seq_bn")
     Select(by_css(browser, "#job-dataset")).select_by_visible_text(
         next(o.text for o in all_css(browser, "#job-dataset option") if o.text.startswith("evil"))
     )
