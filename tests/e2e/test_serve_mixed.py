@@ -13,6 +13,7 @@ from adapters import AdapterSetup, LoRAConfig, SeqBnConfig
 
 from adapters_store import AdapterStore
 from app.serving.engine import Engine, module_name
+from tests.support.faults import metric
 from tests.support.server import running_server
 from tests.support.tiny import keyword_dataset
 
@@ -68,13 +69,6 @@ def _check(body: dict, name: str, texts: list[str], expected) -> None:
             assert abs(p["score"] - want[p["label"]]) <= TOL, (name, text, p, want)
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in metrics")
-
-
 async def _storm(url: str, calls: list[tuple[list[str], list[str]]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -114,7 +108,7 @@ def test_concurrent_requests_over_every_method_are_exact(
         assert [r["adapter"] for r in results] == names
         for name, result in zip(names, results, strict=True):
             _check(result, name, texts, expected)
-    batches = _metric(metrics, "inference_batch_size_count")
+    batches = metric(metrics, "inference_batch_size_count")
     assert batches < len(calls) / 2, "requests did not share forward passes"
     # Passes really mixed adapters (of different methods: every neighbour differs in method).
-    assert _metric(metrics, "inference_batch_adapters_sum") > 2 * batches
+    assert metric(metrics, "inference_batch_adapters_sum") > 2 * batches
