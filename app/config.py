@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         True, description="time forward shapes at start-up and plan passes from the fit"
     )
     pass_cost_budget_s: float = Field(1.5, gt=0, le=60, description="time spent calibrating")
+    pass_cost_learning: bool = Field(
+        True, description="re-fit the pass cost model from the live forward passes' timings"
+    )
 
     @field_validator("data_roots", mode="before")
     @classmethod

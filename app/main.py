@@ -85,6 +85,7 @@ def build_limits(settings: Settings, engine: Engine) -> Limits:
         split_overhead_tokens=overhead,
         calibrate=settings.pass_cost_calibration,
         calibration_budget_s=settings.pass_cost_budget_s,
+        learn_costs=settings.pass_cost_learning,
     )
 
 

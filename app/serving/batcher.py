@@ -8,7 +8,9 @@ functions of `app.serving.planning`), and hands each pass to the single inferenc
 
 With `Limits.calibrate`, `start` times a grid of forward shapes on the inference thread (in
 the background, within `calibration_budget_s`; requests queue behind it) and the passes are
-then planned with the fitted cost model of this device (`app.serving.costs`).
+then planned with the fitted cost model of this device (`app.serving.costs`). With
+`Limits.learn_costs` the model is re-fitted from the live passes' timings as the server runs
+(`app.serving.cost_learning`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, TypeVar
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
-from app.serving.costs import PassCost, TooFewTimings, calibrate_engine
+from app.serving.cost_learning import DeviceCosts
+from app.serving.costs import PassCost
 from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
 from app.serving.passes import BatchResult, Classified, assemble, run_batch
 from app.serving.planning import (
@@ -83,7 +86,7 @@ class Batcher:
         self._wake = asyncio.Event()
         self._expected = 1
         self._task: asyncio.Task | None = None
-        self.pass_cost = PassCost.from_overhead(limits.split_overhead_tokens)
+        self.costs = DeviceCosts(engine, limits)
         self.calibration: asyncio.Task | None = None
         self._stopping = False
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -103,22 +106,13 @@ class Batcher:
             self.calibration = asyncio.create_task(self._calibrate(), name="calibration")
 
     async def _calibrate(self) -> None:
-        """Fit the pass cost model of this device; on failure keep the fixed-overhead one."""
-        budget = self.limits.calibration_budget_s
-        try:
-            self.pass_cost, timed = await self.run_exclusive(
-                calibrate_engine,
-                self.engine,
-                max_rows=self.limits.max_batch_size,
-                budget_s=budget,
-                stop=lambda: self._stopping,
-            )
-        except TooFewTimings as exc:
-            log.warning("%s in %g s; planning with a fixed pass overhead", exc, budget)
-        except Exception:
-            log.exception("timing forward passes failed; planning with a fixed pass overhead")
-        else:
-            log.info("pass cost model (%d shapes timed): %s", timed, self.pass_cost.describe())
+        """Fit the pass cost model of this device (`DeviceCosts.calibrate`)."""
+        await self.run_exclusive(self.costs.calibrate, lambda: self._stopping)
+
+    @property
+    def pass_cost(self) -> PassCost:
+        """The model the passes are planned with now."""
+        return self.costs.model
 
     async def stop(self) -> None:
         self._stopping = True
@@ -283,6 +277,13 @@ class Batcher:
             return
         for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
             self._deliver([batch[i] for i in rows], outcome, result)
+        self._learn(batch, result)
+
+    def _learn(self, batch: list[Item], result: BatchResult) -> None:
+        if any(isinstance(outcome, BaseException) for outcome in result.outcomes):
+            return  # some rows did not run: the timing is not of this shape
+        width = max(len(item.ids) for item in batch)
+        self.costs.observe(len(batch), width, result.forward_s)
 
     def _expire(self, expired: list[Item]) -> None:
         for item in expired:

@@ -218,11 +218,11 @@ def forward_timer(engine: Any) -> Callable[[int, int], None]:
 
 def calibrate_engine(
     engine: Any, *, max_rows: int, budget_s: float, stop: Callable[[], bool] = lambda: False
-) -> tuple[PassCost, int]:
-    """Time the engine's model (on the calling thread) and fit: (model, shapes timed).
+) -> tuple[PassCost, list[Sample]]:
+    """Time the engine's model (on the calling thread) and fit: (model, the timings).
 
     Raises TooFewTimings when the budget was too short for a fit.
     """
     shapes = calibration_shapes(max_rows=max_rows, max_width=engine.max_length)
     samples = calibrate(forward_timer(engine), shapes, budget_s=budget_s, stop=stop)
-    return fit_pass_cost(samples, max_rows=max_rows), len(samples)
+    return fit_pass_cost(samples, max_rows=max_rows), samples

@@ -37,6 +37,7 @@ class BatchResult:
     outcomes: list[list[Outcome] | BaseException]  # per segment
     started: float  # time.monotonic()
     seconds: float
+    forward_s: tuple[float, ...] = ()  # each forward pass that ran (more than one: cache full)
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,14 @@ def run_batch(
     started = time.monotonic()
     outcomes: list[Any] = [None] * len(segments)
     group: list[tuple[int, Resident]] = []
+    forwards: list[float] = []
     for index, segment in enumerate(segments):
         pinned = {segments[i].adapter for i, _ in group}
         try:
             try:
                 resident = cache.ensure(segment.adapter, pinned=pinned)
             except CacheFull:
-                _forward(engine, segments, group, outcomes, metrics)
+                forwards += _forward(engine, segments, group, outcomes, metrics)
                 group = []
                 resident = cache.ensure(segment.adapter)
         except (StoreError, ServiceError) as exc:
@@ -77,8 +79,9 @@ def run_batch(
             outcomes[index] = InferenceFailed("inference failed; see the server log")
             continue
         group.append((index, resident))
-    _forward(engine, segments, group, outcomes, metrics)
-    return BatchResult(outcomes, started=started, seconds=time.monotonic() - started)
+    forwards += _forward(engine, segments, group, outcomes, metrics)
+    seconds = time.monotonic() - started
+    return BatchResult(outcomes, started=started, seconds=seconds, forward_s=tuple(forwards))
 
 
 def _forward(
@@ -87,9 +90,10 @@ def _forward(
     group: list[tuple[int, Resident]],
     outcomes: list[Any],
     metrics: Metrics | None,
-) -> None:
+) -> list[float]:
+    """One forward pass over `group`; its duration ([] when none ran, or it failed)."""
     if not group:
-        return
+        return []
     started = time.perf_counter()
     try:
         probs = engine.forward([segments[i] for i, _ in group])
@@ -98,13 +102,15 @@ def _forward(
         failure = InferenceFailed("inference failed; see the server log")
         for index, _ in group:
             outcomes[index] = failure
-        return
+        return []
+    elapsed = time.perf_counter() - started
     for (index, resident), rows in zip(group, probs, strict=True):
         outcomes[index] = [Outcome(p, resident.version, resident.labels) for p in rows]
     if metrics:
         metrics.batch_size.observe(sum(len(segments[i].ids) for i, _ in group))
         metrics.batch_adapters.observe(len(group))
-        metrics.inference_seconds.observe(time.perf_counter() - started)
+        metrics.inference_seconds.observe(elapsed)
+    return [elapsed]
 
 
 def assemble(

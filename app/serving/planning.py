@@ -38,6 +38,7 @@ class Limits:
     split_overhead_tokens: int = 32
     calibrate: bool = False  # time forward passes at start-up and plan passes with the fit
     calibration_budget_s: float = 1.5
+    learn_costs: bool = False  # re-fit the cost model from the live passes' timings
 
 
 @dataclass(eq=False)
