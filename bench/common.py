@@ -87,7 +87,13 @@ def load_texts(kind: str, limit: int = 512, seed: int = 0) -> list[str]:
 
 
 def make_store(
-    data_dir: Path, base: Path, count: int, *, methods: Sequence[str] = ("seq_bn",), model_id: str
+    data_dir: Path,
+    base: Path,
+    count: int,
+    *,
+    methods: Sequence[str] = ("seq_bn",),
+    model_id: str,
+    prefix: str = "task",
 ) -> list[str]:
     """`count` random adapters in data_dir/adapters, methods taken in turn."""
     from adapters_store import AdapterStore
@@ -95,7 +101,7 @@ def make_store(
 
     factory = AdapterFactory(base, model_id=model_id)
     store = AdapterStore(data_dir / "adapters")
-    names = [f"task-{i:02d}" for i in range(count)]
+    names = [f"{prefix}-{i:02d}" for i in range(count)]
     for seed, name in enumerate(names):
         config = methods[seed % len(methods)]
         factory.add_to_store(store, name, seed=seed, std=0.05, config=config)

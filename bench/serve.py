@@ -14,6 +14,10 @@
    the first A adapters (all preloaded). 1 adapter at every client count; more adapters at
    the largest client count (--full-grid: at every count).
 4. Naive (optional, --naive-clients N): per request `set_active_adapters` + a new pipeline.
+5. Mixed methods (optional, --mix): 64 adapters spread over seq_bn, lora, ia3 and
+   prefix_tuning at the largest client count, against each method's 16 adapters alone; the
+   reference is what the same requests get when each method's share runs in its own
+   homogeneous passes: 1 / sum(share / texts_s of that method alone).
 Every cell runs a bounded time (warm-up + --seconds). Prints a table and the goal checks.
 """
 
@@ -49,6 +53,7 @@ from bench.common import (  # noqa: E402
 __all__ = ["main", "minilm_dir"]
 RAW_BATCHES = (1, 4, 8, 16, 32)
 MAX_BATCH = 32
+MIX = ("seq_bn", "lora", "ia3", "prefix_tuning")
 
 
 @dataclass
@@ -116,7 +121,7 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):
 
 
 def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
-    before = batch_stats(server.url) if kind == "served" else None
+    before = batch_stats(server.url) if kind != "naive" else None
     load = asyncio.run(
         closed_loop(
             server.port,
@@ -135,7 +140,7 @@ def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
     return cell
 
 
-def sweep(served, naive, names, texts, opts) -> list[Cell]:
+def sweep(served, naive, names, texts, opts, mixed=()) -> list[Cell]:
     cells = []
     top = max(opts.clients)
     for clients in opts.clients:
@@ -144,7 +149,29 @@ def sweep(served, naive, names, texts, opts) -> list[Cell]:
                 cells.append(run_cell(served, "served", names[:count], texts, clients, opts))
             if naive is not None and clients == opts.naive_clients:
                 cells.append(run_cell(naive, "naive", names[:count], texts, clients, opts))
+    if mixed:  # make_store takes the methods in turn: name k has MIX[k % 4]
+        cells.append(run_cell(served, "mixed", list(mixed), texts, top, opts))
+        for m, method in enumerate(MIX):
+            cells.append(run_cell(served, method, list(mixed)[m :: len(MIX)], texts, top, opts))
     return cells
+
+
+def mix_goal(cells: list[Cell]) -> list[str]:
+    """The mixed cell against each method's share in its own homogeneous passes."""
+    mixed = next((c for c in cells if c.kind == "mixed"), None)
+    alone = {c.kind: c.texts_s for c in cells if c.kind in MIX}
+    if mixed is None or len(alone) != len(MIX) or min(alone.values()) <= 0:
+        return []
+    own = 1 / sum(1 / len(MIX) / alone[m] for m in MIX)
+    r = mixed.texts_s / own
+    shares = ", ".join(f"{m} {alone[m]:.1f}" for m in MIX)
+    verdict = "met" if r >= 0.9 else "NOT met"
+    return [
+        f"each method alone ({mixed.adapters // len(MIX)} adapters, {mixed.clients} clients), "
+        f"texts/s: {shares}; the mix in own passes would get {own:.1f}",
+        f"{mixed.adapters} adapters over {len(MIX)} methods: {mixed.texts_s:.1f} texts/s = "
+        f"{r:.2f}x own passes (goal >= 0.9: {verdict})",
+    ]
 
 
 def _row(c: Cell) -> str:
@@ -217,6 +244,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calibration-s", type=float, default=1.5, help="server's budget")
     parser.add_argument("--no-calibration", action="store_true", help="fixed pass overhead")
     parser.add_argument("--naive-clients", type=int, default=0, help="0: no naive server")
+    parser.add_argument("--mix", action="store_true", help="64 adapters over 4 methods too")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
     if opts.command != "naive-server":
@@ -252,9 +280,12 @@ def run(opts: argparse.Namespace) -> int:
         data_dir = Path(tmp)
         base = base_model_dir(opts.model, data_dir)
         names = make_store(data_dir, base, max(opts.adapters), model_id=opts.model)
+        mixed = []
+        if opts.mix:
+            mixed = make_store(data_dir, base, 64, methods=MIX, model_id=opts.model, prefix="mix")
         raw = RawModel(base, data_dir / "adapters" / names[0], texts, max_length=opts.max_length)
         before = raw_sweep(raw, opts, "before")
-        served = start_served(base, data_dir, names, opts)
+        served = start_served(base, data_dir, names + mixed, opts)
         naive = None
         if opts.naive_clients:
             from bench.naive import start_naive
@@ -265,14 +296,14 @@ def run(opts: argparse.Namespace) -> int:
         )
         print("|---|---|---|---|---|---|---|---|---|")
         try:
-            cells = sweep(served, naive, names, texts, opts)
+            cells = sweep(served, naive, names, texts, opts, mixed)
         finally:
             served.stop()
             if naive is not None:
                 naive.stop()
         after = raw_sweep(raw, opts, "after")
     reference = best_raw(before, after)
-    print("\n".join(goals(cells, reference, opts)))
+    print("\n".join(goals(cells, reference, opts) + mix_goal(cells)))
     print(f"load average after: {os.getloadavg()}")
     if opts.out:
         result = {"opts": {k: str(v) for k, v in vars(opts).items()}, "raw": [before, after]}

@@ -41,7 +41,7 @@ from app.serving.planning import (
     collect,
     dispatch_delay,
     group_segments,
-    plan_passes,
+    plan_batch,
     settle,
 )
 
@@ -248,6 +248,7 @@ class Batcher:
                 now=time.monotonic(),
                 max_batch_size=self.limits.max_batch_size,
                 max_batch_tokens=self.limits.max_batch_tokens,
+                key=self.engine.batch_key,
             )
             self._expire(expired)
             self._gauge()
@@ -255,8 +256,8 @@ class Batcher:
                 continue
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
-            step = 1 if len(lengths) <= 64 else 8  # coarser cuts keep big batches cheap to plan
-            for rows in plan_passes(lengths, self.pass_cost, step=step):
+            keys = [self.engine.batch_key(item.adapter) for item in batch]
+            for rows in plan_batch(lengths, keys, self.pass_cost):
                 await self._run(loop, [batch[i] for i in rows])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:

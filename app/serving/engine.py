@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,15 @@ class Engine:
             out.append(logits.float().softmax(dim=-1).cpu().tolist())
             start += size
         return out
+
+    def batch_key(self, adapter: str) -> Hashable:
+        """Which body pass `adapter`'s rows run in (equal keys share one); None: not known yet.
+
+        Read-only, safe from any thread: the key is recorded by the first forward pass that
+        used the adapter (on the inference thread) and forgotten when it is unloaded.
+        """
+        compat = self._compats.get(module_name(adapter))
+        return None if compat is None else compat.key
 
     def _compat(self, slot: str) -> Compat:
         compat = self._compats.get(slot)

@@ -1,9 +1,10 @@
 """Batch planning, pure functions: what goes into the next forward passes.
 
 `collect` takes the next batch off the queue (and the expired items), `dispatch_delay` says
-when to cut it, `plan_passes` splits it into forward passes by text length from a cost model
-of the device (`app.serving.costs.PassCost`; `split_by_length` is the same cut with a fixed
-per-pass overhead), and `group_segments` orders a pass into contiguous per-adapter segments.
+when to cut it, `plan_batch` groups it by body pass (adapters that can share one) and
+`plan_passes` splits each group into forward passes by text length from a cost model of the
+device (`app.serving.costs.PassCost`; `split_by_length` is the same cut with a fixed per-pass
+overhead), and `group_segments` orders a pass into contiguous per-adapter segments.
 No I/O, no clock reads: everything they need is passed in, so each has table-driven tests.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,29 +68,40 @@ class Item:
 
 # ---- pure functions ------------------------------------------------------------------------
 def collect(
-    queue: deque[Item], *, now: float, max_batch_size: int, max_batch_tokens: int
+    queue: deque[Item],
+    *,
+    now: float,
+    max_batch_size: int,
+    max_batch_tokens: int,
+    key: Callable[[str], Hashable] | None = None,
 ) -> tuple[list[Item], list[Item]]:
     """Take the next batch off the front of `queue`: (batch, expired).
 
     Items whose request is finished or past its deadline are removed as expired. The batch
     holds at most `max_batch_size` items and at most `max_batch_tokens` padded tokens
-    (rows x longest row); the first item is always taken so that no item can starve.
+    (rows x longest row); the first item is always taken so that no item can starve. With
+    `key` (adapter -> the body pass its rows run in), `max_batch_size` and the token cap hold
+    per key instead: rows of different keys never share a body pass, so a batch that mixes
+    them may hold a full pass of each. The batch stops at the first item that does not fit.
     """
     batch: list[Item] = []
     expired: list[Item] = []
-    width = 0
+    rows: dict[Hashable, int] = {}
+    widths: dict[Hashable, int] = {}
     while queue:
         item = queue[0]
         if item.request.done or item.request.deadline <= now:
             expired.append(queue.popleft())
             continue
-        if len(batch) >= max_batch_size:
+        group = key(item.adapter) if key is not None else None
+        count = rows.get(group, 0)
+        if count >= max_batch_size:
             break
-        new_width = max(width, len(item.ids))
-        if batch and new_width * (len(batch) + 1) > max_batch_tokens:
+        new_width = max(widths.get(group, 0), len(item.ids))
+        if count and new_width * (count + 1) > max_batch_tokens:
             break
         batch.append(queue.popleft())
-        width = new_width
+        rows[group], widths[group] = count + 1, new_width
     return batch, expired
 
 
@@ -189,6 +201,25 @@ def plan_passes(lengths: Sequence[int], cost: PassCost, *, step: int = 1) -> lis
         passes.append(order[cut[j] : j])
         j = cut[j]
     return passes[::-1]
+
+
+def plan_batch(lengths: Sequence[int], keys: Sequence[Hashable], cost: PassCost) -> list[list[int]]:
+    """Forward passes for a batch: rows grouped by key (one body pass each), then by length.
+
+    Rows whose adapters cannot share a body pass (`keys`, e.g. different adapter methods) would
+    run as separate body passes inside one forward anyway; planning them apart lets each group
+    be cut by length on its own and keeps the passes (and the timings the cost model learns
+    from) of one kind. Groups keep the order their first row arrived in.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    passes = []
+    for members in groups.values():
+        sizes = [lengths[i] for i in members]
+        step = 1 if len(sizes) <= 64 else 8  # coarser cuts keep big batches cheap to plan
+        passes += [[members[j] for j in cut] for cut in plan_passes(sizes, cost, step=step)]
+    return passes
 
 
 def dispatch_delay(

@@ -1,5 +1,6 @@
 """A real server whose store holds one adapter of every method: concurrent traffic mixing them
-in shared forward passes gets only 200s, each score equal to that adapter alone (issue 9)."""
+(also several methods in one request) gets only 200s, each score equal to that adapter alone
+(issue 9)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,10 @@ def test_concurrent_requests_over_every_method_are_exact(
         assert [r["adapter"] for r in results] == names
         for name, result in zip(names, results, strict=True):
             _check(result, name, texts, expected)
-    batches = metric(metrics, "inference_batch_size_count")
-    assert batches < len(calls) / 2, "requests did not share forward passes"
-    # Passes really mixed adapters (of different methods: every neighbour differs in method).
-    assert metric(metrics, "inference_batch_adapters_sum") > 2 * batches
+    # Requests shared forward passes. The batcher plans one pass per body-pass key (here one
+    # per adapter: every adapter has its own method or wiring), so a pass shares rows of one
+    # adapter across requests; mixing methods inside one forward is test_engine_mixed's part.
+    passes = metric(metrics, "inference_batch_size_count")
+    segments = sum(len(names) for names, _ in calls)  # (request, adapter) pairs
+    print(f"{passes:.0f} forward passes for {segments} request x adapter segments")
+    assert passes < 0.85 * segments, "requests did not share forward passes"

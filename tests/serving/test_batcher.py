@@ -8,12 +8,15 @@ from collections import deque
 
 import pytest
 
+from app.serving.costs import PassCost
 from app.serving.planning import (
     Item,
     Request,
     collect,
     dispatch_delay,
     group_segments,
+    plan_batch,
+    plan_passes,
     split_by_length,
 )
 
@@ -82,6 +85,49 @@ def test_collect(spec, size, tokens, batch, expired, left):
     assert [item.slot for item in got_batch] == batch
     assert [item.slot for item in got_expired] == expired
     assert len(queue) == left
+
+
+METHOD = {"s1": "seq_bn", "s2": "seq_bn", "l1": "lora", "p1": "prefix"}
+KEYED_CASES = [
+    # (name, queue spec, max size, max tokens, expected batch slots, left)
+    ("one key: the plain size cap", [("s1", 2, "ok")] * 5, 3, 100, [0, 1, 2], 2),
+    ("two keys: a full pass each", [("s1", 2, "ok"), ("l1", 2, "ok")] * 4, 3, 100,
+     [0, 1, 2, 3, 4, 5], 2),
+    ("adapters of one key share its cap", [("s1", 2, "ok"), ("s2", 2, "ok")] * 2, 3, 100,
+     [0, 1, 2], 1),
+    ("token cap per key", [("s1", 20, "ok"), ("l1", 20, "ok"), ("s1", 20, "ok")], 8, 40,
+     [0, 1, 2], 0),
+    ("stops at the first that does not fit (fifo)",
+     [("s1", 2, "ok"), ("s1", 2, "ok"), ("l1", 2, "ok")], 1, 100, [0], 2),
+    ("unknown adapters count as one key", [("x", 2, "ok"), ("y", 2, "ok")], 1, 100, [0], 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "size", "tokens", "batch", "left"),
+    [case[1:] for case in KEYED_CASES],
+    ids=[case[0] for case in KEYED_CASES],
+)
+def test_collect_caps_each_body_pass(spec, size, tokens, batch, left):
+    queue = _queue(spec)
+    got, _ = collect(queue, now=NOW, max_batch_size=size, max_batch_tokens=tokens,
+                     key=METHOD.get)  # fmt: skip
+    assert [item.slot for item in got] == batch
+    assert len(queue) == left
+
+
+def test_plan_batch_groups_by_key_then_cuts_by_length():
+    cost = PassCost.from_overhead(4)
+    keys = ["seq_bn", "lora", "seq_bn", "lora", "seq_bn", "prefix"]
+    lengths = [5, 5, 60, 6, 5, 5]
+    passes = plan_batch(lengths, keys, cost)
+    assert sorted(i for p in passes for i in p) == list(range(6))
+    assert all(len({keys[i] for i in p}) == 1 for p in passes)  # never two keys in a pass
+    seq = [p for p in passes if keys[p[0]] == "seq_bn"]
+    assert seq == [[0, 4], [2]]  # cut by length inside the group, as plan_passes does
+    assert [keys[p[0]] for p in passes] == ["seq_bn", "seq_bn", "lora", "prefix"]
+    # with one key it is exactly plan_passes
+    assert plan_batch(lengths, ["k"] * 6, cost) == plan_passes(lengths, cost)
 
 
 GROUP_CASES = [
