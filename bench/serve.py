@@ -297,6 +297,11 @@ def run(opts: argparse.Namespace) -> int:
         print("|---|---|---|---|---|---|---|---|---|")
         try:
             cells = sweep(served, naive, names, texts, opts, mixed)
+            log = served.log_path.read_text(errors="replace").splitlines()
+            refits = [line for line in log if "re-fitted from live passes" in line]
+            print(f"server re-fitted its row caps {len(refits)} time(s)", flush=True)
+            if refits:
+                print(f"server, last: {refits[-1].split(': ', 1)[-1]}", flush=True)
         finally:
             served.stop()
             if naive is not None:
