@@ -12,7 +12,8 @@ scored on test; sst2 holds out 10% of train and is scored on validation (GLUE's 
 are not public); amazon_polarity_subsets and the Blitzer domains hold out 10% of train and are
 scored on their test file. Per cell: test accuracy, macro-F1, train time, samples/s,
 trainable parameters, saved size, and the best/total steps. With --cross, each Blitzer adapter
-is also scored on the other Blitzer domains' test rows (cross-domain accuracy).
+is also scored on the other Blitzer domains' test rows (cross-domain accuracy). Each
+evaluation during training prints a progress line (step, selection accuracy) to stderr.
 
 Data sets: rotten_tomatoes, sst2, amazon_polarity_subsets, and ``blitzer:<domain>`` (books,
 dvd, electronics, kitchen_housewares), read from ../shared/data (never copied into the repo;
@@ -165,7 +166,7 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     store = AdapterStore(work / "store")
     config = cell_config(args, spec, method, work)
     start = time.perf_counter()
-    manifest = train_adapter(config, store=store, device="cpu")
+    manifest = train_adapter(config, store=store, device="cpu", progress=_reporter(spec, method))
     wall = time.perf_counter() - start
     print(json.dumps({"trained": spec.name, "method": method, "wall_s": wall,
                       "metrics": manifest.metrics, "curves": manifest.training["curves"]}),
@@ -188,6 +189,23 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     }  # fmt: skip
     row["cross"] = _cross(args, spec, scorer, work) if args.cross else {}
     return row
+
+
+def _reporter(spec: DataSpec, method: str) -> Any:
+    """One stderr line per evaluation, so a cell of an hour shows where it is."""
+    started = time.perf_counter()
+
+    def report(event: dict[str, Any]) -> None:
+        if event.get("phase") != "eval":
+            return
+        metrics = event.get("eval") or {}
+        accuracy = metrics.get("eval_accuracy")
+        shown = "-" if accuracy is None else f"{accuracy:.4f}"
+        print(f"# {spec.name} {method}: step {event['step']}/{event['total_steps']}, "
+              f"eval accuracy {shown}, {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    return report
 
 
 def _folder_weights(folder: str) -> int:
