@@ -29,7 +29,8 @@ def main() -> int:
     import uvicorn
 
     from app.main import create_app
-    from app.serving.engine import BaseModelLoadError, Engine
+    from app.serving.engine import Engine
+    from app.serving.errors import BaseModelLoadError
 
     try:
         engine = Engine.load(

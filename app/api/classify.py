@@ -25,8 +25,8 @@ from app.api.errors import (
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving.batcher import Batcher, Timing
-from app.serving.engine import ServiceError, rank
-from app.serving.passes import Classified
+from app.serving.errors import ServiceError
+from app.serving.passes import Classified, rank
 
 router = APIRouter(tags=["classify"])
 T = TypeVar("T")

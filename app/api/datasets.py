@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from app.api.deps import AdminAccess, SettingsDep
 from app.api.errors import error_responses
 from app.jobs.service import data_roots
-from app.serving.engine import ServiceError
+from app.serving.errors import ServiceError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

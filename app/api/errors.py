@@ -18,7 +18,7 @@ from adapters_store import StoreError
 from app.jobs.records import JobError
 from app.schemas import ErrorResponse
 from app.security import AuthError
-from app.serving.engine import ServiceError
+from app.serving.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from app.api.classify import (
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import InvalidRequest, error_responses
 from app.schemas import Prediction
-from app.serving.engine import rank
+from app.serving.passes import rank
 
 router = APIRouter(tags=["protocols"])
 

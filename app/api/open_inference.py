@@ -24,7 +24,7 @@ from adapters_store import StoredAdapter
 from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
-from app.serving.engine import rank
+from app.serving.passes import rank
 
 INPUT = "text"
 OUTPUTS = {"labels": "BYTES", "probabilities": "FP32"}

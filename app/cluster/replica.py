@@ -32,7 +32,8 @@ from app.main import build_limits
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher, Timing
-from app.serving.engine import Engine, ServiceError
+from app.serving.engine import Engine
+from app.serving.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from ray.exceptions import RayActorError
 from adapters_store import AdapterNotFound, AdapterStore, BaseModelRef
 from app.serving.adapter_cache import Resident
 from app.serving.batcher import Timing
-from app.serving.engine import InferenceFailed, ServiceError
+from app.serving.errors import InferenceFailed, ServiceError
 from app.serving.passes import AdapterResult, Classified
 
 log = logging.getLogger(__name__)

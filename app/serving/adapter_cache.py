@@ -23,7 +23,8 @@ from pathlib import Path
 from adapters_store import AdapterNotFound, AdapterStore, InvalidAdapter, check_base
 from adapters_store.format import MANIFEST, Manifest
 from app.metrics import Metrics
-from app.serving.engine import Engine, ServiceError
+from app.serving.engine import Engine
+from app.serving.errors import ServiceError
 
 log = logging.getLogger(__name__)
 LOAD_ATTEMPTS = 3  # a load that races a replace is retried on the new version this often

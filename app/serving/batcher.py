@@ -31,7 +31,14 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
-from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
+from app.serving.engine import Engine, Segment
+from app.serving.errors import (
+    InferenceFailed,
+    QueueFull,
+    RequestTimeout,
+    RequestTooLarge,
+    ServiceStopping,
+)
 from app.serving.passes import BatchResult, Classified, assemble, run_batch
 from app.serving.planning import (
     Item,
@@ -47,23 +54,6 @@ from app.serving.planning import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class QueueFull(ServiceError):
-    code = "queue_full"
-    retry_after_s = 1
-
-
-class RequestTooLarge(ServiceError):
-    code = "validation_error"
-
-
-class RequestTimeout(ServiceError):
-    code = "timeout"
-
-
-class ServiceStopping(ServiceError):
-    code = "unavailable"
 
 
 # ---- the batcher ---------------------------------------------------------------------------

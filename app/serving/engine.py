@@ -20,31 +20,10 @@ from typing import Any
 
 from adapters_store import BaseModelRef, InvalidAdapter
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
+from app.serving.errors import BaseModelLoadError, TextTooLong
 from app.serving.split_groups import Compat, compat_of, plan_pieces
 
 log = logging.getLogger(__name__)
-
-
-class ServiceError(Exception):
-    """A domain error of the service; the api layer maps `code` to an HTTP status."""
-
-    code = "service_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BaseModelLoadError(ServiceError):
-    code = "base_model_unavailable"
-
-
-class TextTooLong(ServiceError):
-    code = "text_too_long"
-
-
-class InferenceFailed(ServiceError):
-    code = "inference_failed"
 
 
 @dataclass(frozen=True)
@@ -317,11 +296,3 @@ def module_name(name: str) -> str:
     store names never share a module (plain '.' -> '_' would merge 'a.b' with 'a_b').
     """
     return name.replace("_", "__").replace(".", "_d")
-
-
-def rank(probs: Sequence[float], labels: dict[int, str], top_k: int | None) -> list[dict]:
-    """Pipeline-shaped predictions: [{"label", "score"}] sorted by score, the best `top_k`."""
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])
-    if top_k is not None:
-        order = order[:top_k]
-    return [{"label": labels.get(i, f"LABEL_{i}"), "score": probs[i]} for i in order]

@@ -18,7 +18,8 @@ from typing import Any
 from adapters_store import StoreError
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
-from app.serving.engine import Engine, InferenceFailed, Segment, ServiceError
+from app.serving.engine import Engine, Segment
+from app.serving.errors import InferenceFailed, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,11 @@ def assemble(
             )
         )
     return Classified(results, queue_ms=queue_ms, inference_ms=inference_ms)
+
+
+def rank(probs: Sequence[float], labels: dict[int, str], top_k: int | None) -> list[dict]:
+    """Pipeline-shaped predictions: [{"label", "score"}] sorted by score, the best `top_k`."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    if top_k is not None:
+        order = order[:top_k]
+    return [{"label": labels.get(i, f"LABEL_{i}"), "score": probs[i]} for i in order]

@@ -10,7 +10,9 @@ from adapters import AdapterSetup
 
 from adapters_store import AdapterStore, InvalidAdapter
 from app.serving.adapter_cache import AdapterCache
-from app.serving.engine import BaseModelLoadError, Engine, Segment, TextTooLong, choose_dtype, rank
+from app.serving.engine import Engine, Segment, choose_dtype
+from app.serving.errors import BaseModelLoadError, TextTooLong
+from app.serving.passes import rank
 
 TEXTS = [
     "a good film",

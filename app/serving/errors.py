@@ -1,0 +1,43 @@
+"""The serving layer's domain errors. Each has a `code`; the api layer maps it to an HTTP status
+(`app.api.errors`), so nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A domain error of the service; the api layer maps `code` to an HTTP status."""
+
+    code = "service_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BaseModelLoadError(ServiceError):
+    code = "base_model_unavailable"
+
+
+class TextTooLong(ServiceError):
+    code = "text_too_long"
+
+
+class InferenceFailed(ServiceError):
+    code = "inference_failed"
+
+
+class QueueFull(ServiceError):
+    code = "queue_full"
+    retry_after_s = 1
+
+
+class RequestTooLarge(ServiceError):
+    code = "validation_error"
+
+
+class RequestTimeout(ServiceError):
+    code = "timeout"
+
+
+class ServiceStopping(ServiceError):
+    code = "unavailable"
