@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,33 +70,58 @@ def load_base(base_model: str) -> BaseModel:
 
 
 def save_adapter_files(model: Any, directory: str | Path, key: str) -> None:
-    """`save_adapter(..., with_head=True, use_safetensors=True)`, working around shared tensors.
+    """`save_adapter(..., with_head=True, use_safetensors=True)`, each tensor stored once.
 
-    adapters 1.3.0 registers a prefix-tuning pool under every layer, so its state dict holds
-    the same tensor under several names and safetensors refuses to save it. On that error we
-    save again with each tensor cloned (a few KB of duplicates); loading assigns every copy to
-    the same shared parameter, so the round trip is exact.
+    adapters 1.3 registers a prefix-tuning pool under every layer as well as under the model,
+    so its state dict holds the same tensor under one name per layer plus one, and safetensors
+    refuses to save it ("share memory"). On that error we save again keeping one name per
+    shared tensor (the shortest: the model-level pool). Loading assigns that name to the shared
+    parameter, which every layer reads, so the round trip is exact and the file is as large as
+    the adapter's parameters, not (layers + 1) times as large.
     """
     try:
         model.save_adapter(str(directory), key, with_head=True, use_safetensors=True)
     except RuntimeError as exc:
         if "share memory" not in str(exc):
             raise
-        with _cloning_save_file():
+        with _deduplicating_save_file():
             model.save_adapter(str(directory), key, with_head=True, use_safetensors=True)
 
 
+def unique_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
+    """One name per tensor: of names that are the same tensor, the shortest (then first) stays.
+
+    Tensors that only overlap in memory (other views of one storage) are cloned instead.
+    """
+
+    def storage(t: Any) -> int:
+        return t.untyped_storage().data_ptr()
+
+    kept: dict[str, Any] = {}
+    seen: set[tuple] = set()
+    for name in sorted(tensors, key=lambda n: (len(n), n)):
+        t = tensors[name]
+        view = (storage(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if view not in seen:
+            seen.add(view)
+            kept[name] = t
+    shared = Counter(storage(t) for t in kept.values())
+    return {
+        name: t.detach().clone().contiguous() if shared[storage(t)] > 1 else t
+        for name, t in sorted(kept.items())
+    }
+
+
 @contextlib.contextmanager
-def _cloning_save_file() -> Iterator[None]:
+def _deduplicating_save_file() -> Iterator[None]:
     from adapters import loading
     from safetensors.torch import save_file
 
-    def save_cloned(tensors: dict[str, Any], filename: str, *args: Any, **kwargs: Any) -> None:
-        cloned = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-        save_file(cloned, filename, *args, **kwargs)
+    def save_unique(tensors: dict[str, Any], filename: str, *args: Any, **kwargs: Any) -> None:
+        save_file(unique_tensors(tensors), filename, *args, **kwargs)
 
     original = loading.save_file
-    loading.save_file = save_cloned
+    loading.save_file = save_unique
     try:
         yield
     finally:

@@ -229,6 +229,9 @@ def test_adapter_config_variants_train_save_and_reload(
     metrics = evaluate(load_stored(store, "variant.v1"), texts, gold)
     assert metrics["accuracy"] == pytest.approx(manifest.metrics["accuracy"])
     assert metrics["eval_loss"] == pytest.approx(manifest.metrics["eval_loss"], rel=1e-3)
+    # each trained tensor is stored once (prefix tuning shares its pool with every layer)
+    weights = sum(f.size for n, f in manifest.files.items() if n.endswith(".safetensors"))
+    assert weights <= 4 * manifest.training["trainable_params"] + 16_384
 
 
 def test_full_fine_tuning_saves_outside_the_store(tmp_path, tiny_model_dir, keyword_dir):
