@@ -20,6 +20,7 @@ from training.errors import TrainingCancelled, TrainingError
 from training.metrics import trainer_metrics
 from training.modeling import (
     count_parameters,
+    flatten_prefix,
     load_base,
     model_key,
     resolve_device,
@@ -239,6 +240,7 @@ def _store_adapter(
     metrics: dict[str, float],
     training: dict[str, Any],
 ) -> Manifest:
+    flatten_prefix(model, model_key(config.name))  # training is over: keep what serving needs
     with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
         save_adapter_files(model, tmp, model_key(config.name))
         try:

@@ -32,7 +32,7 @@ FREE_FIELDS: dict[str, frozenset[str]] = {
     ),
     "lora": frozenset({"r", "alpha", "dropout", "init_weights_seed"}),
     "prefix_tuning": frozenset(
-        {"bottleneck_size", "non_linearity", "dropout", "init_weights_seed"}
+        {"bottleneck_size", "non_linearity", "dropout", "init_weights_seed", "flat"}
     ),
 }
 

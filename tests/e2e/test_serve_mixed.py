@@ -10,7 +10,7 @@ import random
 import httpx
 import pytest
 import torch
-from adapters import AdapterSetup, LoRAConfig, SeqBnConfig
+from adapters import AdapterSetup, LoRAConfig, PrefixTuningConfig, SeqBnConfig
 
 from adapters_store import AdapterStore
 from app.serving.engine import Engine, module_name
@@ -25,6 +25,7 @@ CONFIGS = {
     "lora": "lora",
     "ia3": "ia3",
     "prefix": "prefix_tuning",
+    "prefix-flat": PrefixTuningConfig(flat=True).to_dict(),  # as the trainer stores them
     "lora-ffn": LoRAConfig(selfattn_lora=False, intermediate_lora=True, r=4).to_dict(),
     "sbn-gated": SeqBnConfig(reduction_factor=4, use_gating=True).to_dict(),
 }

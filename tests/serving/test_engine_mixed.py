@@ -55,6 +55,7 @@ VARIANTS = {
     "prefix-b64": PrefixTuningConfig(bottleneck_size=64).to_dict(),
     "prefix-10": PrefixTuningConfig(prefix_length=10),
     "prefix-flat": PrefixTuningConfig(prefix_length=10, flat=True),
+    "prefix-flat30": PrefixTuningConfig(flat=True),  # how the trainer stores prefix tuning
     # Outside the six methods: their own body pass, rows of one length together.
     "mam": "mam",
     "unipelt": "unipelt",
@@ -121,7 +122,7 @@ def test_one_pass_with_every_method_and_variant(engine, alone):
         ["parbn", "parbn-s2", "seqbn"],
         ["lora", "lora-r4", "lora-gated", "lora-ffn", "lora-qkv", "ia3", "ia3-attn"],
         ["lora-dora", "lora-dora2", "lora"],
-        ["prefix", "prefix-b64", "prefix-10", "prefix-flat"],
+        ["prefix", "prefix-b64", "prefix-10", "prefix-flat", "prefix-flat30"],
         ["mam", "unipelt", "prompt", "loreft", "parbn", "prefix"],
     ],
 )
