@@ -9,6 +9,7 @@ sub-layer and cannot open that path, so seq_bn stays at chance here; LoRA change
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -232,6 +233,10 @@ def test_adapter_config_variants_train_save_and_reload(
     # each trained tensor is stored once (prefix tuning shares its pool with every layer)
     weights = sum(f.size for n, f in manifest.files.items() if n.endswith(".safetensors"))
     assert weights <= 4 * manifest.training["trainable_params"] + 16_384
+    if stored_as == "prefix_tuning":  # stored as the prefixes themselves, not the MLP
+        saved = json.loads((store.get("variant.v1").path / "adapter_config.json").read_text())
+        assert saved["config"]["flat"] is True
+        assert weights < manifest.training["trainable_params"]  # well under 4 bytes each
 
 
 def test_full_fine_tuning_saves_outside_the_store(tmp_path, tiny_model_dir, keyword_dir):
