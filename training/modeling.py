@@ -96,8 +96,9 @@ def flatten_prefix(model: Any, key: str) -> bool:
     `eject_prefix_tuning` replaces the MLP with that output (a flat parameter of prefix_length
     x layers x 2 x hidden), and the adapter's config becomes `flat: true` so that loading builds
     the flat module. In eval mode the logits are the same; the saved file shrinks about 20x
-    (MiniLM: 10.3 MB -> 0.55 MB; roberta-base: about 39 MB -> 2.2 MB) and a forward no longer
-    runs the MLP. Returns whether `key` was a reparametrised prefix tuning (now flattened).
+    (MiniLM, measured: 10.3 MB -> 0.55 MB; roberta-base by the same arithmetic: about 39 MB
+    -> 2.2 MB) and a forward no longer runs the MLP. Returns whether `key` was a
+    reparametrised prefix tuning (now flattened).
     """
     from adapters import get_adapter_config_hash
 
