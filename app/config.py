@@ -48,9 +48,25 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(256, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="characters per text (422 above)")
 
-    # adapter cache
-    max_resident_adapters: int = Field(64, ge=1)
-    max_resident_bytes: int = Field(2 * 1024**3, ge=1)
+    # adapter cache: two tiers under byte budgets (parameter bytes, not file sizes)
+    max_resident_adapters: int = Field(
+        100_000, ge=1, description="cap on adapters on the device (the byte budget rules first)"
+    )
+    max_resident_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="device tier: adapter parameter bytes on the model's device (default: a "
+        "quarter of the free accelerator memory after the model loaded; 2 GiB on CPU)",
+    )
+    host_cache_bytes: int = Field(
+        2 * 1024**3, ge=0, description="host tier: decoded adapters kept in RAM off the device"
+    )
+    slots_per_key: int | None = Field(
+        None,
+        ge=1,
+        description="pre-built adapter slots per adapter shape (default: max_batch_size, the "
+        "most distinct adapters one pass can hold)",
+    )
 
     # uploads
     max_upload_bytes: int = Field(64 * 1024**2, ge=1024)

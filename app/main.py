@@ -89,6 +89,33 @@ def build_limits(settings: Settings, engine: Engine) -> Limits:
     )
 
 
+def device_budget(settings: Settings, engine: Engine) -> int:
+    """The device tier's bytes: the setting, else a quarter of the accelerator memory left
+    free after the model loaded, else (CPU) 2 GiB."""
+    if settings.max_resident_bytes is not None:
+        return settings.max_resident_bytes
+    if engine.device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(engine.device)
+        return max(free // 4, 64 * 1024**2)
+    return 2 * 1024**3
+
+
+def build_cache(
+    settings: Settings, engine: Engine, store: AdapterStore, metrics: Metrics | None
+) -> AdapterCache:
+    return AdapterCache(
+        engine=engine,
+        store=store,
+        max_count=settings.max_resident_adapters,
+        max_bytes=device_budget(settings, engine),
+        host_bytes=settings.host_cache_bytes,
+        slots_per_key=settings.slots_per_key or settings.max_batch_size,
+        metrics=metrics,
+    )
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
@@ -107,13 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     removed = store.cleanup()
     if removed:
         log.info("removed %d scratch folder(s) left in %s", removed, store.root)
-    cache = AdapterCache(
-        engine=engine,
-        store=store,
-        max_count=settings.max_resident_adapters,
-        max_bytes=settings.max_resident_bytes,
-        metrics=state.metrics,
-    )
+    cache = build_cache(settings, engine, store, state.metrics)
     batcher = Batcher(
         engine=engine,
         cache=cache,

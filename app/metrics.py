@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ACTIVATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2)
+TIERS = ("device", "host")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -55,16 +57,45 @@ class Metrics:
         self.rejected = Counter(
             "inference_rejected_total", "Requests refused or dropped", ["reason"], registry=r
         )
-        self.adapter_loads = Counter("adapter_loads_total", "Adapter loads", registry=r)
-        self.adapter_evictions = Counter(
-            "adapter_evictions_total", "Adapter unloads (evictions, deletes)", registry=r
+        self.adapter_loads = Counter(
+            "adapter_loads_total", "Adapter versions read from the store", registry=r
         )
         self.adapter_load_seconds = Histogram(
-            "adapter_load_seconds", "Adapter load latency", buckets=LATENCY_BUCKETS, registry=r
+            "adapter_load_seconds",
+            "Reading one adapter from the store (files -> host RAM; a loader thread)",
+            buckets=ACTIVATION_BUCKETS,
+            registry=r,
+        )
+        self.adapter_activation_seconds = Histogram(
+            "adapter_activation_seconds",
+            "Making a cold adapter usable on the inference thread (to the device, into a slot)",
+            buckets=ACTIVATION_BUCKETS,
+            registry=r,
+        )
+        self.adapter_cache_hits = Counter(
+            "adapter_cache_hits", "Adapter look-ups found in a tier", ["tier"], registry=r
+        )
+        self.adapter_cache_misses = Counter(
+            "adapter_cache_misses", "Adapter look-ups not found in a tier", ["tier"], registry=r
+        )
+        self.adapter_evictions = Counter(
+            "adapter_evictions",
+            "Adapters leaving a tier (device -> host, host -> dropped, unloads)",
+            ["tier"],
+            registry=r,
         )
         self.resident_adapters = Gauge(
-            "adapters_resident", "Adapters resident on the device", registry=r
+            "adapters_resident", "Adapters held per tier", ["tier"], registry=r
         )
+        self.resident_bytes = Gauge(
+            "adapters_resident_bytes", "Adapter parameter bytes held per tier", ["tier"], registry=r
+        )
+        for tier in TIERS:  # every series exists from the start (0), as scrapers expect
+            for metric in (self.adapter_cache_hits, self.adapter_cache_misses):
+                metric.labels(tier)
+            self.adapter_evictions.labels(tier)
+            self.resident_adapters.labels(tier).set(0)
+            self.resident_bytes.labels(tier).set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,46 +1,42 @@
-"""Which adapters are resident in the engine: lazy load by name, LRU under a count/byte budget.
+"""Which adapters are in memory, in two tiers under byte budgets, and how one becomes usable.
 
-Every method that loads or unloads must run on the inference thread (the engine's owner);
-`snapshot` and `last_used` may be read from any thread. A resident adapter is tied to the
-manifest file it was loaded from (inode + mtime): when the store replaces the adapter, the
-next `ensure` sees a different file, re-reads the version and reloads. A load is kept only if
-the manifest file is still the same after the weights were read: a replace or delete that lands
-while the library reads the files (a mixture of two versions, or half a folder) is detected, and
-the load is retried on the new version (or answers not found).
+- *host* tier: adapters decoded from the store (`app.serving.decode`) by a loader thread,
+  tensors in host RAM in the serving dtype; LRU under `host_bytes`.
+- *device* tier: adapters whose tensors are on the model's device; LRU under `max_bytes` (their
+  parameter bytes, computed from the tensors, not file sizes) and `max_count`. Evicting one
+  moves it back to the host tier: a later request costs a copy, not a disk read.
+- A device adapter is *active* when a slot of its shape points at its tensors
+  (`app.serving.slots`); activation costs a pointer per tensor. Adapters whose files do not map
+  onto a slot take the library path (`Engine.load_adapter`), exactly as before slots existed.
+
+`prefetch` (event loop) decodes a request's cold adapters on the loader thread before its texts
+are queued, so a cold adapter never stalls the inference thread with disk reads. Every method
+that activates or evicts (`ensure`, `unload`) runs on the inference thread; `snapshot`,
+`last_used` and `prefetch` may be called from any thread.
+
+A device adapter is tied to the manifest file it was read under (inode + mtime): when the store
+replaces the adapter, the next `ensure` sees another file and reads the new version.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from adapters_store import AdapterNotFound, AdapterStore, InvalidAdapter, check_base
-from adapters_store.format import MANIFEST, Manifest
+from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
+from app.serving.decode import AdapterChanging, Decoded, decode, stamp_of
 from app.serving.engine import Engine
-from app.serving.errors import ServiceError
+from app.serving.slots import CacheFull, SlotPool
 
+__all__ = ["AdapterCache", "AdapterChanging", "CacheFull", "Resident"]
 log = logging.getLogger(__name__)
-LOAD_ATTEMPTS = 3  # a load that races a replace is retried on the new version this often
-
-
-class AdapterChanging(ServiceError):
-    """The adapter was replaced during every load attempt: the client may retry at once."""
-
-    code = "unavailable"
-    retry_after_s = 1
-
-
-class CacheFull(ServiceError):
-    """Every resident adapter is pinned by the batch being run: run it first, then retry."""
-
-    code = "cache_full"
 
 
 @dataclass(frozen=True)
@@ -53,12 +49,11 @@ class Resident:
     loaded_at: float
 
 
-def _stamp(store: AdapterStore, name: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(store.root / name / MANIFEST)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (st.st_ino, st.st_mtime_ns)
+@dataclass
+class _Device:
+    decoded: Decoded  # tensors on the device ({} when the library holds them)
+    resident: Resident
+    library: bool
 
 
 class AdapterCache:
@@ -69,138 +64,252 @@ class AdapterCache:
         store: AdapterStore,
         max_count: int,
         max_bytes: int,
+        host_bytes: int = 2 * 1024**3,
+        slots_per_key: int = 64,
         metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self.host_bytes = host_bytes
         self.metrics = metrics
-        self._resident: OrderedDict[str, Resident] = OrderedDict()  # LRU first
+        self.slots = SlotPool(engine, per_key=slots_per_key)
+        self._device: OrderedDict[str, _Device] = OrderedDict()  # LRU first
+        self._host: OrderedDict[str, Decoded] = OrderedDict()  # LRU first
+        self._device_used = self._host_used = 0  # bytes per tier
+        self._inflight: dict[str, Future] = {}
         self._last_used: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapter-loader")
 
     # ---- reading (any thread) ------------------------------------------------------------
     def snapshot(self) -> dict[str, Resident]:
+        """The adapters on the device, by name."""
         with self._lock:
-            return dict(self._resident)
+            return {name: entry.resident for name, entry in self._device.items()}
 
     def last_used(self, name: str) -> float | None:
         return self._last_used.get(name)
 
     @property
     def resident_bytes(self) -> int:
-        with self._lock:
-            return sum(r.nbytes for r in self._resident.values())
+        return self._device_used
 
-    # ---- loading (inference thread) ------------------------------------------------------
+    @property
+    def host_resident_bytes(self) -> int:
+        return self._host_used
+
+    def in_memory(self, name: str) -> bool:
+        return name in self._device or name in self._host
+
+    # ---- decoding ahead (event loop -> loader thread) ---------------------------------------
+    async def prefetch(self, names: Iterable[str]) -> None:
+        """Decode the adapters of `names` that are in neither tier (raises their errors:
+        AdapterNotFound, InvalidAdapter, BaseModelMismatch, ...)."""
+        futures = [self._decode_later(name) for name in names if not self.in_memory(name)]
+        for future in futures:
+            await asyncio.wrap_future(future)
+
+    def _decode_later(self, name: str) -> Future:
+        with self._lock:
+            future = self._inflight.get(name)
+            if future is None:
+                future = self._loader.submit(self._decode_to_host, name)
+                self._inflight[name] = future
+        future.add_done_callback(lambda _: self._inflight.pop(name, None))
+        return future
+
+    def _decode_to_host(self, name: str) -> None:
+        decoded = self._decode(name)
+        with self._lock:
+            current = self._device.get(name)
+            if current is None or current.decoded.stamp != decoded.stamp:
+                self._put_host(decoded)
+
+    def _decode(self, name: str) -> Decoded:
+        started = time.perf_counter()
+        decoded = decode(self.store, name, base=self.engine.base_ref, dtype=self.engine.dtype)
+        self.engine.note_key(name, decoded.compat.key)
+        if self.metrics:
+            self.metrics.adapter_loads.inc()
+            self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)
+        return decoded
+
+    def _put_host(self, decoded: Decoded) -> None:
+        with self._lock:
+            self._pop_host(decoded.name)
+            self._host[decoded.name] = decoded
+            self._host_used += decoded.nbytes
+            while self._host_used > self.host_bytes and len(self._host) > 1:
+                self._pop_host(next(iter(self._host)))
+                self._count("adapter_evictions", "host")
+            self._gauges()
+
+    def _pop_host(self, name: str) -> Decoded | None:
+        with self._lock:
+            decoded = self._host.pop(name, None)
+            if decoded is not None:
+                self._host_used -= decoded.nbytes
+            return decoded
+
+    # ---- activating (inference thread) ---------------------------------------------------
     def ensure(self, name: str, *, pinned: Collection[str] = ()) -> Resident:
-        """The resident adapter `name`, loading (or reloading a new version) when needed.
+        """The usable adapter `name`, activating (or reading a new version) when needed.
 
         Raises AdapterNotFound, InvalidAdapter / BaseModelMismatch from the store, or
         CacheFull when making room would evict an adapter in `pinned`.
         """
-        stamp = _stamp(self.store, name)
+        stamp = stamp_of(self.store, name)
         if stamp is None:
             self.unload(name)
             raise AdapterNotFound(f"adapter {name!r} not found")
+        self._last_used[name] = time.time()
         with self._lock:
-            current = self._resident.get(name)
-            if current is not None and current.stamp == stamp:
-                self._resident.move_to_end(name)
-                self._last_used[name] = time.time()
-                return current
-        return self._load(name, stamp, pinned=pinned)
+            entry = self._device.get(name)
+            if entry is not None and entry.decoded.stamp == stamp:
+                self._device.move_to_end(name)
+        if entry is not None and entry.decoded.stamp == stamp:
+            self._count("adapter_cache_hits", "device")
+            if entry.library or self.slots.bound(name, stamp):
+                return entry.resident
+            started = time.perf_counter()
+            if self.slots.bind(entry.decoded, pinned=pinned):
+                self._activated(started)
+                return entry.resident
+        self._count("adapter_cache_misses", "device")
+        started = time.perf_counter()
+        decoded = self._take(name, stamp)
+        self._evict(name)  # another version, or a slot refused since: start afresh
+        try:
+            entry = self._admit(decoded, pinned=pinned)
+        except CacheFull:
+            self._put_host(decoded)
+            raise
+        self._activated(started)
+        return entry.resident
 
     def unload(self, name: str) -> bool:
-        """Evict `name` (idempotent); True when it was resident."""
+        """Forget `name` in both tiers (idempotent); True when it was on the device."""
+        removed = self._evict(name)
         with self._lock:
-            resident = self._resident.pop(name, None)
-        removed = self.engine.unload_adapter(name)
-        if resident is not None and self.metrics:
-            self.metrics.adapter_evictions.inc()
-            self.metrics.resident_adapters.set(len(self._resident))
-        return resident is not None or removed
+            self._pop_host(name)
+            self._gauges()
+        self.engine.note_key(name, None)
+        return removed
 
-    def _load(self, name: str, stamp: tuple[int, int], *, pinned: Collection[str]) -> Resident:
-        for _ in range(LOAD_ATTEMPTS):
-            stored = self.store.get(name)  # read after `stamp` was taken
-            check_base(stored.manifest.base_model, self.engine.base_ref)
-            with self._lock:
-                current = self._resident.get(name)
-            if current is not None and current.version == stored.manifest.version:
-                # Same version, new file (e.g. rewritten metadata): keep the loaded weights.
-                return self._touch(current, stamp)
-            self._make_room(name, stored.manifest.size_bytes, pinned=pinned)
-            started = time.perf_counter()
-            nbytes = self._read_weights(name, stored.path, stamp)
-            after = _stamp(self.store, name)
-            if nbytes is not None and after == stamp:
-                return self._record(name, stored.manifest, nbytes, stamp, started)
-            self.unload(name)  # the folder changed under the library: maybe two versions
-            if after is None:
-                raise AdapterNotFound(f"adapter {name!r} not found")
-            stamp = after
-        raise AdapterChanging(f"adapter {name!r} is being replaced; retry")
+    def clear(self) -> None:
+        """Unload every adapter and delete the slots: the model is the plain base again."""
+        with self._lock:
+            names = [*self._device, *self._host]
+        for name in names:
+            self.unload(name)
+        self.slots.clear()
 
-    def _read_weights(self, name: str, path: Path, stamp: tuple[int, int]) -> int | None:
-        """engine.load_adapter; None when it failed because the folder changed meanwhile."""
-        try:
-            return self.engine.load_adapter(name, path)
-        except InvalidAdapter:
-            if _stamp(self.store, name) == stamp:
-                raise  # the files really are bad
-            return None
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
-    def _record(
-        self, name: str, manifest: Manifest, nbytes: int, stamp: tuple[int, int], started: float
-    ) -> Resident:
-        elapsed = time.perf_counter() - started
+    # ---- internals -----------------------------------------------------------------------
+    def _take(self, name: str, stamp: tuple[int, int]) -> Decoded:
+        """`name` at `stamp` out of the host tier, or decoded now (a miss of both tiers)."""
+        future = self._inflight.get(name)
+        if future is not None:
+            future.result()  # being decoded: wait for it rather than read twice
+        decoded = self._pop_host(name)
+        if decoded is not None and decoded.stamp == stamp:
+            self._count("adapter_cache_hits", "host")
+            return decoded
+        self._count("adapter_cache_misses", "host")
+        return self._decode(name)
+
+    def _admit(self, decoded: Decoded, *, pinned: Collection[str]) -> _Device:
+        """Move `decoded` onto the device (making room) and activate it."""
+        name = decoded.name
+        self._make_room(name, decoded.nbytes, pinned=pinned)
+        device, dtype = self.engine.device, self.engine.dtype
+        decoded.tensors = {
+            k: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+            for k, t in decoded.tensors.items()
+        }
+        library = not self.slots.bind(decoded, pinned=pinned)
+        nbytes = decoded.nbytes
+        if library:
+            nbytes = self.engine.load_adapter(name, decoded.path)
+            decoded.tensors = {}
+            if stamp_of(self.store, name) != decoded.stamp:  # replaced while the library read
+                self.engine.unload_adapter(name)
+                raise AdapterChanging(f"adapter {name!r} is being replaced; retry")
         resident = Resident(
             name=name,
-            version=manifest.version,
-            labels=dict(manifest.labels),
+            version=decoded.version,
+            labels=decoded.labels,
             nbytes=nbytes,
-            stamp=stamp,
+            stamp=decoded.stamp,
             loaded_at=time.time(),
         )
+        entry = _Device(decoded=decoded, resident=resident, library=library)
         with self._lock:
-            self._resident[name] = resident
-            self._last_used[name] = time.time()
-        if self.metrics:
-            self.metrics.adapter_loads.inc()
-            self.metrics.adapter_load_seconds.observe(elapsed)
-            self.metrics.resident_adapters.set(len(self._resident))
-        log.info(
-            "loaded adapter %s v%d (%d bytes, %.1f ms)",
-            name,
-            resident.version,
-            nbytes,
-            elapsed * 1000,
-        )
-        return resident
-
-    def _touch(self, current: Resident, stamp: tuple[int, int]) -> Resident:
-        updated = Resident(**{**current.__dict__, "stamp": stamp})
-        with self._lock:
-            self._resident[current.name] = updated
-            self._resident.move_to_end(current.name)
-            self._last_used[current.name] = time.time()
-        return updated
+            self._device[name] = entry
+            self._device_used += nbytes
+            self._gauges()
+        log.debug("activated %s v%d (%d bytes, library=%s)", name, decoded.version, nbytes, library)
+        return entry
 
     def _make_room(self, name: str, incoming: int, *, pinned: Collection[str]) -> None:
-        """Evict least-recently-used adapters (never pinned ones) until `name` fits."""
+        """Evict least-recently-used device adapters (never pinned ones) until `name` fits."""
         while True:
             with self._lock:
-                others = [r for r in self._resident.values() if r.name != name]
-                used = sum(r.nbytes for r in others)
-                if len(others) < self.max_count and (
-                    used + incoming <= self.max_bytes or not others
-                ):
+                own = self._device.get(name)
+                count = len(self._device) - (own is not None)
+                used = self._device_used - (own.resident.nbytes if own is not None else 0)
+                if count < self.max_count and (used + incoming <= self.max_bytes or not count):
                     return
-                victim = next((r.name for r in others if r.name not in pinned), None)
+                victim = next((n for n in self._device if n != name and n not in pinned), None)
             if victim is None:
                 raise CacheFull(
                     f"cannot make room for adapter {name!r}: all resident adapters are in use"
                 )
-            self.unload(victim)
+            self._demote(victim)
+
+    def _demote(self, name: str) -> None:
+        """Device -> host tier (a copy back on an accelerator; nothing moves on the CPU)."""
+        with self._lock:
+            entry = self._device.get(name)
+        if entry is None:
+            return
+        self._evict(name)
+        if not entry.library:
+            entry.decoded.tensors = {k: t.to("cpu") for k, t in entry.decoded.tensors.items()}
+            self._put_host(entry.decoded)
+
+    def _evict(self, name: str) -> bool:
+        """Take `name` off the device (release its slot or unload it); True when it was there."""
+        with self._lock:
+            entry = self._device.pop(name, None)
+            if entry is not None:
+                self._device_used -= entry.resident.nbytes
+        self.slots.release(name)
+        removed = self.engine.unload_adapter(name)
+        if entry is not None:
+            self._count("adapter_evictions", "device")
+            with self._lock:
+                self._gauges()
+        return entry is not None or removed
+
+    def _activated(self, started: float) -> None:
+        if self.metrics:
+            self.metrics.adapter_activation_seconds.observe(time.perf_counter() - started)
+
+    def _count(self, metric: str, tier: str) -> None:
+        if self.metrics:
+            getattr(self.metrics, metric).labels(tier).inc()
+
+    def _gauges(self) -> None:
+        """Resident counts and bytes per tier (call with the lock held)."""
+        if not self.metrics:
+            return
+        m = self.metrics
+        m.resident_adapters.labels("device").set(len(self._device))
+        m.resident_adapters.labels("host").set(len(self._host))
+        m.resident_bytes.labels("device").set(self._device_used)
+        m.resident_bytes.labels("host").set(self._host_used)

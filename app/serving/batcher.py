@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from adapters_store import AdapterNotFound, AdapterStore
+from adapters_store import AdapterStore
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
@@ -119,6 +119,7 @@ class Batcher:
             self._fail(self._queue.popleft().request, stopping)
         await asyncio.to_thread(self._infer.shutdown, True)
         self._tok.shutdown(wait=False)
+        self.cache.close()
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn` on the inference thread (between batches): loads, unloads, checks."""
@@ -139,14 +140,17 @@ class Batcher:
         never reach a forward pass. `timing` is filled in also when the call fails.
         """
         started = time.monotonic()
-        for name in adapters:
-            if not self.store.exists(name):
-                raise AdapterNotFound(f"adapter {name!r} not found")
         self._check_room(len(texts) * len(adapters))
         loop = asyncio.get_running_loop()
         tokenize = functools.partial(self.engine.tokenize, texts, truncation=truncation)
         try:
-            ids = await loop.run_in_executor(self._tok, tokenize)
+            # Cold adapters are read from the store on the loader thread meanwhile: the
+            # inference thread never waits for a disk, and unknown names fail here (404).
+            decoding = asyncio.ensure_future(self.cache.prefetch(adapters))
+            try:
+                ids = await loop.run_in_executor(self._tok, tokenize)
+            finally:
+                await decoding
             self._check_room(len(texts) * len(adapters))
             request = self._enqueue(ids, adapters, deadline=started + self.limits.timeout_s)
             await self._wait(request, timing or Timing())

@@ -12,6 +12,7 @@ head to its own slice of the batch (DESIGN §4, docs/serving-mixed-methods.md).
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class Engine:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._torch = torch
         self._compats: dict[str, Compat] = {}  # module name -> how it batches, while loaded
+        self._bound: dict[str, str] = {}  # store name -> module, for adapters in slots
+        self._keys: dict[str, Hashable] = {}  # store name -> body-pass key, once decoded
+        self._slot_names = itertools.count()
         # The tokenizer warns once per over-long text; we check lengths ourselves.
         tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
             True
@@ -147,40 +151,68 @@ class Engine:
 
     # ---- adapters (inference thread) -----------------------------------------------------
     def has_adapter(self, name: str) -> bool:
-        slot = module_name(name)
+        slot = self.module_of(name)
         return slot in self.model.adapters_config.adapters or slot in self.model.heads
 
+    def module_of(self, name: str) -> str:
+        """The module that serves store adapter `name`: its slot, else its own module."""
+        return self._bound.get(name) or module_name(name)
+
+    def new_slot_name(self) -> str:
+        """A module name no store adapter maps to (`module_name` doubles every '_')."""
+        return f"slot_{next(self._slot_names)}"
+
+    def bind(self, name: str, module: str) -> None:
+        """Serve `name` from slot `module` (whose tensors now hold `name`'s)."""
+        self._bound[name] = module
+
+    def unbind(self, name: str) -> None:
+        self._bound.pop(name, None)
+
     def load_adapter(self, name: str, path: Path) -> int:
-        """Load a stored adapter + head as `name`; return the bytes it added on the device."""
+        """Load a stored adapter + head as `name` (the library path); the bytes it added."""
         if not (path / "adapter_config.json").is_file():
             # Without this check the library would look the path up on the hub.
             raise InvalidAdapter(f"adapter files of {name!r} not found at {path}")
         self.unload_adapter(name)  # also forgets its compat key
-        before = self._param_names()
         try:
-            self.model.load_adapter(str(path), load_as=module_name(name), use_safetensors=True)
+            added = self.load_module(module_name(name), path)
         except Exception as exc:
             self.unload_adapter(name)
             reason = " ".join(str(exc).split())[:300]
             raise InvalidAdapter(f"adapter {name!r} cannot be loaded: {reason}") from None
-        added = 0
-        for pname, tensor in self._named_tensors():
-            if pname not in before:
+        return sum(t.numel() * t.element_size() for t in added)
+
+    def load_module(self, module: str, path: Path) -> list[Any]:
+        """The library's `load_adapter` of `path` as `module` (+ head), moved to the model's
+        device and dtype, in eval mode; the tensors it added. Walks the whole model: slow."""
+        before = {id(t) for _, t in self._named_tensors()}
+        self.model.load_adapter(str(path), load_as=module, use_safetensors=True)
+        added = []
+        for _, tensor in self._named_tensors():
+            if id(tensor) not in before:
                 tensor.data = tensor.data.to(device=self.device, dtype=self.dtype)
-                added += tensor.numel() * tensor.element_size()
+                added.append(tensor)
+        for name, sub in self.model.named_modules():
+            if sub.training and f".{module}." in f".{name}.":
+                sub.eval()
         return added
 
-    def unload_adapter(self, name: str) -> bool:
-        """Delete the adapter and its head; idempotent. True when something was removed."""
-        removed, slot = False, module_name(name)
-        self._compats.pop(slot, None)
-        if slot in self.model.adapters_config.adapters:
-            self.model.delete_adapter(slot)
+    def unload_module(self, module: str) -> bool:
+        """Delete adapter + head `module` from the model; idempotent."""
+        removed = False
+        self._compats.pop(module, None)
+        if module in self.model.adapters_config.adapters:
+            self.model.delete_adapter(module)
             removed = True
-        if slot in self.model.heads:
-            self.model.delete_head(slot)
+        if module in self.model.heads:
+            self.model.delete_head(module)
             removed = True
         return removed
+
+    def unload_adapter(self, name: str) -> bool:
+        """Delete the adapter and its head (library path); idempotent. True when removed."""
+        return self.unload_module(module_name(name))
 
     def base_state(self) -> dict[str, Any]:
         """The base model's tensors (adapters and heads excluded), for integrity checks."""
@@ -193,7 +225,7 @@ class Engine:
         Rows whose adapters can share a BatchSplit run in one body pass; each group of
         compatible adapters gets its own (split_groups.py), so any mix of methods is exact.
         """
-        compats = [self._compat(module_name(seg.adapter)) for seg in segments]
+        compats = [self._compat(self.module_of(seg.adapter)) for seg in segments]
         plan = plan_pieces(compats, [[len(ids) for ids in seg.ids] for seg in segments])
         out: list[list[Any]] = [[None] * len(seg.ids) for seg in segments]
         with self._torch.inference_mode():
@@ -211,7 +243,7 @@ class Engine:
 
         rows = [ids for seg in segments for ids in seg.ids]
         input_ids, mask = self._pad(rows)
-        names = [module_name(seg.adapter) for seg in segments]
+        names = [self.module_of(seg.adapter) for seg in segments]
         sizes = [len(seg.ids) for seg in segments]
         setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
         with AdapterSetup(setup):
@@ -226,11 +258,20 @@ class Engine:
     def batch_key(self, adapter: str) -> Hashable:
         """Which body pass `adapter`'s rows run in (equal keys share one); None: not known yet.
 
-        Read-only, safe from any thread: the key is recorded by the first forward pass that
-        used the adapter (on the inference thread) and forgotten when it is unloaded.
+        Read-only, safe from any thread: the key is noted when the adapter is decoded
+        (`note_key`, from its config) or first run, and forgotten when it leaves memory.
         """
+        key = self._keys.get(adapter)
+        if key is not None:
+            return key
         compat = self._compats.get(module_name(adapter))
         return None if compat is None else compat.key
+
+    def note_key(self, adapter: str, key: Hashable | None) -> None:
+        if key is None:
+            self._keys.pop(adapter, None)
+        else:
+            self._keys[adapter] = key
 
     def _compat(self, slot: str) -> Compat:
         compat = self._compats.get(slot)
@@ -264,9 +305,6 @@ class Engine:
 
     def _named_tensors(self) -> list[tuple[str, Any]]:
         return [*self.model.named_parameters(), *self.model.named_buffers()]
-
-    def _param_names(self) -> set[str]:
-        return {name for name, _ in self._named_tensors()}
 
 
 def _part(segment: Segment, rows: Sequence[int]) -> Segment:

@@ -45,9 +45,14 @@ def test_lazy_load_once(engine, store):
     first = cache.ensure("a")
     again = cache.ensure("a")
     assert first == again and first.version == 1 and first.labels == {0: "negative", 1: "positive"}
-    assert cache.metrics.adapter_loads._value.get() == 1
+    assert _sample(cache, "adapter_loads_total") == 1
+    assert _sample(cache, "adapter_cache_hits_total", tier="device") == 1
     assert _loaded(engine) == {"a"}
     assert first.nbytes > 0 and cache.resident_bytes == first.nbytes
+
+
+def _sample(cache: AdapterCache, name: str, **labels: str) -> float:
+    return cache.metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
 def test_lru_count_budget_two_with_five_adapters(engine, store):
@@ -55,13 +60,51 @@ def test_lru_count_budget_two_with_five_adapters(engine, store):
     for name in NAMES:
         cache.ensure(name)
         assert len(cache.snapshot()) <= 2
-    assert set(cache.snapshot()) == {"d", "e"} == _loaded(engine)
-    cache.ensure("d")  # d becomes most recent: loading a evicts e
+        assert engine.has_adapter(name)  # usable right after ensure
+    assert set(cache.snapshot()) == {"d", "e"}
+    assert _loaded(engine) <= {"d", "e"}  # evicted ones keep no module or slot
+    cache.ensure("d")  # d becomes most recent: bringing a back evicts e
     cache.ensure("a")
-    assert set(cache.snapshot()) == {"d", "a"} == _loaded(engine)
-    assert cache.metrics.adapter_evictions._value.get() == 4
-    assert cache.metrics.adapter_loads._value.get() == 6
-    assert cache.metrics.resident_adapters._value.get() == 2
+    assert set(cache.snapshot()) == {"d", "a"}
+    assert _sample(cache, "adapter_evictions_total", tier="device") == 4
+    assert _sample(cache, "adapter_loads_total") == 5  # a came back from host RAM, not disk
+    assert _sample(cache, "adapter_cache_hits_total", tier="host") == 1
+    assert _sample(cache, "adapters_resident", tier="device") == 2
+    assert _sample(cache, "adapters_resident", tier="host") == 3
+    assert _sample(cache, "adapters_resident_bytes", tier="device") == cache.resident_bytes > 0
+
+
+def test_host_tier_budget_drops_the_least_recent(engine, store):
+    cache = _cache(engine, store, count=1)
+    one = cache.ensure("a").nbytes
+    cache.host_bytes = one * 2  # two decoded adapters in host RAM
+    for name in NAMES[1:]:
+        cache.ensure(name)
+    assert set(cache.snapshot()) == {"e"}
+    assert [n for n in NAMES if cache.in_memory(n)] == ["c", "d", "e"]
+    assert cache.host_resident_bytes <= one * 2
+    cache.ensure("a")  # dropped from both tiers: read from the store again
+    assert _sample(cache, "adapter_loads_total") == 6
+    assert _sample(cache, "adapter_evictions_total", tier="host") == 3  # b, then c
+
+
+def test_prefetch_decodes_off_the_inference_thread(engine, store):
+    import asyncio
+    import threading
+
+    cache = _cache(engine, store)
+    seen = []
+    decode = cache._decode
+    cache._decode = lambda name: (seen.append(threading.current_thread().name), decode(name))[1]
+    asyncio.run(cache.prefetch(["a", "b", "a"]))
+    assert seen and all(t.startswith("adapter-loader") for t in seen) and len(seen) == 2
+    assert cache.snapshot() == {} and cache.in_memory("a") and cache.in_memory("b")
+    cache.ensure("a")
+    assert _sample(cache, "adapter_cache_hits_total", tier="host") == 1
+    assert _sample(cache, "adapter_activation_seconds_count") == 1
+    with pytest.raises(AdapterNotFound):
+        asyncio.run(cache.prefetch(["nope"]))
+    cache.close()
 
 
 def test_lru_byte_budget(engine, store):
@@ -87,7 +130,7 @@ def test_reload_when_the_stored_version_changes(engine, store, factory):
     fresh = Engine.load(base_model=str(factory.model_dir))
     fresh.load_adapter("a", store.get("a").path)
     assert after == _probs(fresh, "a")
-    assert cache.metrics.adapter_loads._value.get() == 2
+    assert _sample(cache, "adapter_loads_total") == 2
 
 
 def test_deleted_adapter_is_unloaded_and_not_found(engine, store):

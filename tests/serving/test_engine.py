@@ -41,7 +41,8 @@ def store(tmp_path, factory) -> AdapterStore:
 def _alone(engine: Engine, name: str, text: str) -> list[float]:
     """The library's own path: the whole AdapterModel with AdapterSetup, one text alone."""
     batch = engine.tokenizer([text], return_tensors="pt")
-    with torch.inference_mode(), AdapterSetup(name, head_setup=name):
+    module = engine.module_of(name)  # its slot, or its own module (the library path)
+    with torch.inference_mode(), AdapterSetup(module, head_setup=module):
         return engine.model(**batch).logits.softmax(-1)[0].tolist()
 
 
@@ -55,8 +56,8 @@ def _digests(engine: Engine) -> dict[str, str]:
 def test_mixed_adapter_batch_equals_each_adapter_alone(engine, store):
     cache = AdapterCache(engine=engine, store=store, max_count=8, max_bytes=1 << 30)
     names = ["a", "b", "c", "d"]
-    for name in names:
-        cache.ensure(name)
+    for i, name in enumerate(names):
+        cache.ensure(name, pinned=names[:i])  # as the pass runner does: all usable at once
     plan = [("c", TEXTS[:2]), ("a", TEXTS[2:3]), ("d", TEXTS[3:6]), ("b", TEXTS)]
     segments = [Segment(name, engine.tokenize(texts)) for name, texts in plan]
     got = engine.forward(segments)
@@ -85,6 +86,7 @@ def test_base_tensors_never_change(engine, store, factory):
         cache.ensure("b")
     for name in ["a", "c", "d"]:
         cache.unload(name)
+    cache.clear()  # the slots go too
     assert set(engine.model.state_dict()) == keys  # nothing left behind
     assert _digests(engine) == before
     assert engine.base_ref.fingerprint is not None

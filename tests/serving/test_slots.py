@@ -1,0 +1,181 @@
+"""Adapters activated into re-used slots give exactly what the library gives them alone (issue 18).
+
+The oracle is independent of slots: a second engine that loads each adapter by itself with the
+library's own `load_adapter` and runs it alone (one text, AdapterSetup). Every served row must
+equal it within 1e-5, for every method the training module offers, after the adapter landed in
+a slot that held an adapter with other hyper-parameters, other weights and other labels.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from adapters import AdapterSetup, LoRAConfig, PrefixTuningConfig, SeqBnConfig
+
+from adapters_store import AdapterStore
+from app.metrics import Metrics
+from app.serving.adapter_cache import AdapterCache
+from app.serving.engine import Engine, Segment, module_name
+from app.serving.passes import run_batch
+
+TEXTS = ["a good film", "the plot was awful and the acting was poor", "great", "one two three"]
+TOL = 1e-5
+METHODS = ["seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", "prefix_tuning"]
+# Two adapters per method that share a slot: they differ in fields that only act while
+# training (dropout, init seed, bottleneck init scheme) and in weights and label names.
+TWINS = {
+    "seq_bn": (SeqBnConfig(dropout=0.1), SeqBnConfig(init_weights="mam_adapter")),
+    "lora": (LoRAConfig(dropout=0.2), LoRAConfig(init_weights_seed=7)),
+    "prefix_tuning": (
+        PrefixTuningConfig(flat=True, dropout=0.1),
+        PrefixTuningConfig(flat=True, init_weights_seed=3),
+    ),
+}
+# Same method, hyper-parameters that change shapes or the forward: never the same slot.
+OTHERS = {
+    "lora-r4-a16": LoRAConfig(r=4, alpha=16),
+    "lora-a32": LoRAConfig(alpha=32),
+    "lora-gated": LoRAConfig(use_gating=True),
+    "seqbn-r4-gated": SeqBnConfig(reduction_factor=4, use_gating=True),
+    "seqbn-gelu": SeqBnConfig(non_linearity="gelu"),
+    "prefix-10": PrefixTuningConfig(prefix_length=10, flat=True),
+    "dora": LoRAConfig(use_dora=True),
+}
+
+
+def _labels(seed: int) -> dict[int, str]:
+    return {i: f"s{seed}-{i}" for i in range(2 + seed % 3)}
+
+
+@pytest.fixture(scope="module")
+def store(factory, tmp_path_factory) -> AdapterStore:
+    store = AdapterStore(tmp_path_factory.mktemp("slots") / "store")
+    seed = 100
+    for method in METHODS:
+        for twin, config in enumerate(TWINS.get(method, (method, method))):
+            seed += 1
+            name = f"{method}-{twin}"
+            factory.add_to_store(store, name, seed=seed, config=config, labels=_labels(3))
+    for name, config in OTHERS.items():
+        seed += 1
+        factory.add_to_store(store, name, seed=seed, config=config, labels=_labels(seed))
+    return store
+
+
+@pytest.fixture(scope="module")
+def alone(store, tiny_model_dir) -> dict[tuple[str, str], list[float]]:
+    """The library alone: each adapter loaded by itself into a fresh engine, one text."""
+    oracle = Engine.load(base_model=str(tiny_model_dir), max_length=64)
+    out = {}
+    for manifest in store.list():
+        name = manifest.name
+        oracle.load_adapter(name, store.get(name).path)
+        module = module_name(name)
+        for text in TEXTS:
+            batch = oracle.tokenizer([text], return_tensors="pt")
+            with torch.inference_mode(), AdapterSetup(module, head_setup=module):
+                out[name, text] = oracle.model(**batch).logits.softmax(-1)[0].tolist()
+        oracle.unload_adapter(name)
+    return out
+
+
+@pytest.fixture
+def engine(tiny_model_dir) -> Engine:
+    return Engine.load(base_model=str(tiny_model_dir), max_length=64)
+
+
+def _cache(engine, store, **kw) -> AdapterCache:
+    return AdapterCache(engine=engine, store=store, max_count=1000, max_bytes=1 << 30, **kw)
+
+
+def _serve(engine, cache, plan) -> list[list[list[float]]]:
+    segments = [Segment(name, engine.tokenize(texts)) for name, texts in plan]
+    result = run_batch(engine, cache, segments, None)
+    for outcome in result.outcomes:
+        assert not isinstance(outcome, BaseException), outcome
+    return [[o.probs for o in rows] for rows in result.outcomes]
+
+
+def _check(engine, cache, alone, plan) -> None:
+    got = _serve(engine, cache, plan)
+    for (name, texts), rows in zip(plan, got, strict=True):
+        for text, probs in zip(texts, rows, strict=True):
+            assert probs == pytest.approx(alone[name, text], abs=TOL), (name, text)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_second_twin_reuses_the_first_ones_slot_exactly(engine, store, alone, method):
+    cache = _cache(engine, store, slots_per_key=1)
+    first, second = f"{method}-0", f"{method}-1"
+    _check(engine, cache, alone, [(first, TEXTS)])
+    slot = engine.module_of(first)
+    assert slot.startswith("slot_"), "every method the trainer offers takes the fast path"
+    _check(engine, cache, alone, [(second, TEXTS)])
+    assert engine.module_of(second) == slot and engine.module_of(first) != slot
+    assert cache.slots.count == 1
+    _check(engine, cache, alone, [(first, TEXTS[:2])])  # and back again
+    # The twins really differ (the check can fail): other weights, other outputs.
+    assert alone[first, TEXTS[0]] != pytest.approx(alone[second, TEXTS[0]], abs=1e-3)
+
+
+def test_other_hyper_parameters_never_share_a_slot(engine, store, alone):
+    cache = _cache(engine, store, slots_per_key=1)
+    names = [*OTHERS, "lora-0", "seq_bn-0", "prefix_tuning-0"]
+    for name in names:
+        _check(engine, cache, alone, [(name, TEXTS[1:3])])
+    modules = {engine.module_of(n) for n in names}
+    assert len(modules) == len(names)  # one slot (or own module) each: nothing leaks
+
+
+def test_every_method_mixed_in_one_pass_through_reused_slots(engine, store, alone):
+    """Two slots per shape for 3+ adapters of it: passes split (CacheFull) and slots turn over."""
+    cache = _cache(engine, store, slots_per_key=2)
+    names = [m.name for m in store.list()]
+    rng = random.Random(5)
+    for _ in range(6):
+        rng.shuffle(names)
+        plan = [(name, rng.sample(TEXTS, rng.randint(1, 3))) for name in names]
+        _check(engine, cache, alone, plan)
+    assert cache.slots.count <= 2 * len({cache.slots._bound[n].key for n in cache.slots._bound})
+
+
+def test_an_evicted_adapter_comes_back_from_the_host_tier(engine, store, alone):
+    probe = _cache(engine, store)
+    one = probe.ensure("seq_bn-0").nbytes
+    probe.clear()
+    cache = _cache(engine, store, metrics=Metrics())
+    cache.max_bytes = int(one * 1.5)  # one seq_bn adapter on the device at a time
+    _check(engine, cache, alone, [("seq_bn-0", TEXTS)])
+    _check(engine, cache, alone, [("seq_bn-1", TEXTS)])
+    assert set(cache.snapshot()) == {"seq_bn-1"} and cache.in_memory("seq_bn-0")
+    _check(engine, cache, alone, [("seq_bn-0", TEXTS[:1])])
+    metrics = cache.metrics.registry
+    assert metrics.get_sample_value("adapter_loads_total") == 2  # the return read no disk
+    assert metrics.get_sample_value("adapter_cache_hits_total", {"tier": "host"}) == 1
+    assert metrics.get_sample_value("adapter_evictions_total", {"tier": "device"}) == 2
+
+
+def test_slots_leave_the_base_model_exactly_as_loaded(engine, store, alone):
+    keys = set(engine.model.state_dict())
+    cache = _cache(engine, store, slots_per_key=1)
+    _check(engine, cache, alone, [(m.name, TEXTS[:1]) for m in store.list()])
+    assert set(engine.model.state_dict()) != keys
+    cache.clear()
+    assert set(engine.model.state_dict()) == keys
+
+
+def test_tensors_that_do_not_cover_the_modules_take_the_library_path(engine, store, alone):
+    """A slot is trusted only when the files hold every tensor the library built for it."""
+    cache = _cache(engine, store)
+    decoded = cache._decode("lora-1")
+    dropped = sorted(decoded.tensors)[0]
+    del decoded.tensors[dropped]  # as if the file lacked one: the slot's copy would go stale
+    cache._put_host(decoded)
+    _check(engine, cache, alone, [("lora-1", TEXTS)])
+    assert engine.module_of("lora-1") == module_name("lora-1")  # the library's own module
+    assert decoded.slot_key in cache.slots._refused
+    # Its key-mates take the library path too, and stay exact.
+    _check(engine, cache, alone, [("lora-0", TEXTS), ("lora-1", TEXTS[:1])])
+    assert engine.module_of("lora-0") == module_name("lora-0")
