@@ -7,8 +7,9 @@ two deployments:
 
 - `AdapterReplica` (`app.cluster.replica`): the engine, cache and batcher; one GPU per replica on
   GPU clusters (`gpus_per_replica`, default: 1 when the cluster has GPUs, else 0); replicas are
-  a fixed number or autoscaled between bounds; `max_adapters_per_replica` is both the
-  multiplexing bound and the cache's count budget.
+  a fixed number or autoscaled between bounds; residency follows the replica's byte budgets
+  (device and host tiers), unless `max_adapters_per_replica` sets a count cap (then also the
+  multiplexing bound).
 - `Ingress`: the ordinary HTTP API (`app.api.ingress`) with a `ClusterBatcher` that splits a
   request by adapter and routes each part by adapter name.
 
@@ -55,7 +56,12 @@ class ClusterConfig(BaseModel):
     )
     num_replicas: int = Field(1, ge=1, description="used when `autoscaling` is not set")
     autoscaling: Autoscaling | None = None
-    max_adapters_per_replica: int = Field(8, ge=1)
+    max_adapters_per_replica: int | None = Field(
+        None,
+        ge=1,
+        description="None: the replica's byte budgets decide (APP_MAX_RESIDENT_BYTES, "
+        "APP_HOST_CACHE_BYTES); a number: a count cap, also Ray's multiplexing bound",
+    )
     gpus_per_replica: float | None = Field(None, ge=0, description="None: 1 if there are GPUs")
     cpus_per_replica: float = Field(1.0, gt=0)
     ingress_cpus: float = Field(0.5, gt=0)

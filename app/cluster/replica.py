@@ -1,12 +1,15 @@
 """One model replica on Ray Serve: our engine, adapter cache and batcher inside a Serve actor.
 
 A replica is the single-host serving stack (`app.serving`) as `app.main` wires it: one base
-model, adapters resident under an LRU budget, dynamic batching of every adapter it holds (so it
-keeps mixed-adapter batching). On top, the adapters it holds are registered with Ray's model
-multiplexing (`serve.multiplexed`, bounded by the same budget as the cache): the router then
-sends a request for adapter X to a replica that already holds X. When Ray's multiplexer evicts
-an adapter, the replica unloads it from the cache too, so what the router believes and what is
-resident agree.
+model, adapters activated into slots under the same byte budgets (device and host tiers,
+`app.serving.adapter_cache`), dynamic batching of every adapter it holds (so it keeps
+mixed-adapter batching). On top, the adapters it holds are registered with Ray's model
+multiplexing (`serve.multiplexed`): the router then sends a request for adapter X to a replica
+that already holds X. By default the byte budget decides residency and Ray's bound is only the
+count cap (`APP_MAX_RESIDENT_ADAPTERS`); an adapter the cache demoted to host RAM comes back in
+a fraction of a millisecond when the router still sends it here. With `max_adapters` set, it is
+both the cache's count cap and Ray's bound, and when Ray's multiplexer evicts an adapter the
+replica unloads it from the cache too.
 
 Replies are plain dicts (the wire format between ingress and replicas); domain errors travel as
 `{"error": {"code", "message", "retry_after_s"}}`, never as exceptions, so that the ingress
@@ -17,7 +20,6 @@ new version from the next batch on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -26,11 +28,10 @@ from typing import Any
 
 from ray import serve
 
-from adapters_store import AdapterNotFound, AdapterStore, StoreError
+from adapters_store import AdapterStore, StoreError
 from app.config import Settings
-from app.main import build_limits
+from app.main import build_cache, build_limits
 from app.metrics import Metrics
-from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher, Timing
 from app.serving.engine import Engine
 from app.serving.errors import ServiceError
@@ -66,8 +67,9 @@ def _replica_id() -> str:
 class AdapterReplica:
     """The replica's callable. `settings` are `app.config.Settings` fields (plus APP_* env)."""
 
-    def __init__(self, settings: dict[str, Any], max_adapters: int) -> None:
-        s = Settings(**{**settings, "max_resident_adapters": max_adapters})
+    def __init__(self, settings: dict[str, Any], max_adapters: int | None = None) -> None:
+        overrides = {} if max_adapters is None else {"max_resident_adapters": max_adapters}
+        s = Settings(**{**settings, **overrides})
         self.settings = s
         self.metrics = Metrics()
         self.engine = Engine.load(
@@ -78,13 +80,7 @@ class AdapterReplica:
             threads=s.torch_threads,
         )
         self.store = AdapterStore(s.adapters_dir)
-        self.cache = AdapterCache(
-            engine=self.engine,
-            store=self.store,
-            max_count=max_adapters,
-            max_bytes=s.max_resident_bytes,
-            metrics=self.metrics,
-        )
+        self.cache = build_cache(s, self.engine, self.store, self.metrics)
         self.batcher = Batcher(
             engine=self.engine,
             cache=self.cache,
@@ -98,7 +94,8 @@ class AdapterReplica:
         async def load(name: str) -> AdapterHold:
             return await self._load(name)
 
-        self.hold = serve.multiplexed(max_num_models_per_replica=max_adapters)(load)
+        bound = s.max_resident_adapters
+        self.hold = serve.multiplexed(max_num_models_per_replica=bound)(load)
         self.replica_id = _replica_id()
         log.info("replica %s: %s on %s", self.replica_id, s.base_model, self.engine.device)
 
@@ -107,8 +104,7 @@ class AdapterReplica:
             await self.batcher.start()
 
     async def _load(self, name: str) -> AdapterHold:
-        if not await asyncio.to_thread(self.store.exists, name):
-            raise AdapterNotFound(f"adapter {name!r} not found")
+        await self.cache.prefetch([name])  # off the inference thread; 404 for unknown names
         await self.batcher.run_exclusive(self.cache.ensure, name)
 
         async def release() -> None:
@@ -151,8 +147,8 @@ class AdapterReplica:
             for name, r in self.cache.snapshot().items()
         }
 
-    def _count(self, metric: str) -> int:
-        return int(self.metrics.registry.get_sample_value(metric) or 0)
+    def _count(self, metric: str, **labels: str) -> int:
+        return int(self.metrics.registry.get_sample_value(metric, labels or None) or 0)
 
     async def stats(self) -> dict[str, Any]:
         """This replica's counters (read by tests, the benchmark and the ingress)."""
@@ -160,7 +156,7 @@ class AdapterReplica:
             "replica": self.replica_id,
             "pid": os.getpid(),
             "adapter_loads": self._count("adapter_loads_total"),
-            "adapter_evictions": self._count("adapter_evictions_total"),
+            "adapter_evictions": self._count("adapter_evictions_total", tier="device"),
             "resident": self.residency(),
             "queued": self.batcher.queued,
             "time": time.time(),

@@ -21,6 +21,7 @@ replaces the adapter, the next `ensure` sees another file and reads the new vers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
 from app.serving.decode import AdapterChanging, Decoded, decode, stamp_of
 from app.serving.engine import Engine
+from app.serving.host_tier import HostTier
 from app.serving.slots import CacheFull, SlotPool
 
 __all__ = ["AdapterCache", "AdapterChanging", "CacheFull", "Resident"]
@@ -72,12 +74,11 @@ class AdapterCache:
         self.store = store
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self.host_bytes = host_bytes
         self.metrics = metrics
         self.slots = SlotPool(engine, per_key=slots_per_key)
         self._device: OrderedDict[str, _Device] = OrderedDict()  # LRU first
-        self._host: OrderedDict[str, Decoded] = OrderedDict()  # LRU first
-        self._device_used = self._host_used = 0  # bytes per tier
+        self._host = HostTier(host_bytes, on_drop=lambda: self._count("adapter_evictions", "host"))
+        self._device_used = 0  # bytes
         self._inflight: dict[str, Future] = {}
         self._last_used: dict[str, float] = {}
         self._lock = threading.RLock()
@@ -98,7 +99,16 @@ class AdapterCache:
 
     @property
     def host_resident_bytes(self) -> int:
-        return self._host_used
+        return self._host.used
+
+    @property
+    def host_bytes(self) -> int:
+        """The host tier's budget."""
+        return self._host.budget
+
+    @host_bytes.setter
+    def host_bytes(self, value: int) -> None:
+        self._host.budget = value
 
     def in_memory(self, name: str) -> bool:
         return name in self._device or name in self._host
@@ -137,21 +147,8 @@ class AdapterCache:
         return decoded
 
     def _put_host(self, decoded: Decoded) -> None:
-        with self._lock:
-            self._pop_host(decoded.name)
-            self._host[decoded.name] = decoded
-            self._host_used += decoded.nbytes
-            while self._host_used > self.host_bytes and len(self._host) > 1:
-                self._pop_host(next(iter(self._host)))
-                self._count("adapter_evictions", "host")
-            self._gauges()
-
-    def _pop_host(self, name: str) -> Decoded | None:
-        with self._lock:
-            decoded = self._host.pop(name, None)
-            if decoded is not None:
-                self._host_used -= decoded.nbytes
-            return decoded
+        self._host.put(decoded)
+        self._gauges()
 
     # ---- activating (inference thread) ---------------------------------------------------
     def ensure(self, name: str, *, pinned: Collection[str] = ()) -> Resident:
@@ -192,16 +189,15 @@ class AdapterCache:
     def unload(self, name: str) -> bool:
         """Forget `name` in both tiers (idempotent); True when it was on the device."""
         removed = self._evict(name)
-        with self._lock:
-            self._pop_host(name)
-            self._gauges()
+        self._host.pop(name)
+        self._gauges()
         self.engine.note_key(name, None)
         return removed
 
     def clear(self) -> None:
         """Unload every adapter and delete the slots: the model is the plain base again."""
         with self._lock:
-            names = [*self._device, *self._host]
+            names = [*self._device, *self._host.names()]
         for name in names:
             self.unload(name)
         self.slots.clear()
@@ -213,9 +209,10 @@ class AdapterCache:
     def _take(self, name: str, stamp: tuple[int, int]) -> Decoded:
         """`name` at `stamp` out of the host tier, or decoded now (a miss of both tiers)."""
         future = self._inflight.get(name)
-        if future is not None:
-            future.result()  # being decoded: wait for it rather than read twice
-        decoded = self._pop_host(name)
+        if future is not None:  # being decoded: wait for it rather than read twice
+            with contextlib.suppress(Exception):  # its error may be stale: decode below
+                future.result()
+        decoded = self._host.pop(name)
         if decoded is not None and decoded.stamp == stamp:
             self._count("adapter_cache_hits", "host")
             return decoded
@@ -305,11 +302,11 @@ class AdapterCache:
             getattr(self.metrics, metric).labels(tier).inc()
 
     def _gauges(self) -> None:
-        """Resident counts and bytes per tier (call with the lock held)."""
+        """Resident counts and bytes per tier."""
         if not self.metrics:
             return
         m = self.metrics
         m.resident_adapters.labels("device").set(len(self._device))
         m.resident_adapters.labels("host").set(len(self._host))
         m.resident_bytes.labels("device").set(self._device_used)
-        m.resident_bytes.labels("host").set(self._host_used)
+        m.resident_bytes.labels("host").set(self._host.used)

@@ -58,8 +58,10 @@ class Decoded:
 
 
 def stamp_of(store: AdapterStore, name: str) -> Stamp | None:
-    """Which manifest file `name` has now (inode, mtime); None when it is gone."""
-    return stamp_of_path(store.root / name)
+    """Which manifest file `name` has now (inode, mtime); None when it is gone.
+
+    Raises InvalidName for a name the store cannot hold (never a path outside the store)."""
+    return stamp_of_path(store.root / fmt.validate_name(name))
 
 
 def stamp_of_path(folder: Path) -> Stamp | None:

@@ -12,18 +12,18 @@ head to its own slice of the batch (DESIGN §4, docs/serving-mixed-methods.md).
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from adapters_store import BaseModelRef, InvalidAdapter
+from adapters_store import BaseModelRef
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
 from app.serving.errors import BaseModelLoadError, TextTooLong
+from app.serving.modules import AdapterModules, module_name
 from app.serving.split_groups import Compat, compat_of, plan_pieces
 
+__all__ = ["Engine", "Segment", "choose_device", "choose_dtype", "module_name"]
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +65,7 @@ def _load_error(base_model: str, exc: BaseException) -> BaseModelLoadError:
     )
 
 
-class Engine:
+class Engine(AdapterModules):
     def __init__(self, *, model: Any, tokenizer: Any, base_ref: BaseModelRef, max_length: int):
         import torch
 
@@ -80,9 +80,7 @@ class Engine:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._torch = torch
         self._compats: dict[str, Compat] = {}  # module name -> how it batches, while loaded
-        self._bound: dict[str, str] = {}  # store name -> module, for adapters in slots
-        self._keys: dict[str, Hashable] = {}  # store name -> body-pass key, once decoded
-        self._slot_names = itertools.count()
+        self._init_modules()
         # The tokenizer warns once per over-long text; we check lengths ourselves.
         tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
             True
@@ -149,71 +147,6 @@ class Engine:
                     )
         return encoded
 
-    # ---- adapters (inference thread) -----------------------------------------------------
-    def has_adapter(self, name: str) -> bool:
-        slot = self.module_of(name)
-        return slot in self.model.adapters_config.adapters or slot in self.model.heads
-
-    def module_of(self, name: str) -> str:
-        """The module that serves store adapter `name`: its slot, else its own module."""
-        return self._bound.get(name) or module_name(name)
-
-    def new_slot_name(self) -> str:
-        """A module name no store adapter maps to (`module_name` doubles every '_')."""
-        return f"slot_{next(self._slot_names)}"
-
-    def bind(self, name: str, module: str) -> None:
-        """Serve `name` from slot `module` (whose tensors now hold `name`'s)."""
-        self._bound[name] = module
-
-    def unbind(self, name: str) -> None:
-        self._bound.pop(name, None)
-
-    def load_adapter(self, name: str, path: Path) -> int:
-        """Load a stored adapter + head as `name` (the library path); the bytes it added."""
-        if not (path / "adapter_config.json").is_file():
-            # Without this check the library would look the path up on the hub.
-            raise InvalidAdapter(f"adapter files of {name!r} not found at {path}")
-        self.unload_adapter(name)  # also forgets its compat key
-        try:
-            added = self.load_module(module_name(name), path)
-        except Exception as exc:
-            self.unload_adapter(name)
-            reason = " ".join(str(exc).split())[:300]
-            raise InvalidAdapter(f"adapter {name!r} cannot be loaded: {reason}") from None
-        return sum(t.numel() * t.element_size() for t in added)
-
-    def load_module(self, module: str, path: Path) -> list[Any]:
-        """The library's `load_adapter` of `path` as `module` (+ head), moved to the model's
-        device and dtype, in eval mode; the tensors it added. Walks the whole model: slow."""
-        before = {id(t) for _, t in self._named_tensors()}
-        self.model.load_adapter(str(path), load_as=module, use_safetensors=True)
-        added = []
-        for _, tensor in self._named_tensors():
-            if id(tensor) not in before:
-                tensor.data = tensor.data.to(device=self.device, dtype=self.dtype)
-                added.append(tensor)
-        for name, sub in self.model.named_modules():
-            if sub.training and f".{module}." in f".{name}.":
-                sub.eval()
-        return added
-
-    def unload_module(self, module: str) -> bool:
-        """Delete adapter + head `module` from the model; idempotent."""
-        removed = False
-        self._compats.pop(module, None)
-        if module in self.model.adapters_config.adapters:
-            self.model.delete_adapter(module)
-            removed = True
-        if module in self.model.heads:
-            self.model.delete_head(module)
-            removed = True
-        return removed
-
-    def unload_adapter(self, name: str) -> bool:
-        """Delete the adapter and its head (library path); idempotent. True when removed."""
-        return self.unload_module(module_name(name))
-
     def base_state(self) -> dict[str, Any]:
         """The base model's tensors (adapters and heads excluded), for integrity checks."""
         return {k: v for k, v in self.model.state_dict().items() if is_base_parameter(k)}
@@ -255,24 +188,6 @@ class Engine:
             start += size
         return out
 
-    def batch_key(self, adapter: str) -> Hashable:
-        """Which body pass `adapter`'s rows run in (equal keys share one); None: not known yet.
-
-        Read-only, safe from any thread: the key is noted when the adapter is decoded
-        (`note_key`, from its config) or first run, and forgotten when it leaves memory.
-        """
-        key = self._keys.get(adapter)
-        if key is not None:
-            return key
-        compat = self._compats.get(module_name(adapter))
-        return None if compat is None else compat.key
-
-    def note_key(self, adapter: str, key: Hashable | None) -> None:
-        if key is None:
-            self._keys.pop(adapter, None)
-        else:
-            self._keys[adapter] = key
-
     def _compat(self, slot: str) -> Compat:
         compat = self._compats.get(slot)
         if compat is None:
@@ -303,9 +218,6 @@ class Engine:
             mask[i, : len(ids)] = 1
         return input_ids.to(self.device), mask.to(self.device)
 
-    def _named_tensors(self) -> list[tuple[str, Any]]:
-        return [*self.model.named_parameters(), *self.model.named_buffers()]
-
 
 def _part(segment: Segment, rows: Sequence[int]) -> Segment:
     if len(rows) == len(segment.ids):
@@ -325,12 +237,3 @@ def _model_limit(tokenizer: Any, config: Any) -> int:
         if getattr(config, "model_type", "") in ("roberta", "xlm-roberta")
         else positions
     )
-
-
-def module_name(name: str) -> str:
-    """The adapter's name inside the model: torch module names cannot hold '.'.
-
-    Store names use [a-z0-9._-]; escaping '_' as '__' and '.' as '_d' is one-to-one, so two
-    store names never share a module (plain '.' -> '_' would merge 'a.b' with 'a_b').
-    """
-    return name.replace("_", "__").replace(".", "_d")

@@ -233,6 +233,8 @@ def test_health_ready_and_metrics(client):
     assert "inference_batch_size_count 1.0" in text
     assert "inference_batch_size_sum 3.0" in text
     assert "adapter_loads_total 1.0" in text
-    assert "adapters_resident 1.0" in text
+    assert 'adapters_resident{tier="device"} 1.0' in text
+    assert 'adapter_cache_hits_total{tier="host"} 1.0' in text  # read ahead, off the thread
+    assert "adapter_activation_seconds_count 1.0" in text
     assert "inference_queue_depth 0.0" in text
     assert "adapter_load_seconds_count 1.0" in text

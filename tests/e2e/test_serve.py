@@ -131,8 +131,8 @@ def test_lru_budget_two_upload_replace_delete(
             assert r.status_code == 200, r.text
             _check(r.json(), name, texts, expected)
         metrics = client.get("/metrics").text
-        assert _metric(metrics, "adapter_evictions_total") >= 8
-        assert _metric(metrics, "adapters_resident") <= 2
+        assert _metric(metrics, 'adapter_evictions_total{tier="device"}') >= 8
+        assert _metric(metrics, 'adapters_resident{tier="device"}') <= 2
 
         archive = factory.archive("fresh", tmp_path / "fresh.zip", seed=77)
         upload = {"file": ("fresh.zip", archive.read_bytes(), "application/zip")}

@@ -1,0 +1,123 @@
+"""The adapters inside the engine's model: which module serves which store name. No HTTP.
+
+Two ways an adapter is in the model: its own module, loaded by the library (`load_adapter`,
+named by `module_name`), or a slot (`app.serving.slots`) that points at its tensors and is
+mapped here by name (`bind`). Every method that changes the model runs on the inference thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from adapters_store import InvalidAdapter
+
+
+class AdapterModules:
+    """Mixed into `Engine`: needs `model`, `device`, `dtype` and `_compats`."""
+
+    model: Any
+    device: Any
+    dtype: Any
+    _compats: dict[str, Any]
+
+    def _init_modules(self) -> None:
+        self._bound: dict[str, str] = {}  # store name -> module, for adapters in slots
+        self._keys: dict[str, Hashable] = {}  # store name -> body-pass key, once decoded
+        self._slot_names = itertools.count()
+
+    def has_adapter(self, name: str) -> bool:
+        slot = self.module_of(name)
+        return slot in self.model.adapters_config.adapters or slot in self.model.heads
+
+    def module_of(self, name: str) -> str:
+        """The module that serves store adapter `name`: its slot, else its own module."""
+        return self._bound.get(name) or module_name(name)
+
+    def new_slot_name(self) -> str:
+        """A module name no store adapter maps to (`module_name` doubles every '_')."""
+        return f"slot_{next(self._slot_names)}"
+
+    def bind(self, name: str, module: str) -> None:
+        """Serve `name` from slot `module` (whose tensors now hold `name`'s)."""
+        self._bound[name] = module
+
+    def unbind(self, name: str) -> None:
+        self._bound.pop(name, None)
+
+    def load_adapter(self, name: str, path: Path) -> int:
+        """Load a stored adapter + head as `name` (the library path); the bytes it added."""
+        if not (path / "adapter_config.json").is_file():
+            # Without this check the library would look the path up on the hub.
+            raise InvalidAdapter(f"adapter files of {name!r} not found at {path}")
+        self.unload_adapter(name)  # also forgets its compat key
+        try:
+            added = self.load_module(module_name(name), path)
+        except Exception as exc:
+            self.unload_adapter(name)
+            reason = " ".join(str(exc).split())[:300]
+            raise InvalidAdapter(f"adapter {name!r} cannot be loaded: {reason}") from None
+        return sum(t.numel() * t.element_size() for t in added)
+
+    def load_module(self, module: str, path: Path) -> list[Any]:
+        """The library's `load_adapter` of `path` as `module` (+ head), moved to the model's
+        device and dtype, in eval mode; the tensors it added. Walks the whole model: slow."""
+        before = {id(t) for _, t in self._named_tensors()}
+        self.model.load_adapter(str(path), load_as=module, use_safetensors=True)
+        added = []
+        for _, tensor in self._named_tensors():
+            if id(tensor) not in before:
+                tensor.data = tensor.data.to(device=self.device, dtype=self.dtype)
+                added.append(tensor)
+        for name, sub in self.model.named_modules():
+            if sub.training and f".{module}." in f".{name}.":
+                sub.eval()
+        return added
+
+    def unload_module(self, module: str) -> bool:
+        """Delete adapter + head `module` from the model; idempotent."""
+        removed = False
+        self._compats.pop(module, None)
+        if module in self.model.adapters_config.adapters:
+            self.model.delete_adapter(module)
+            removed = True
+        if module in self.model.heads:
+            self.model.delete_head(module)
+            removed = True
+        return removed
+
+    def unload_adapter(self, name: str) -> bool:
+        """Delete the adapter and its head (library path); idempotent. True when removed."""
+        return self.unload_module(module_name(name))
+
+    def batch_key(self, adapter: str) -> Hashable:
+        """Which body pass `adapter`'s rows run in (equal keys share one); None: not known yet.
+
+        Read-only, safe from any thread: the key is noted when the adapter is decoded
+        (`note_key`, from its config) or first run, and forgotten when it leaves memory.
+        """
+        key = self._keys.get(adapter)
+        if key is not None:
+            return key
+        compat = self._compats.get(module_name(adapter))
+        return None if compat is None else compat.key
+
+    def note_key(self, adapter: str, key: Hashable | None) -> None:
+        if key is None:
+            self._keys.pop(adapter, None)
+        else:
+            self._keys[adapter] = key
+
+    def _named_tensors(self) -> list[tuple[str, Any]]:
+        return [*self.model.named_parameters(), *self.model.named_buffers()]
+
+
+def module_name(name: str) -> str:
+    """The adapter's name inside the model: torch module names cannot hold '.'.
+
+    Store names use [a-z0-9._-]; escaping '_' as '__' and '.' as '_d' is one-to-one, so two
+    store names never share a module (plain '.' -> '_' would merge 'a.b' with 'a_b').
+    """
+    return name.replace("_", "__").replace(".", "_d")
