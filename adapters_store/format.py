@@ -71,6 +71,9 @@ class Manifest(BaseModel):
     training: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     files: dict[str, FileInfo] = Field(default_factory=dict)
+    # Bytes of the adapter's and head's parameters in float32 (`fit.param_bytes`): what loading
+    # it allocates. None in manifests written before it was recorded.
+    param_bytes: int | None = None
 
     @property
     def size_bytes(self) -> int:
