@@ -98,8 +98,11 @@ def _build(base_config: Any, folder: Path) -> Any:
     except RuntimeError as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln), str(exc))
         raise BaseModelMismatch(f"adapter tensors do not fit this base model: {detail}") from None
-    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as exc:
-        raise InvalidAdapter(f"adapter cannot be built for this base model: {exc}") from None
+    except Exception as exc:  # the config drives the library's code: any error is the input's
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise InvalidAdapter(
+            f"adapter cannot be built for this base model: {type(exc).__name__} {detail}"
+        ) from None
     finally:
         adapters_logger.setLevel(previous)
     return skeleton

@@ -117,3 +117,17 @@ def test_declared_but_absent_modules_are_refused_before_allocation(factory, tmp_
     _rewrite(folder, config={"reduction_factor": 0.5})
     with pytest.raises(InvalidAdapter):
         check_adapter_fits(factory.model.config, folder)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"reduction_factor": 0}, {"reduction_factor": float("nan")}, {"architecture": "nope"},
+     {"architecture": "lora", "r": 0}, {"non_linearity": "evil"}],
+)  # fmt: skip
+def test_config_values_the_library_chokes_on_are_invalid_not_errors(factory, tmp_path, config):
+    """The config drives the adapters library's code; whatever it raises is a 422 reason."""
+    from adapters_store import InvalidAdapter
+
+    folder = _rewrite(factory.save("odd", tmp_path / "odd", seed=1), config=config)
+    with pytest.raises(InvalidAdapter):
+        check_adapter_fits(factory.model.config, folder)
