@@ -10,12 +10,12 @@ import io
 import json
 import tarfile
 import time
-import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.adapters import zip_bytes
 from tests.support.hub import FakeHub, as_pickled
 from tests.support.server import free_port, running_server
 
@@ -45,12 +45,7 @@ def _peak_bytes(server) -> int:
     return int(line.split()[1]) * 1024
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+_zip = zip_bytes
 
 
 def _folder(folder: Path) -> dict[str, bytes]:
