@@ -28,7 +28,8 @@ PICKLED_WEIGHTS = {
 }
 
 
-_DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+_DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8",
+                "uint8", "bool")  # fmt: skip
 
 
 def _dtypes() -> tuple:

@@ -61,6 +61,16 @@ def param_bytes(folder: Path) -> int:
     return elements * PARAM_ITEMSIZE
 
 
+def check_param_bytes(folder: Path, max_param_bytes: int) -> None:
+    """Refuse files whose tensors take more than the cap (`check_adapter_fits` also counts
+    what the config declares and the files lack)."""
+    size = param_bytes(folder)
+    if size > max_param_bytes:
+        raise AdapterTooLarge(
+            f"the adapter's tensors take {size} bytes in float32; the cap is {max_param_bytes}"
+        )
+
+
 def _probe_tensors(skeleton: Any) -> list[tuple[set[str], int]]:
     """Each distinct tensor of the probe adapter and head once: (all its names, elements).
 

@@ -29,10 +29,9 @@ from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES, converted_copy, need
 from adapters_store.errors import (
     AdapterExists,
     AdapterNotFound,
-    AdapterTooLarge,
     InvalidAdapter,
 )
-from adapters_store.fit import param_bytes
+from adapters_store.fit import check_param_bytes, param_bytes
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
 
 
@@ -145,12 +144,7 @@ class AdapterStore:
                     check=check, hub=hub,
                 )  # fmt: skip
         info = inspect_folder(src)
-        size = param_bytes(src)
-        if size > self.max_param_bytes:  # cheap, from the headers; `check` computes the rest
-            raise AdapterTooLarge(
-                f"the adapter's tensors take {size} bytes in float32; the cap is "
-                f"{self.max_param_bytes}"
-            )
+        check_param_bytes(src, self.max_param_bytes)  # cheap, from the headers
         prior = prior_manifest(src)
         base = prior.base_model if prior else info["base_model"]
         if expected_base is not None:  # the cheap check first: a clearer reason

@@ -1,0 +1,63 @@
+"""`.bin` tensors that are more than their bytes, and the parameter size the store records."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from adapters_store import AdapterStore, AdapterTooLarge, InvalidAdapter
+from adapters_store.convert import check_tensor, converted_copy
+from adapters_store.fit import param_bytes
+from tests.support.hub import as_pickled
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.zeros(1).expand(50_000, 50_000),  # 10 GB over 4 bytes
+        torch.zeros(2000).as_strided((1000, 1000), (1, 1)),  # overlapping rows
+        torch.zeros(4, 4).as_strided((4, 4), (0, 1)),
+        torch.zeros(4).to_sparse(),
+        torch.zeros(4, dtype=torch.complex64),
+    ],
+    ids=["zero-stride", "overlap", "row-zero-stride", "sparse", "complex"],
+)
+def test_tensors_that_are_more_than_their_storage_are_refused(tensor):
+    with pytest.raises(InvalidAdapter):
+        check_tensor("pytorch_adapter.bin", "w", tensor)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [torch.ones(3, 4), torch.ones(3, 4).t(), torch.ones(6)[2:], torch.ones(1, 5)[:, ::2],
+     torch.zeros(3, dtype=torch.int64), torch.ones(0, 4), torch.ones(1, 4).expand(1, 4)],
+)  # fmt: skip
+def test_plain_views_pass(tensor):
+    check_tensor("pytorch_adapter.bin", "w", tensor)
+
+
+def test_total_size_is_capped_before_any_copy(factory, tmp_path):
+    """Many names for one real storage: each tensor holds its bytes, the sum is over the cap."""
+    folder = as_pickled(factory.save("many", tmp_path / "saved", seed=1), tmp_path / "bin")
+    shared = torch.ones(1024, 1024)  # 4 MiB, stored once
+    torch.save({f"w{i}": shared for i in range(64)}, folder / "pytorch_adapter.bin")
+    (tmp_path / "out").mkdir()
+    start = time.process_time()
+    with pytest.raises(AdapterTooLarge, match="cap"):
+        converted_copy(folder, tmp_path / "out", max_bytes=128 * 1024**2)
+    assert time.process_time() - start < 1.0
+    assert not (tmp_path / "out" / "adapter.safetensors").exists()
+
+
+def test_the_store_records_param_bytes_and_caps_them(factory, tmp_path):
+    saved = factory.save("demo", tmp_path / "saved", seed=2)
+    store = AdapterStore(tmp_path / "store")
+    manifest = store.add("demo", saved, base_model=factory.base_ref)
+    assert manifest.param_bytes == param_bytes(saved) > 0
+    assert store.get("demo").manifest.param_bytes == manifest.param_bytes
+    small = AdapterStore(tmp_path / "small", max_param_bytes=manifest.param_bytes - 1)
+    with pytest.raises(AdapterTooLarge):
+        small.import_dir("demo", saved)
+    assert small.list() == []
