@@ -91,26 +91,45 @@ def _tar_entries(tf: tarfile.TarFile) -> Iterator[_Entry]:
         yield _Entry(member, _safe_relpath(member.name), member.size, member.isdir())
 
 
-def zip_declared_entries(path: Path) -> int | None:
-    """The entry count a zip's end record declares (zip64 too), read before parsing it."""
+_EOCD, _LOCATOR64, _EOCD64 = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+MAX_DIRECTORY_BYTES_PER_FILE = 4096  # a central-directory entry: 46 bytes + name + extras
+
+
+def zip_directory(path: Path) -> tuple[int, int] | None:
+    """(entries, central-directory bytes) as a zip's end records declare them, read before
+    zipfile parses anything: the largest of every record it might use (zip64 too). zipfile
+    reads the whole central directory by its size, whatever the entry count says."""
     with path.open("rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
+        size = f.seek(0, 2)
         start = max(0, size - (1 << 16) - 22)
         f.seek(start)
         tail = f.read()
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) < at + 22:
+        plain = tail[-22:-18] == _EOCD and tail[-2:] == b"\0\0"  # no comment: zipfile's first try
+        at = len(tail) - 22 if plain else tail.rfind(_EOCD)
+        if at < 0 or len(tail) - at < 22:
             return None
-        count = int.from_bytes(tail[at + 10 : at + 12], "little")
-        locator = tail[at - 20 : at] if at >= 20 else b""
-        if count != 0xFFFF or not locator.startswith(b"PK\x06\x07"):
-            return count
-        f.seek(int.from_bytes(locator[8:16], "little"))
-        record = f.read(40)
-    if not record.startswith(b"PK\x06\x06") or len(record) < 40:
-        return None
-    return int.from_bytes(record[32:40], "little")
+        entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+        directory = int.from_bytes(tail[at + 12 : at + 16], "little")
+        for record in _zip64_records(f, start + at):
+            entries = max(entries, int.from_bytes(record[32:40], "little"))
+            directory = max(directory, int.from_bytes(record[40:48], "little"))
+    return entries, directory
+
+
+def _zip64_records(f: IO[bytes], eocd: int) -> list[bytes]:
+    if eocd < 20:
+        return []
+    f.seek(eocd - 20)
+    locator = f.read(20)
+    if not locator.startswith(_LOCATOR64):
+        return []
+    records = []
+    for offset in (eocd - 20 - 56, int.from_bytes(locator[8:16], "little")):
+        f.seek(max(offset, 0))
+        record = f.read(56)
+        if offset >= 0 and len(record) == 56 and record.startswith(_EOCD64):
+            records.append(record)
+    return records
 
 
 def _check_layout(entry: _Entry, files: set[PurePosixPath], dirs: set[PurePosixPath]) -> None:
@@ -180,9 +199,11 @@ def extract_archive(
 def _open(archive: Path, kind: str, max_files: int) -> zipfile.ZipFile | tarfile.TarFile:
     if kind == "tar":
         return tarfile.open(archive, "r:*", tarinfo=_CappedTarInfo)
-    declared = zip_declared_entries(archive)
-    if declared is not None and declared > max_files:  # before parsing its central directory
-        raise ArchiveTooLarge(f"archive holds {declared} files; the cap is {max_files}")
+    declared = zip_directory(archive)  # before zipfile parses the central directory
+    if declared is not None and declared[0] > max_files:
+        raise ArchiveTooLarge(f"archive holds {declared[0]} files; the cap is {max_files}")
+    if declared is not None and declared[1] > max_files * MAX_DIRECTORY_BYTES_PER_FILE:
+        raise ArchiveTooLarge(f"archive directory of {declared[1]} bytes: too many files")
     return zipfile.ZipFile(archive)
 
 

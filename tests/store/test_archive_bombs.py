@@ -59,14 +59,29 @@ def test_huge_pax_header_is_not_read(tmp_path):
     assert cpu < 1.0 and peak < 20_000_000
 
 
-def test_zip_entry_count_is_read_from_the_end_record(tmp_path):
-    from adapters_store.archive import zip_declared_entries
-
-    archive = tmp_path / "many.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for i in range(30_000):
+def _many_entries_zip(path: Path, count: int) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(count):
             zf.writestr(f"f{i}", b"")
-    assert zip_declared_entries(archive) == 30_000
+    return path
+
+
+def test_zip_entry_count_is_read_from_the_end_record(tmp_path):
+    from adapters_store.archive import zip_directory
+
+    archive = _many_entries_zip(tmp_path / "many.zip", 30_000)
+    assert zip_directory(archive)[0] == 30_000
+    cpu, peak = _timed_refusal(archive, tmp_path / "out", ArchiveTooLarge)
+    assert cpu < 0.5 and peak < 5_000_000
+
+
+def test_zip_whose_end_record_lies_about_its_count(tmp_path):
+    """zipfile reads the central directory by its size: a count of 1 must not let 30k in."""
+    archive = _many_entries_zip(tmp_path / "lie.zip", 30_000)
+    raw = bytearray(archive.read_bytes())
+    at = raw.rfind(b"PK\x05\x06")
+    raw[at + 8 : at + 12] = (1).to_bytes(2, "little") * 2
+    archive.write_bytes(bytes(raw))
     cpu, peak = _timed_refusal(archive, tmp_path / "out", ArchiveTooLarge)
     assert cpu < 0.5 and peak < 5_000_000
 
