@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import format as fmt
+from adapters_store.archive import MAX_DIRECTORY_BYTES_PER_FILE, zip_directory
 from adapters_store.errors import AdapterTooLarge, InvalidAdapter
 
 DEFAULT_MAX_PARAM_BYTES = 128 * 1024**2
+MAX_RECORDS = 10_000  # tensors in one .bin (an adapter has tens to hundreds)
+MAX_PICKLE_BYTES = 4 * 1024**2
 
 PICKLED_WEIGHTS = {
     "pytorch_adapter.bin": fmt.ADAPTER_WEIGHTS,
@@ -50,11 +53,7 @@ def load_pickled_weights(path: Path) -> dict:
     the pickle claims."""
     import torch
 
-    if not zipfile.is_zipfile(path):
-        raise InvalidAdapter(
-            f"{path.name} is refused: it is not a plain weights file (only the zip format of "
-            "torch.save, torch >= 1.6, is read)"
-        )
+    _check_records(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # UnpicklingError for forbidden globals; others for junk
@@ -69,6 +68,24 @@ def load_pickled_weights(path: Path) -> dict:
             raise InvalidAdapter(f"{path.name} must map tensor names to tensors only")
         check_tensor(path.name, key, value)
     return state
+
+
+def _check_records(path: Path) -> None:
+    """torch.save's zip, as torch writes it: a bounded directory, records stored (not
+    compressed: a small file cannot inflate), and a pickle of at most MAX_PICKLE_BYTES (an
+    adapter's is a few KB; a big one would build a big object graph before any check)."""
+    refused = f"{path.name} is refused: it is not a plain weights file"
+    declared = zip_directory(path) if zipfile.is_zipfile(path) else None
+    if declared is None:
+        raise InvalidAdapter(f"{refused} (only the zip format of torch.save is read)")
+    if declared[0] > MAX_RECORDS or declared[1] > MAX_RECORDS * MAX_DIRECTORY_BYTES_PER_FILE:
+        raise InvalidAdapter(f"{refused} (more than {MAX_RECORDS} records)")
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise InvalidAdapter(f"{refused} (compressed record {info.filename[:100]!r})")
+            if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+                raise InvalidAdapter(f"{refused} (a pickle of {info.file_size} bytes)")
 
 
 def check_tensor(file_name: str, key: str, tensor: Any) -> None:

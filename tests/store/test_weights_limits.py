@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 
 import pytest
 import torch
@@ -61,3 +62,35 @@ def test_the_store_records_param_bytes_and_caps_them(factory, tmp_path):
     with pytest.raises(AdapterTooLarge):
         small.import_dir("demo", saved)
     assert small.list() == []
+
+
+def _rezip(path, *, compression=zipfile.ZIP_STORED, extra: dict | None = None):
+    """The .bin's records written again: deflated, or with records replaced."""
+    with zipfile.ZipFile(path) as zf:
+        records = {info.filename: zf.read(info) for info in zf.infolist()}
+    for name, data in (extra or {}).items():
+        key = next(k for k in records if k.endswith(name))
+        records[key] = data
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in records.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize("how", ["deflated", "big-pickle"])
+def test_bin_records_are_checked_before_unpickling(tmp_path, how):
+    """A deflated record could inflate; a 64 MB pickle of small objects would build gigabytes
+    of them before any tensor is looked at. Both are refused from the zip directory."""
+    import pickle
+
+    from adapters_store.convert import load_pickled_weights
+
+    path = tmp_path / "pytorch_adapter.bin"
+    torch.save({"w": torch.ones(4)}, path)
+    if how == "deflated":
+        _rezip(path, compression=zipfile.ZIP_DEFLATED)
+    else:
+        _rezip(path, extra={"data.pkl": pickle.dumps(list(range(1_000_000)), protocol=2)})
+    start = time.process_time()
+    with pytest.raises(InvalidAdapter, match="not a plain weights file"):
+        load_pickled_weights(path)
+    assert time.process_time() - start < 0.5
