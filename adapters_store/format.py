@@ -27,6 +27,7 @@ REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)
 OPTIONAL_FILES = (MANIFEST, MODEL_CARD)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 SAFETENSORS_FILES = (ADAPTER_WEIGHTS, HEAD_WEIGHTS)
+MAX_TENSORS = 10_000  # per weights file; an adapter has tens to hundreds
 
 
 def validate_name(name: str) -> str:
@@ -145,3 +146,5 @@ def check_safetensors(path: Path) -> None:
         raise InvalidAdapter(f"{path.name} is not a valid safetensors file: {exc}") from None
     if not keys:
         raise InvalidAdapter(f"{path.name} holds no tensors")
+    if len(keys) > MAX_TENSORS:
+        raise InvalidAdapter(f"{path.name} holds {len(keys)} tensors; the cap is {MAX_TENSORS}")

@@ -94,3 +94,12 @@ def test_bin_records_are_checked_before_unpickling(tmp_path, how):
     with pytest.raises(InvalidAdapter, match="not a plain weights file"):
         load_pickled_weights(path)
     assert time.process_time() - start < 0.5
+
+
+def test_safetensors_with_too_many_tensors_is_refused(factory, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = factory.save("many", tmp_path / "many", seed=3)
+    save_file({f"t{i}": torch.zeros(1) for i in range(10_001)}, folder / "adapter.safetensors")
+    with pytest.raises(InvalidAdapter, match="10001 tensors"):
+        AdapterStore(tmp_path / "store").import_dir("many", folder)
