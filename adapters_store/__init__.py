@@ -3,6 +3,7 @@
 from adapters_store.errors import (
     AdapterExists,
     AdapterNotFound,
+    AdapterTooLarge,
     ArchiveRejected,
     ArchiveTooLarge,
     BaseModelMismatch,
@@ -20,6 +21,7 @@ __all__ = [
     "AdapterExists",
     "AdapterNotFound",
     "AdapterStore",
+    "AdapterTooLarge",
     "ArchiveRejected",
     "ArchiveTooLarge",
     "BaseModelMismatch",

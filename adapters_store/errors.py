@@ -39,6 +39,12 @@ class ArchiveTooLarge(ArchiveRejected):
     code = "archive_too_large"
 
 
+class AdapterTooLarge(InvalidAdapter):
+    """The adapter's parameters would take more memory than the cap allows."""
+
+    code = "adapter_too_large"
+
+
 class BaseModelMismatch(InvalidAdapter):
     """The adapter was made for another base model than the one it is used with."""
 

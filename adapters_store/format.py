@@ -27,6 +27,7 @@ REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)
 OPTIONAL_FILES = (MANIFEST, MODEL_CARD)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 SAFETENSORS_FILES = (ADAPTER_WEIGHTS, HEAD_WEIGHTS)
+MAX_TENSORS = 10_000  # per weights file; an adapter has tens to hundreds
 
 
 def validate_name(name: str) -> str:
@@ -71,6 +72,9 @@ class Manifest(BaseModel):
     training: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     files: dict[str, FileInfo] = Field(default_factory=dict)
+    # Bytes of the adapter's and head's parameters in float32 (`fit.param_bytes`): what loading
+    # it allocates. None in manifests written before it was recorded.
+    param_bytes: int | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -142,3 +146,5 @@ def check_safetensors(path: Path) -> None:
         raise InvalidAdapter(f"{path.name} is not a valid safetensors file: {exc}") from None
     if not keys:
         raise InvalidAdapter(f"{path.name} holds no tensors")
+    if len(keys) > MAX_TENSORS:
+        raise InvalidAdapter(f"{path.name} holds {len(keys)} tensors; the cap is {MAX_TENSORS}")

@@ -1,7 +1,10 @@
 """Import an adapter from a Hugging Face hub repository into the store.
 
-Only the files an adapter is made of are downloaded (`huggingface_hub.snapshot_download` with
-allow-patterns, into the usual hub cache), copied out of the cache, converted from `.bin` to
+The hub's listing of the repo is read first: the adapter's files (exact names, in the
+repo's root or one plain `subfolder`; glob characters are refused) must be under the file-count
+and size caps as listed, before anything is downloaded. Only those files are then downloaded
+(`huggingface_hub.snapshot_download`, pinned to the listed commit, into the usual hub cache;
+without a reachable hub only the cache is read), copied out of the cache, converted from `.bin` to
 safetensors where needed, and imported exactly like an uploaded archive: names, file count and
 sizes, base model, and the caller's fit check. The manifest records `source: hub` with the repo,
 the requested revision and the commit it resolved to.
@@ -9,11 +12,13 @@ the requested revision and the commit it resolved to.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from adapters_store import format as fmt
+from adapters_store.archive import DEFAULT_MAX_FILES, DEFAULT_MAX_TOTAL_BYTES
 from adapters_store.convert import PICKLED_WEIGHTS
 from adapters_store.errors import (
     AdapterExists,
@@ -32,12 +37,75 @@ def _patterns(subfolder: str | None) -> list[str]:
     return [prefix + name for name in WANTED]
 
 
+_SUBFOLDER = re.compile(r"^[A-Za-z0-9_. -]+(/[A-Za-z0-9_. -]+)*/?$")
+
+
 def _check_subfolder(subfolder: str | None) -> None:
     if not subfolder:
         return
     rel = PurePosixPath(subfolder)
-    if rel.is_absolute() or ".." in rel.parts or "\\" in subfolder:
-        raise HubError(f"subfolder {subfolder!r} must be a relative path inside the repo")
+    if not _SUBFOLDER.match(subfolder) or ".." in rel.parts:
+        raise HubError(
+            f"subfolder {subfolder[:200]!r} must be a folder path inside the repo: letters, "
+            "digits, '_', '-', '.', spaces and '/' (no glob patterns, no '..')"
+        )
+
+
+def list_files(
+    repo_id: str, *, revision: str | None, subfolder: str | None, token: str | None
+) -> tuple[str, dict[str, int | None]] | None:
+    """(commit, {path: size}) of the adapter's files as the hub lists them, or None when the
+    hub cannot be reached (offline mode included): then only the local cache is used."""
+    import requests
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token)
+    except (requests.ConnectionError, requests.Timeout, OfflineModeIsEnabled):
+        return None
+    except Exception as exc:  # not found, bad id, gated, server error: mapped like a download
+        raise _hub_error(exc, repo_id, revision) from None
+    wanted = set(_patterns(subfolder))
+    files = {s.rfilename: s.size for s in info.siblings or [] if s.rfilename in wanted}
+    return str(info.sha), files
+
+
+def _check_listed(repo_id: str, files: dict[str, int | None], *, max_files: int, max_bytes: int):
+    if not files:
+        raise InvalidAdapter(f"{repo_id} lists no adapter files")
+    if len(files) > max_files:
+        raise ArchiveTooLarge(f"{len(files)} files; the cap is {max_files}")
+    unsized = sorted(path for path, size in files.items() if size is None)
+    if unsized:
+        raise HubError(f"the hub lists no size for {unsized[0]}; nothing was downloaded")
+    total = sum(size or 0 for size in files.values())
+    if total > max_bytes:
+        raise ArchiveTooLarge(
+            f"the adapter's files in {repo_id} hold {total} bytes as the hub lists them; the "
+            f"cap is {max_bytes}; nothing was downloaded"
+        )
+
+
+def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> Exception:
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | HFValidationError):
+        return HubError(f"{repo_id}@{revision or 'main'}: {_first_line(exc)}")
+    if isinstance(exc, LocalEntryNotFoundError):
+        return HubUnavailable(
+            f"{repo_id}@{revision or 'main'} is not in the local hub cache and the hub "
+            "cannot be reached (offline?)"
+        )
+    if isinstance(exc, HfHubHTTPError | OSError | ValueError):
+        return HubUnavailable(f"downloading {repo_id} failed: {_first_line(exc)}")
+    return exc
 
 
 def download(
@@ -47,37 +115,33 @@ def download(
     subfolder: str | None = None,
     cache_dir: str | Path | None = None,
     token: str | None = None,
+    max_files: int = DEFAULT_MAX_FILES,
+    max_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
 ) -> tuple[Path, str]:
-    """The adapter's folder inside the hub cache, and the commit hash it was resolved to."""
+    """The adapter's folder inside the hub cache, and the commit hash it was resolved to.
+
+    The hub's listing of the repo (with file sizes) is read first and the files are refused
+    over the caps before any is downloaded; the download is then pinned to the listed commit.
+    When the hub cannot be reached, only what the cache already holds is used."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     _check_subfolder(subfolder)
+    listed = list_files(repo_id, revision=revision, subfolder=subfolder, token=token)
+    if listed is not None:
+        _check_listed(repo_id, listed[1], max_files=max_files, max_bytes=max_bytes)
     try:
         snapshot = Path(
             snapshot_download(
                 repo_id,
-                revision=revision,
-                allow_patterns=_patterns(subfolder),
+                revision=listed[0] if listed else revision,
+                allow_patterns=sorted(listed[1]) if listed else _patterns(subfolder),
                 cache_dir=cache_dir,
                 token=token,
+                local_files_only=listed is None,
             )
         )
-    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as exc:
-        raise HubError(f"{repo_id}@{revision or 'main'}: {_first_line(exc)}") from None
-    except LocalEntryNotFoundError:
-        raise HubUnavailable(
-            f"{repo_id}@{revision or 'main'} is not in the local hub cache and the hub "
-            "cannot be reached (offline?)"
-        ) from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise HubUnavailable(f"downloading {repo_id} failed: {_first_line(exc)}") from None
+    except Exception as exc:
+        raise _hub_error(exc, repo_id, revision) from None
     commit = snapshot.name  # the cache keeps each snapshot under snapshots/<commit hash>
     folder = snapshot / subfolder if subfolder else snapshot
     if not folder.is_dir():
@@ -120,13 +184,14 @@ def import_from_hub(
     fmt.validate_name(name)
     if not overwrite and store.exists(name):  # before a download that would be thrown away
         raise AdapterExists(f"adapter {name!r} already exists (pass overwrite to replace)")
+    limit = min(max_bytes or store.max_total_bytes, store.max_total_bytes)
     folder, commit = download(
-        repo_id, revision=revision, subfolder=subfolder, cache_dir=cache_dir, token=token
-    )
+        repo_id, revision=revision, subfolder=subfolder, cache_dir=cache_dir, token=token,
+        max_files=store.max_files, max_bytes=limit,
+    )  # fmt: skip
     origin = fmt.HubOrigin(
         repo_id=repo_id, revision=revision or "main", commit=commit, subfolder=subfolder
     )
-    limit = min(max_bytes or store.max_total_bytes, store.max_total_bytes)
     with store.scratch() as scratch:
         copy_out(folder, scratch, max_files=store.max_files, max_bytes=limit)
         return store.import_dir(

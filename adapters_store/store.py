@@ -25,12 +25,13 @@ from pydantic import ValidationError
 
 from adapters_store import archive as archives
 from adapters_store import format as fmt
-from adapters_store.convert import converted_copy, needs_conversion
+from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES, converted_copy, needs_conversion
 from adapters_store.errors import (
     AdapterExists,
     AdapterNotFound,
     InvalidAdapter,
 )
+from adapters_store.fit import check_param_bytes, param_bytes
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
 
 
@@ -47,11 +48,13 @@ class AdapterStore:
         *,
         max_files: int = archives.DEFAULT_MAX_FILES,
         max_total_bytes: int = archives.DEFAULT_MAX_TOTAL_BYTES,
+        max_param_bytes: int = DEFAULT_MAX_PARAM_BYTES,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_files = max_files
         self.max_total_bytes = max_total_bytes
+        self.max_param_bytes = max_param_bytes
         self._tombstones = self.root / ".tombstones"
 
     # ---- reading -------------------------------------------------------------------------
@@ -135,12 +138,13 @@ class AdapterStore:
         src = Path(src_dir)
         if needs_conversion(src):
             with self._scratch() as converted:
-                converted_copy(src, converted)
+                converted_copy(src, converted, max_bytes=self.max_param_bytes)
                 return self.import_dir(
                     name, converted, expected_base=expected_base, overwrite=overwrite,
                     check=check, hub=hub,
                 )  # fmt: skip
         info = inspect_folder(src)
+        check_param_bytes(src, self.max_param_bytes)  # cheap, from the headers
         prior = prior_manifest(src)
         base = prior.base_model if prior else info["base_model"]
         if expected_base is not None:  # the cheap check first: a clearer reason
@@ -210,10 +214,12 @@ class AdapterStore:
         process is deleting at the same time is harmless.
         """
         removed = 0
-        host = socket.gethostname()
+        mine = f".tmp-{socket.gethostname()}-"  # host names may hold '-' (Kubernetes pods)
         for child in self.root.glob(".tmp-*"):
-            parts = child.name.split("-", 3)
-            if len(parts) == 4 and parts[1] == host and not _pid_alive(int(parts[2])):
+            if not child.name.startswith(mine):
+                continue
+            pid = child.name[len(mine) :].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(child, ignore_errors=True)
                 removed += 1
         for child in self.root.glob(".trash-*"):
@@ -230,6 +236,7 @@ class AdapterStore:
                 for file_name in (*fmt.REQUIRED_FILES, fmt.MODEL_CARD):
                     if (src / file_name).is_file():
                         shutil.copyfile(src / file_name, staging / file_name)
+                manifest.param_bytes = param_bytes(staging)
                 manifest.files = {
                     p.name: fmt.FileInfo(sha256=fmt.sha256_file(p), size=p.stat().st_size)
                     for p in sorted(staging.iterdir())

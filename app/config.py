@@ -70,6 +70,12 @@ class Settings(BaseSettings):
 
     # uploads
     max_upload_bytes: int = Field(64 * 1024**2, ge=1024)
+    max_adapter_param_bytes: int = Field(
+        128 * 1024**2,
+        ge=1024,
+        description="an uploaded or imported adapter's parameters (float32 bytes, computed on a "
+        "weightless copy of the base before anything is allocated); 422 above",
+    )
 
     # jobs / worker
     redis_url: str | None = None

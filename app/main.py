@@ -130,7 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             threads=settings.torch_threads,
         )
     engine: Engine = state.engine
-    store = AdapterStore(settings.adapters_dir)
+    store = AdapterStore(settings.adapters_dir, max_param_bytes=settings.max_adapter_param_bytes)
     removed = store.cleanup()
     if removed:
         log.info("removed %d scratch folder(s) left in %s", removed, store.root)

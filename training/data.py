@@ -1,6 +1,7 @@
 """Datasets for training and evaluation: load, check columns and labels, split, tokenise.
 
-A dataset is a Hugging Face hub id (loaded with ``datasets.load_dataset``), a local
+A dataset is a Hugging Face hub id (loaded with ``datasets.load_dataset``; never a builtin
+loader name such as ``text`` or ``csv``, which would read the current directory), a local
 ``.jsonl/.json/.csv/.parquet`` file (one split, called ``train``), or a local directory whose
 files ``<split>.<ext>`` are its splits (e.g. ``train.jsonl`` + ``test.jsonl``). Every problem a
 user can cause is raised as a TrainingError with a message that says what to change.
@@ -8,6 +9,7 @@ user can cause is raised as a TrainingError with a message that says what to cha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,35 @@ def local_splits(dataset: str) -> dict[str, Path]:
         kinds = ", ".join(BUILDERS)
         raise TrainingError(f"unsupported dataset file type {path.suffix!r}: use {kinds}")
     return {"train": path}
+
+
+# A hub dataset id: owner/name, each part letters, digits, '_', '-', '.' (no '..' or '--').
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def builtin_loaders() -> set[str]:
+    """The `datasets` library's builtin loaders (text, csv, json, parquet, imagefolder, ...):
+    given as a dataset name, they read files under the current directory, not a hub dataset."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return set(_PACKAGED_DATASETS_MODULES)
+
+
+def check_hub_id(dataset: str, *, strict: bool) -> None:
+    """Refuse a dataset name that is no hub dataset: a builtin loader name always, and anything
+    but `owner/name` when `strict` (the server's rule; the CLI also takes legacy ids like imdb)."""
+    if dataset.strip().lower() in builtin_loaders():
+        raise TrainingError(
+            f"{dataset!r} is a datasets builtin loader, not a dataset: pass a data file instead",
+            code="dataset_forbidden",
+        )
+    bad = not _HUB_ID.match(dataset) or ".." in dataset or "--" in dataset
+    if strict and bad:
+        raise TrainingError(
+            f"{dataset[:100]!r} is neither a data file under the data roots nor a hub dataset "
+            "id of the form owner/name",
+            code="dataset_forbidden",
+        )
 
 
 def check_data_roots(dataset: str, data_roots: Iterable[str | Path] | None) -> None:
@@ -124,6 +155,7 @@ def is_empty_file(path: Path) -> bool:
 def _load_hub(dataset: str, split: str, dataset_config: str | None) -> Any:
     from datasets import load_dataset
 
+    check_hub_id(dataset, strict=False)  # datasets >= 4 runs no loading scripts at all
     try:
         ds = load_dataset(dataset, dataset_config, split=split)
     except Exception as exc:  # offline, unknown id, unknown split, bad config...

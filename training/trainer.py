@@ -41,13 +41,16 @@ def train_adapter(
     should_stop: ShouldStop | None = None,
     device: str | None = None,
     progress_bar: bool = False,
+    data_roots: list | None = None,
+    allow_hub: bool = True,
 ) -> Manifest:
     """Train per `config`, evaluate, and store the adapter; return its manifest.
 
     For method "full" the fine-tuned model goes to `config.full_output_dir` instead and the
     returned Manifest (adapter_config "full", not stored) describes it; see `save_full`.
+    `data_roots` and `allow_hub`: the server's dataset rules, checked again where the job runs.
     """
-    validate_config(config, store=store)
+    validate_config(config, store=store, data_roots=data_roots, allow_hub=allow_hub)
     config = config.filled()
     silence_adapters_warning()
     device = resolve_device(device)

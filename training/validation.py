@@ -18,7 +18,10 @@ def validate_config(
     store: AdapterStore | None = None,
     allow_hub: bool = True,
 ) -> None:
-    """Cheap checks, no model or data loading: fit for an API before it queues a job."""
+    """Cheap checks, no model or data loading: fit for an API before it queues a job.
+
+    With `data_roots` (the server's mode) every local file read must resolve inside them and
+    a hub dataset must be an `owner/name` id; builtin loader names are refused always."""
     try:
         _validate_name(config.name)
         parse_adapter_config(config.adapter_config)
@@ -27,7 +30,9 @@ def validate_config(
     data_mod.check_data_roots(config.dataset, data_roots)
     if config.eval_split and Path(config.eval_split).suffix.lower() in data_mod.BUILDERS:
         data_mod.check_data_roots(config.eval_split, data_roots)
-    _check_dataset(config, allow_hub=allow_hub)
+    files = _check_dataset(config, allow_hub=allow_hub, strict=data_roots is not None)
+    for path in files:  # a split file in a folder under a root may be a link out of it
+        data_mod.check_data_roots(str(path), data_roots)
     _check_base_model(config.base_model)
     taken = store is not None and store.exists(config.name)
     if config.method == "adapter" and taken and not config.overwrite:
@@ -41,11 +46,15 @@ def validate_config(
             raise TrainingError(f"full_output_dir {out} is not empty (use overwrite to replace)")
 
 
-def _check_dataset(config: TrainConfig, *, allow_hub: bool) -> None:
+def _check_dataset(config: TrainConfig, *, allow_hub: bool, strict: bool) -> list[Path]:
+    """The local files the job reads (none for a hub dataset), checked."""
     if not data_mod.looks_local(config.dataset):
         if not allow_hub:
-            raise TrainingError("hub datasets are not allowed here; use a local file")
-        return
+            raise TrainingError(
+                "hub datasets are not allowed here; use a local file", code="dataset_forbidden"
+            )
+        data_mod.check_hub_id(config.dataset, strict=strict)
+        return []
     splits = data_mod.local_splits(config.dataset)
     if config.train_split not in splits:
         raise data_mod.missing_split(config.dataset, config.train_split, list(splits))
@@ -60,6 +69,7 @@ def _check_dataset(config: TrainConfig, *, allow_hub: bool) -> None:
     for path in files:
         if data_mod.is_empty_file(path):
             raise TrainingError(f"dataset {path} is empty", code="empty_dataset")
+    return files
 
 
 def _check_base_model(base_model: str) -> None:

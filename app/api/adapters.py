@@ -127,6 +127,11 @@ def _save_upload(upload: UploadFile, folder: Path) -> Path:
     return path
 
 
+def _fit_check(engine, settings) -> functools.partial:
+    cap = settings.max_adapter_param_bytes
+    return functools.partial(check_adapter_fits, engine.base_config, max_param_bytes=cap)
+
+
 def _flag(value: object) -> bool:
     text = str(value or "false").strip().lower()
     if text not in ("true", "false", "1", "0", "yes", "no"):
@@ -166,7 +171,7 @@ async def upload_adapter(
                 path,
                 expected_base=engine.base_ref,
                 overwrite=overwrite,
-                check=functools.partial(check_adapter_fits, engine.base_config),
+                check=_fit_check(engine, settings),
             )
     finally:
         await form.close()
@@ -198,7 +203,7 @@ async def import_adapter(
         revision=body.revision,
         subfolder=body.subfolder,
         expected_base=engine.base_ref,
-        check=functools.partial(check_adapter_fits, engine.base_config),
+        check=_fit_check(engine, settings),
         overwrite=body.overwrite,
         max_bytes=settings.max_upload_bytes,
     )

@@ -33,6 +33,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "archive_rejected": 422,
     "archive_too_large": 413,
     "base_model_mismatch": 422,
+    "adapter_too_large": 422,
     "hub_error": 422,
     "hub_unavailable": 503,
     # service

@@ -60,7 +60,9 @@ def create_ingress_app(
     )
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine
-    state.store = store or AdapterStore(settings.adapters_dir)
+    state.store = store or AdapterStore(
+        settings.adapters_dir, max_param_bytes=settings.max_adapter_param_bytes
+    )
     state.cache, state.batcher = cache, batcher
     state.keyring = settings.keyring()
     install_error_handlers(app)

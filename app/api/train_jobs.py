@@ -42,7 +42,7 @@ SUBMIT_EXAMPLES = {  # training settings left out: the default recipe (training.
     },
     "hub": {
         "summary": "A Hugging Face hub dataset (when APP_ALLOW_HUB_DATASETS is true)",
-        "value": {"name": "imdb", "dataset": "imdb", "max_train_samples": 2000},
+        "value": {"name": "imdb", "dataset": "stanfordnlp/imdb", "max_train_samples": 2000},
     },
 }
 

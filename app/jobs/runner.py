@@ -154,6 +154,7 @@ class JobRunner:
                 self._finish(job_id, worker, JobStatus.FAILED, error=error)
 
     def _train(self, job: Job, *, worker: str, beat: Heartbeat) -> None:
+        from app.jobs.service import data_roots
         from training.config import TrainConfig
         from training.errors import TrainingCancelled, TrainingError
         from training.trainer import train_adapter
@@ -175,6 +176,8 @@ class JobRunner:
                 progress=progress,
                 should_stop=should_stop,
                 device=self.settings.device,
+                data_roots=data_roots(self.settings),
+                allow_hub=self.settings.allow_hub_datasets,
             )
         except TrainingCancelled:
             progress.flush()

@@ -11,7 +11,7 @@ import pytest
 from transformers import RobertaConfig
 
 from tests.api.conftest import base_digest
-from tests.support.adapters import AdapterFactory
+from tests.support.adapters import AdapterFactory, zip_bytes
 
 TEXTS = ["a good film", "the plot was awful"]
 
@@ -138,12 +138,7 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
+_zip = zip_bytes
 
 
 def test_invalid_uploads_are_refused_with_the_store_message(client, factory, tmp_path):

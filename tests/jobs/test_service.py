@@ -109,11 +109,43 @@ def test_configured_roots_replace_the_default(tmp_path, tiny_model_dir):
 def test_hub_ids_only_when_allowed(tmp_path, tiny_model_dir):
     base = {"data_dir": tmp_path, "base_model": str(tiny_model_dir)}
     allowed = JobService.from_settings(Settings(**base, allow_hub_datasets=True))
-    assert allowed.check(config=_config(dataset="imdb")).dataset == "imdb"
+    hub_id = "stanfordnlp/imdb"
+    assert allowed.check(config=_config(dataset=hub_id)).dataset == hub_id
     closed = JobService.from_settings(Settings(**base, allow_hub_datasets=False))
     with pytest.raises(InvalidJob, match="hub datasets are disabled") as info:
-        closed.check(config=_config(dataset="imdb"))
+        closed.check(config=_config(dataset=hub_id))
     assert info.value.code == "dataset_forbidden"
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    ["text", "csv", "json", "parquet", "JSON", "imagefolder", "imdb", "a/b/c", "owner/..",
+     "owner/na--me", "-x/y", "owner/name with space", "keys.txt"],
+)  # fmt: skip
+def test_builtin_loaders_and_non_hub_names_are_refused(tmp_path, tiny_model_dir, dataset):
+    """`text` (and the other builtin loaders) would read files of the worker's directory:
+    only files under the roots, or hub ids `owner/name`, are datasets."""
+    settings = Settings(data_dir=tmp_path, base_model=str(tiny_model_dir), allow_hub_datasets=True)
+    service = JobService.from_settings(settings)
+    with pytest.raises(InvalidJob) as info:
+        service.check(config=_config(dataset=dataset, eval_split=None))
+    assert info.value.code == "dataset_forbidden"
+    service.close()
+
+
+def test_split_file_linked_out_of_the_root_is_refused(tmp_path, tiny_model_dir):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("KEY admin\nanother line\n")
+    folder = tmp_path / "d" / "datasets" / "corpus"
+    folder.mkdir(parents=True)
+    (folder / "train.csv").symlink_to(secret)
+    service = JobService.from_settings(
+        Settings(data_dir=tmp_path / "d", base_model=str(tiny_model_dir))
+    )
+    with pytest.raises(InvalidJob, match="outside") as info:
+        service.check(config=_config(dataset=str(folder), eval_split=None))
+    assert info.value.code == "dataset_forbidden" and "KEY" not in info.value.message
+    service.close()
 
 
 def test_base_model_is_the_servers(service, settings):

@@ -309,6 +309,22 @@ def test_cleanup_removes_scratch_of_dead_processes(store):
     assert not dead.exists() and alive.exists()
 
 
+def test_cleanup_when_the_host_name_holds_dashes(store, monkeypatch):
+    """Kubernetes pod names (`serve-7d9f-x2`) hold '-': cleanup must still parse the pid."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "adapters-serve-7d9f-x2")
+    dead = store.root / ".tmp-adapters-serve-7d9f-x2-999999-abc"
+    upload = store.root / ".tmp-adapters-serve-7d9f-x2-999998-upload-abc"
+    alive = store.root / f".tmp-adapters-serve-7d9f-x2-{os.getpid()}-abc"
+    other = store.root / ".tmp-adapters-serve-7d9f-999999-abc"  # pod "adapters-serve-7d9f"
+    for path in (dead, upload, alive, other):
+        path.mkdir()
+    assert store.cleanup() == 2
+    assert not dead.exists() and not upload.exists()
+    assert alive.exists() and other.exists()
+
+
 def test_loaded_by_user_code_from_store(store, saved_dir, tiny_model_dir):
     store.add("demo", saved_dir, base_model=BASE)
     model = AutoAdapterModel.from_pretrained(tiny_model_dir)

@@ -12,6 +12,7 @@ adapters are deleted from it after saving, so it stays the plain base.
 
 from __future__ import annotations
 
+import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -20,6 +21,15 @@ from typing import Any
 from adapters_store import AdapterStore, BaseModelRef, Manifest
 
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A .zip of `files` (name -> content) in memory, as an upload's body."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
 
 
 class AdapterFactory:

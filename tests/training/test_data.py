@@ -194,3 +194,15 @@ def test_data_roots_and_hub_policy(tmp_path):
         validate_config(config(data, eval_split=str(outside)), data_roots=[tmp_path / "inside"])
     with pytest.raises(TrainingError, match="hub datasets are not allowed"):
         validate_config(config("amazon_polarity"), allow_hub=False)
+
+
+@pytest.mark.parametrize("name", ["text", "csv", "json", "parquet"])
+def test_builtin_loader_names_are_not_datasets(tmp_path, monkeypatch, name):
+    """`load_dataset("text")` would read the files of the current directory."""
+    (tmp_path / "keys.txt").write_text("KEY admin\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingError, match="builtin loader") as info:
+        check_data(config(name, eval_split=None, text_column="text", label_column="text"))
+    assert info.value.code == "dataset_forbidden" and "KEY" not in info.value.message
+    with pytest.raises(TrainingError, match="builtin loader"):
+        validate_config(config(name))
