@@ -39,7 +39,7 @@ from app.serving.errors import (
     RequestTooLarge,
     ServiceStopping,
 )
-from app.serving.passes import BatchResult, Classified, assemble, run_batch
+from app.serving.passes import BatchResult, Classified, assemble, deliver, fail, run_batch
 from app.serving.planning import (
     Item,
     Limits,
@@ -49,7 +49,6 @@ from app.serving.planning import (
     dispatch_delay,
     group_segments,
     plan_batch,
-    settle,
 )
 
 log = logging.getLogger(__name__)
@@ -287,34 +286,14 @@ class Batcher:
                 self._fail(item.request, RequestTimeout("the request timed out in the queue"))
 
     def _deliver(self, items: list[Item], outcome: Any, result: BatchResult) -> None:
-        redo: list[Item] = []
-        for position, item in enumerate(items):
-            request = item.request
-            if request.done:
-                continue
-            waited = result.started - item.enqueued
-            request.queue_ms = max(request.queue_ms, waited * 1000)
-            request.inference_ms = max(request.inference_ms, result.seconds * 1000)
-            if isinstance(outcome, BaseException):
-                self._fail(request, outcome)
-                continue
-            if self.metrics:
-                self.metrics.queue_seconds.observe(waited)
-            redo += settle(item, outcome[position])
-            if request.remaining == 0:
-                request.done = True
-                request.future.set_result(None)
+        redo = deliver(items, outcome, result, self.metrics)
         if redo:  # the adapter was replaced between passes of these requests: run them again
             log.info("adapter replaced mid-request: re-running %d texts", len(redo))
             self._queue.extendleft(reversed(redo))
             self._gauge()
             self._wake.set()
 
-    @staticmethod
-    def _fail(request: Request, exc: BaseException) -> None:
-        request.done = True
-        if not request.future.done():
-            request.future.set_exception(exc)
+    _fail = staticmethod(fail)
 
     def _gauge(self) -> None:
         if self.metrics:

@@ -20,6 +20,7 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
 from app.serving.engine import Engine, Segment
 from app.serving.errors import InferenceFailed, ServiceError
+from app.serving.planning import Item, Request, settle
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,37 @@ def _forward(
         metrics.batch_adapters.observe(len(group))
         metrics.inference_seconds.observe(elapsed)
     return [elapsed]
+
+
+def deliver(
+    items: Sequence[Item], outcome: Any, result: BatchResult, metrics: Metrics | None
+) -> list[Item]:
+    """Hand a pass's results (or its error) to the requests of `items`; the items to run
+    again (`settle`: rows an older adapter version made)."""
+    redo: list[Item] = []
+    for position, item in enumerate(items):
+        request = item.request
+        if request.done:
+            continue
+        waited = result.started - item.enqueued
+        request.queue_ms = max(request.queue_ms, waited * 1000)
+        request.inference_ms = max(request.inference_ms, result.seconds * 1000)
+        if isinstance(outcome, BaseException):
+            fail(request, outcome)
+            continue
+        if metrics:
+            metrics.queue_seconds.observe(waited)
+        redo += settle(item, outcome[position])
+        if request.remaining == 0:
+            request.done = True
+            request.future.set_result(None)
+    return redo
+
+
+def fail(request: Request, exc: BaseException) -> None:
+    request.done = True
+    if not request.future.done():
+        request.future.set_exception(exc)
 
 
 def assemble(
