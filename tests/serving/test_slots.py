@@ -179,3 +179,31 @@ def test_tensors_that_do_not_cover_the_modules_take_the_library_path(engine, sto
     # Its key-mates take the library path too, and stay exact.
     _check(engine, cache, alone, [("lora-0", TEXTS), ("lora-1", TEXTS[:1])])
     assert engine.module_of("lora-0") == module_name("lora-0")
+
+
+def test_thousands_of_activations_leave_nothing_behind(engine, factory, tmp_path):
+    """1,000 activate/evict passes over 40 adapters: no module, slot, tensor or map grows."""
+    store = AdapterStore(tmp_path / "many")
+    for seed in range(40):
+        factory.add_to_store(store, f"m{seed}", seed=seed, config=METHODS[seed % 3])
+    cache = _cache(engine, store, slots_per_key=2)
+    one = max(cache.ensure(f"m{i}").nbytes for i in range(3))
+    cache.max_bytes, cache.host_bytes = one * 4, one * 6
+    ids = engine.tokenize(["a good film"])
+    rng = random.Random(1)
+
+    def cycles(n: int) -> None:
+        for _ in range(n):
+            names = rng.sample(range(40), 3)
+            result = run_batch(engine, cache, [Segment(f"m{i}", ids) for i in names], None)
+            assert not any(isinstance(o, BaseException) for o in result.outcomes)
+
+    cycles(200)
+    modules = sum(1 for _ in engine.model.modules())
+    held = sum(p.numel() for p in engine.model.parameters())
+    cycles(800)
+    assert sum(1 for _ in engine.model.modules()) == modules
+    assert sum(p.numel() for p in engine.model.parameters()) <= held + 3 * one  # pointed slots
+    assert cache.slots.count <= 2 * 3 and len(engine._bound) <= cache.slots.count
+    assert cache.resident_bytes <= one * 4 and len(cache.snapshot()) < 40
+    assert cache.host_resident_bytes <= one * 6
