@@ -1,5 +1,7 @@
-"""Shared by the serving benchmarks: base models, texts, adapter stores, raw forward, clients.
+"""Shared by the benchmarks: start-up, base models, texts, adapter stores, raw forward, clients.
 
+- `bootstrap()`: first thing in every bench's `main` (run them as `python -m bench.NAME` from
+  the repository root): the repository importable, the Hugging Face libraries offline.
 - `base_model_dir(kind, scratch)`: "minilm" is the installed pretrained MiniLM-L6;
   "roberta-base-shape" builds, locally, a randomly initialised RoBERTa with roberta-base's
   shape (12 layers, hidden 768, 12 heads, FFN 3072) and MiniLM's real WordPiece tokenizer
@@ -18,6 +20,7 @@ import os
 import random
 import re
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +32,19 @@ TEXT_FILES = {
     "short": ("rotten_tomatoes", "validation.jsonl"),
     "long": ("amazon_polarity_subsets", "test.jsonl"),
 }
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def bootstrap() -> Path:
+    """Put the repository on sys.path and keep the HF libraries offline (unless set); -> REPO.
+
+    Call it before anything imports transformers, datasets or huggingface_hub.
+    """
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    return REPO
 
 
 def minilm_dir() -> Path:
@@ -188,12 +204,12 @@ class Load:
     p99_ms: float
 
 
-async def _client(port, names, texts, rng, window, latencies, errors) -> None:
+async def _client(port, draw, texts, rng, window, latencies, errors) -> None:
     conn = Conn(port)
     start, end = window
     try:
         while (now := time.perf_counter()) < end:
-            payload = {"adapter": rng.choice(names), "inputs": rng.choice(texts)}
+            payload = {"adapter": draw(rng), "inputs": rng.choice(texts)}
             status, _ = await conn.post("/classify", payload)
             done = time.perf_counter()
             if start <= done <= end:  # completed in the window (a slow request counts too)
@@ -205,18 +221,26 @@ async def _client(port, names, texts, rng, window, latencies, errors) -> None:
         conn.close()
 
 
-async def closed_loop(port, *, names, texts, clients, seconds, warmup=2.0, seed=0) -> Load:
+async def closed_loop(
+    port, *, names, texts, clients, seconds, warmup=2.0, seed=0, cum_weights=None
+) -> Load:
     """`clients` clients, each sending one text per request back to back.
 
-    Counts the requests that complete within the `seconds` window after `warmup`; on a slow
-    machine choose a window well above the latency at this many clients.
+    Each request's adapter is drawn from `names`: uniformly, or by `cum_weights` (cumulative,
+    as `random.choices` takes them). Counts the requests that complete within the `seconds`
+    window after `warmup`; on a slow machine choose a window well above the latency at this
+    many clients.
     """
     t0 = time.perf_counter()
     window = (t0 + warmup, t0 + warmup + seconds)
     latencies: list[float] = []
     errors: list[int] = []
     rngs = [random.Random(seed * 1000 + i) for i in range(clients)]
-    await asyncio.gather(*(_client(port, names, texts, r, window, latencies, errors) for r in rngs))
+
+    def draw(rng: random.Random) -> str:
+        return rng.choices(names, cum_weights=cum_weights)[0] if cum_weights else rng.choice(names)
+
+    await asyncio.gather(*(_client(port, draw, texts, r, window, latencies, errors) for r in rngs))
     elapsed = window[1] - window[0]
     latencies.sort()
     n = len(latencies)

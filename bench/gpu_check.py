@@ -10,6 +10,9 @@
 4. Served vs raw: the real server (`python -m app`, device dtype auto) at 1/16/64/256
    clients with one adapter vs the best raw batch size (library in-process, same dtype);
    then 64 adapters of mixed methods vs one adapter at the larger client counts.
+5. Scale (bench/scale.py, a subprocess bounded by --scale-timeout-s): MiniLM with 2,000
+   adapters of six methods on the device, short phases: start-up, one adapter vs Zipf req/s,
+   cold/warm activation, hot p99 under a cold storm, the listing, the activate/evict RSS check.
 Prints lines and writes DIR/gpu_check.json. Every part is bounded; a part that fails is
 reported and the rest still run.
 """
@@ -28,16 +31,12 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from bench.common import (  # noqa: E402
+from bench.common import (
+    REPO,
     RawModel,
     base_model_dir,
     batch_stats,
+    bootstrap,
     closed_loop,
     load_texts,
     make_store,
@@ -252,6 +251,42 @@ def throughput(base: Path, data_dir: Path, names: list[str], texts: list[str], o
             )
 
 
+def scale_args(opts) -> list[str]:
+    """bench.scale's small, bounded settings (the dry run: tiny model, 48 adapters, seconds)."""
+    if opts.dry_run:
+        size = ["--model", "tiny", "--adapters", "48", "--seconds", "1", "--cold", "5"]
+        size += ["--cycles", "20", "--rss-after", "10", "--cycle-limit-s", "10"]
+    else:
+        size = ["--model", "minilm", "--adapters", str(opts.scale_adapters), "--seconds", "4"]
+        size += ["--cold", "60", "--cycles", "600", "--rss-after", "200", "--cycle-limit-s", "25"]
+    return [
+        *size, "--threads", "0", "--cold-limit-s", "30", "--list-calls", "10",
+        "--env", f"APP_DEVICE={opts.device}", "--json", str(opts.out / "scale.json"),
+    ]  # fmt: skip
+
+
+@part("scale")
+def scale(opts) -> None:
+    import subprocess
+
+    opts.out.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "bench.scale", *scale_args(opts)]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+    )
+    try:
+        out, _ = proc.communicate(timeout=opts.scale_timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # bench.scale stops its servers on SIGTERM
+        out, _ = proc.communicate(timeout=60)
+        say(out)
+        raise RuntimeError(f"bench.scale ran past {opts.scale_timeout_s} s") from None
+    say(out)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.scale exit {proc.returncode}")
+    RESULTS["scale"] = json.loads((opts.out / "scale.json").read_text())
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -265,7 +300,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--raw-seconds", type=float, default=3.0)
-    p.add_argument("--parts", default="precision,memory,throughput")
+    p.add_argument("--parts", default="precision,memory,throughput,scale")
+    p.add_argument("--scale-adapters", type=int, default=2000)
+    p.add_argument("--scale-timeout-s", type=float, default=200.0)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     opts = p.parse_args(argv)
@@ -289,6 +326,7 @@ def model_dir(opts, scratch: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    bootstrap()
     import torch
 
     opts = parse(argv)
@@ -313,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             memory_and_loads(base, store, names, opts)
         if "throughput" in opts.parts:
             throughput(base, data_dir, names, texts, opts)
+    if "scale" in opts.parts:
+        scale(opts)
     RESULTS["seconds"] = time.perf_counter() - started
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=str))

@@ -35,12 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bench.common import REPO, bootstrap
 
 # ../shared/data beside the checkout (a git worktree may sit one level deeper)
 SHARED_DATA = next(
@@ -278,6 +273,7 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    bootstrap()
     args = parse_args(argv)
     import datasets
     import torch

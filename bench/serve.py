@@ -33,16 +33,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     RawModel,
     base_model_dir,
     batch_stats,
+    bootstrap,
     closed_loop,
     load_texts,
     make_store,
@@ -256,6 +251,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    bootstrap()
     opts = parse(argv)
     if opts.command == "naive-server":
         from bench.naive import serve_naive

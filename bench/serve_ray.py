@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.common import bootstrap
 from bench.serve import MAX_BATCH, Cell, closed_loop, load_texts, make_store, minilm_dir
 
 
@@ -85,6 +86,7 @@ def ray_cells(base: Path, store_dir: Path, replicas: int, names, texts, opts) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    bootstrap()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=3.0)

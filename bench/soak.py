@@ -1,6 +1,6 @@
 """A bounded soak of the real server: concurrent mixed-adapter traffic while adapters churn.
 
-    python bench/soak.py --seconds 120 --clients 32 --adapters 6 [--base minilm|tiny]
+    python -m bench.soak --seconds 120 --clients 32 --adapters 6 [--base minilm|tiny]
 
 Starts `python -m app` on 127.0.0.1, uploads N random adapters, computes golden outputs for a
 fixed text set in-process, then runs closed-loop clients while a churn task uploads, uses and
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,10 +25,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from bench.common import REPO, bootstrap
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 TOLERANCE = 1e-3
@@ -200,6 +196,7 @@ def report(result: dict, args) -> None:
 
 
 def main() -> None:
+    bootstrap()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--warmup", type=float, default=45)

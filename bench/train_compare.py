@@ -25,12 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bench.common import REPO, bootstrap
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 FULL_WEIGHT_FILES = ("model.safetensors", "config.json")
@@ -199,6 +194,7 @@ def print_goals(adapter: dict, full: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    bootstrap()
     args = parse_args(argv)
     if args.child:
         run_child(args)

@@ -57,11 +57,15 @@ class AdapterFactory:
         labels: dict[int, str] | None = None,
         config: Any = "seq_bn",
         std: float = 0.5,
+        flat_prefix: bool = False,
     ) -> Path:
-        """Write `name` as `save_adapter(..., with_head=True, use_safetensors=True)` does."""
+        """Write `name` as `save_adapter(..., with_head=True, use_safetensors=True)` does.
+
+        `flat_prefix`: a prefix tuning is saved flat, as the trainer stores it (flatten_prefix).
+        """
         import torch
 
-        from training.modeling import save_adapter_files
+        from training.modeling import flatten_prefix, save_adapter_files
 
         labels = labels or DEFAULT_LABELS
         torch.manual_seed(seed)
@@ -74,6 +78,8 @@ class AdapterFactory:
                     # The library zero-initialises the up-projection: draw every weight.
                     if f".{slot}." in pname:
                         param.normal_(0, std)
+            if flat_prefix:
+                flatten_prefix(self.model, slot)
             out = Path(out_dir)
             out.parent.mkdir(parents=True, exist_ok=True)
             # The trainer's save: prefix tuning's shared tensors need its workaround.

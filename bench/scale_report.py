@@ -1,0 +1,120 @@
+"""The summary table of bench/scale.py: one row per measure, with its goal where it has one."""
+
+from __future__ import annotations
+
+import math
+
+GOALS = {
+    "zipf_ratio": ("Zipf / one adapter req/s", ">= 0.8x"),
+    "hot_ratio": ("hot p99 under a cold storm / alone", "<= 2x"),
+    "listing": ("GET /adapters?limit=50 median", "<= 50 ms at 10,000"),
+    "growth": ("RSS growth after the first --rss-after activations", "within 10%"),
+}
+
+
+def _num(value, fmt: str = ".1f") -> str:
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else (" (met)" if ok else " (NOT met)")
+
+
+def _get(results: dict, *path):
+    node = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def ratios(results: dict) -> dict[str, float | None]:
+    """The goal ratios: Zipf/one req/s, hot p99 storm/alone, listing ms, RSS growth."""
+    one, zipf = _get(results, "one_adapter", "req_s"), _get(results, "zipf", "req_s")
+    return {
+        "zipf_ratio": zipf / one if one and zipf is not None else None,
+        "hot_ratio": _get(results, "hot_storm", "ratio_p99"),
+        "listing": _get(results, "listing", "median_ms"),
+        "growth": _get(results, "cycles", "growth"),
+    }
+
+
+def _throughput_row(results: dict, key: str, label: str) -> str:
+    r = results.get(key) or {}
+    return (
+        f"| {label}: req/s (p50 / p99 ms, server CPU ms/req, errors) | {_num(r.get('req_s'))} "
+        f"({_num(r.get('p50_ms'))} / {_num(r.get('p99_ms'))}, "
+        f"{_num(r.get('cpu_ms_per_request'), '.2f')}, {r.get('errors', '-')}) |"
+    )
+
+
+def rows(results: dict, opts) -> list[str]:
+    cold, hot = results.get("cold") or {}, results.get("hot_storm") or {}
+    lst, cyc, rss = results.get("listing") or {}, results.get("cycles") or {}, results.get("rss_mb")
+    rss = rss or {}
+    alone, storm = hot.get("alone") or {}, hot.get("storm") or {}
+    budget = " ".join(f"{k}={v}" for k, v in opts.cycle_env.items())
+    return [
+        f"| start-up with {opts.adapters} adapters (spawn to /readyz 200), s | "
+        f"{_num(results.get('startup_s'), '.2f')} |",
+        _throughput_row(results, "one_adapter", f"one adapter, {opts.clients} clients"),
+        _throughput_row(results, "zipf", f"Zipf(s={opts.zipf}) over {opts.adapters} names"),
+        f"| cold request, {cold.get('adapters', '-')} distinct adapters in a row: p50 / p99 ms "
+        f"| {_num(cold.get('cold_p50_ms'))} / {_num(cold.get('cold_p99_ms'))} |",
+        f"| the same adapters at once again (warm): p50 / p99 ms | "
+        f"{_num(cold.get('warm_p50_ms'))} / {_num(cold.get('warm_p99_ms'))} |",
+        f"| hot p99, {opts.hot_clients} clients on {2} adapters: alone / under a cold storm of "
+        f"{opts.storm_clients} clients ({hot.get('storm_requests', '-')} cold requests), ms | "
+        f"{_num(alone.get('p99_ms'))} / {_num(storm.get('p99_ms'))} |",
+        f"| GET /adapters?limit=50: median ms (bytes, items) | {_num(lst.get('median_ms'))} "
+        f"({lst.get('bytes', '-')}, {lst.get('items', '-')}) |",
+        f"| server RSS MB: after start-up / after the Zipf phase | {_num(rss.get('startup'))} / "
+        f"{_num(rss.get('after_zipf'))} |",
+        f"| RSS MB after {opts.rss_after} / after {cyc.get('activations', '-')} activations "
+        f"({budget}) | {_num(cyc.get('rss_after_first_mb'))} / {_num(cyc.get('rss_end_mb'))} |",
+    ]
+
+
+def goal_lines(results: dict) -> list[str]:
+    r = ratios(results)
+    checks = {
+        "zipf_ratio": (r["zipf_ratio"], "x", lambda v: v >= 0.8),
+        "hot_ratio": (r["hot_ratio"], "x", lambda v: v <= 2),
+        "listing": (r["listing"], " ms", lambda v: v <= 50),
+        "growth": (None if r["growth"] is None else r["growth"] * 100, "%", lambda v: v <= 10),
+    }
+    lines = []
+    for key, (value, unit, ok) in checks.items():
+        label, goal = GOALS[key]
+        valid = isinstance(value, (int, float)) and not math.isnan(value)
+        shown = f"{_num(value, '.2f')}{unit}" if valid else "-"
+        lines.append(f"{label}: {shown} (goal {goal}){_verdict(ok(value) if valid else None)}")
+    return lines
+
+
+def metric_lines(results: dict) -> list[str]:
+    lines = []
+    for key in ("metrics_after_cold", "metrics_end"):
+        samples = results.get(key) or {}
+        shown = ", ".join(f"{k} {v:g}" for k, v in samples.items() if k != "error")
+        lines.append(f"{key}: {shown or 'none of the adapter metrics exist'}")
+    return lines
+
+
+def summary(results: dict, opts) -> list[str]:
+    failed = [f"{k} FAILED: {v['error']}" for k, v in results.items()
+              if isinstance(v, dict) and "error" in v]  # fmt: skip
+    return [
+        "",
+        f"| measure ({opts.model}, {opts.adapters} adapters of {len(opts.methods)} methods, "
+        f"{opts.seconds:g} s phases, torch threads {opts.threads or 'default'}) | value |",
+        "|---|---|",
+        *rows(results, opts),
+        "",
+        *goal_lines(results),
+        *metric_lines(results),
+        *failed,
+    ]
