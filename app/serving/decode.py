@@ -30,6 +30,11 @@ READ_ATTEMPTS = 3  # a read that races a replace is retried on the new version t
 TRAINING_ONLY = frozenset({"init_weights_seed", "dropout"})
 BOTTLENECK_INIT = frozenset({"init_weights"})  # bottleneck init schemes: values, not shapes
 HEAD_LABEL_FIELDS = frozenset({"label2id", "id2label"})  # labels come from our manifest
+# The library's module containers keyed by adapter name (adapters 1.3, every method).
+CONTAINERS = frozenset(
+    {"adapters", "loras", "heads", "refts", "prefix_tunings", "prefix_gates"}
+    | {"shared_parameters", "prompt_tunings", "adapter_fusion_layer"}
+)
 
 
 class AdapterChanging(ServiceError):
@@ -104,7 +109,7 @@ def _read(
     head = head_meta.get("config")
     tensors = {
         **_canonical(stored.path / fmt.ADAPTER_WEIGHTS, adapter_meta.get("name"), dtype),
-        **_canonical(stored.path / fmt.HEAD_WEIGHTS, head_meta.get("name"), dtype, head=True),
+        **_canonical(stored.path / fmt.HEAD_WEIGHTS, head_meta.get("name"), dtype),
     }
     mappable = all(PLACEHOLDER in key for key in tensors)
     return Decoded(
@@ -130,12 +135,12 @@ def slot_key(config: Any, head: Any) -> Hashable | None:
     return (_freeze(body), _freeze(head_shape))
 
 
-def _canonical(path: Path, saved: Any, dtype: Any, *, head: bool = False) -> dict[str, Any]:
+def _canonical(path: Path, saved: Any, dtype: Any) -> dict[str, Any]:
     """The file's tensors, keyed with the saved name replaced by PLACEHOLDER, in `dtype`.
 
-    A key holding the saved name other than exactly once keeps its own name (and the adapter
-    then takes the library path): renaming it could hit a module of the model that happens
-    to share the adapter's name.
+    The name is replaced where it follows one of the library's per-adapter containers
+    (`.adapters.NAME.`, `.loras.NAME.`, `heads.NAME.`, ...), exactly once; a key where that
+    is not so keeps its own name, and the adapter then takes the library path.
     """
     from safetensors.torch import load_file
 
@@ -147,10 +152,11 @@ def _canonical(path: Path, saved: Any, dtype: Any, *, head: bool = False) -> dic
         raise InvalidAdapter(f"{path.name} cannot be read: {str(exc)[:200]}") from None
     out = {}
     for key, tensor in raw.items():
-        marker = f".{saved}."
-        dotted = f".{key}" if head else key
-        if isinstance(saved, str) and saved and dotted.count(marker) == 1:
-            key = dotted.replace(marker, f".{PLACEHOLDER}.").removeprefix(".")
+        parts = key.split(".")
+        hits = [i for i in range(1, len(parts)) if parts[i] == saved and parts[i - 1] in CONTAINERS]
+        if len(hits) == 1:
+            parts[hits[0]] = PLACEHOLDER
+            key = ".".join(parts)
         out[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     return out
 

@@ -207,3 +207,24 @@ def test_thousands_of_activations_leave_nothing_behind(engine, factory, tmp_path
     assert cache.slots.count <= 2 * 3 and len(engine._bound) <= cache.slots.count
     assert cache.resident_bytes <= one * 4 and len(cache.snapshot()) < 40
     assert cache.host_resident_bytes <= one * 6
+
+
+@pytest.mark.parametrize(
+    ("saved", "config"),
+    [("prefix_tuning", PrefixTuningConfig(flat=True)), ("adapters", "seq_bn"), ("heads", "lora")],
+)
+def test_an_adapter_named_like_a_module_still_takes_a_slot(
+    engine, factory, tmp_path, saved, config
+):
+    """`roberta.prefix_tuning.prefix_tunings.prefix_tuning.*`: only the name after the
+    container is the adapter's; the fast path must not give such adapters up."""
+    store = AdapterStore(tmp_path / "named")
+    factory.add_to_store(store, saved, seed=9, config=config)
+    oracle = Engine.load(base_model=str(factory.model_dir), max_length=64)
+    oracle.load_adapter(saved, store.get(saved).path)
+    cache = _cache(engine, store)
+    got = _serve(engine, cache, [(saved, TEXTS)])[0]
+    assert engine.module_of(saved).startswith("slot_")
+    for text, probs in zip(TEXTS, got, strict=True):
+        (want,) = oracle.forward([Segment(saved, oracle.tokenize([text]))])
+        assert probs == pytest.approx(want[0], abs=TOL)
