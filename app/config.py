@@ -90,8 +90,7 @@ class Settings(BaseSettings):
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Host header values a keyless server answers besides loopback ones "
-        "(* = any)",
+        description="Host header values a keyless server answers besides loopback ones (* = any)",
     )
 
     # pass planning (sized to this device)

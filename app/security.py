@@ -102,9 +102,7 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self._digests)
 
-    def authorize(
-        self, authorization: str | None, scope: str | frozenset[str]
-    ) -> Principal | None:
+    def authorize(self, authorization: str | None, scope: str | frozenset[str]) -> Principal | None:
         """The principal for an `Authorization: Bearer KEY` header, or raise AuthError.
 
         `scope`: the one scope needed, or a set of which any one will do. Returns None when no
