@@ -57,6 +57,26 @@ def test_routes_need_a_key(keyed, method, path, body):
     assert wrong.status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/models/alpha", {"inputs": "good"}),
+        ("get", "/datasets", None),
+        ("get", "/datasets/file?path=x.jsonl", None),
+        ("post", "/adapters/import", {"name": "x", "repo_id": "a/b"}),
+        ("get", "/adapters/alpha/archive", None),
+        ("get", "/v2/models/alpha", None),
+        ("post", "/v2/models/alpha/infer", {"inputs": []}),
+    ],
+)
+def test_every_other_route_needs_a_key_too(keyed, method, path, body):
+    kwargs = {"json": body} if body is not None else {}
+    r = keyed.request(method, path, **kwargs)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
+    error = r.json()["error"]
+    assert error if path.startswith("/v2") else error["code"] == "unauthorized"
+
+
 def test_classify_scope_can_classify_and_read(keyed):
     r = keyed.post(
         "/classify", json={"adapter": "alpha", "inputs": "good"}, headers=_bearer(READER)
@@ -75,6 +95,9 @@ def test_classify_scope_can_classify_and_read(keyed):
         ("get", "/train-jobs"),
         ("post", "/train-jobs"),
         ("post", "/adapters"),
+        ("post", "/adapters/import"),
+        ("get", "/datasets"),
+        ("get", "/adapters/alpha/archive"),
     ],
 )
 def test_classify_scope_cannot_administer(keyed, method, path):
