@@ -18,7 +18,9 @@ def _first_error(exc: ValidationError) -> str:
 def generate_key(settings) -> None:
     """APP_GENERATE_API_KEY: no key configured and no keys file yet, so write one, print once."""
     path = settings.api_keys_file
-    if not settings.generate_api_key or path is None or path.exists() or settings.api_keys:
+    if not settings.generate_api_key or path is None or path.exists():
+        return
+    if settings.keyring().enabled:  # APP_API_KEYS has some
         return
     from app.security import generate_key_file
 
