@@ -150,7 +150,9 @@ def test_deeply_nested_json_is_a_4xx(keyed, depth):
     for path, body in bodies.items():
         r = httpx.post(keyed.url + path, content=body.encode(), headers=headers, timeout=30)
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])
-        assert r.json()["error"]
+        error = r.json()["error"]
+        if depth >= 5000:  # over the parser's recursion limit: say so
+            assert "nested too deeply" in str(error), error
 
 
 def _replace_alpha(server, factory, tmp_path, headers: dict) -> httpx.Response:
