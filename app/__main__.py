@@ -24,7 +24,10 @@ def generate_key(settings) -> None:
         return
     from app.security import generate_key_file
 
-    key = generate_key_file(path)
+    try:
+        key = generate_key_file(path)
+    except FileExistsError:  # another process wrote it first: use that one
+        return
     print(
         f"generated an API key with every scope (saved in {path}; it is not shown again):\n"
         f"    {key}\n"
