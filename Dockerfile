@@ -52,6 +52,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2
 COPY --from=build /opt/venv /opt/venv
+# The API listens on every interface, so it needs keys (a keyless server refuses to start there):
+# without APP_API_KEYS, the first start writes a random key with every scope to
+# /data/api-keys (mode 0600) and prints it once to the log; later starts read that file.
 # DL3064 (sensitive data in ENV) is a false positive: it matches "TOKEN" in
 # TOKENIZERS_PARALLELISM, a tokenizers switch; no secret is set here (API keys come at run time).
 # hadolint ignore=DL3064
@@ -61,6 +64,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_DATA_DIR=/data \
     APP_HOST=0.0.0.0 \
     APP_PORT=8000 \
+    APP_API_KEYS_FILE=/data/api-keys \
+    APP_GENERATE_API_KEY=true \
     HF_HOME=/cache/huggingface \
     TOKENIZERS_PARALLELISM=false \
     TORCH_VARIANT=${TORCH_VARIANT}

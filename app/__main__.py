@@ -11,7 +11,30 @@ from pydantic import ValidationError
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     field = ".".join(str(p) for p in error.get("loc", ()))
-    return f"APP_{field.upper()}: {error.get('msg', 'invalid')}" if field else str(error)
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"APP_{field.upper()}: {message}" if field else message
+
+
+def generate_key(settings) -> None:
+    """APP_GENERATE_API_KEY: no key configured and no keys file yet, so write one, print once."""
+    path = settings.api_keys_file
+    if not settings.generate_api_key or path is None or path.exists():
+        return
+    if settings.keyring().enabled:  # APP_API_KEYS has some
+        return
+    from app.security import generate_key_file
+
+    try:
+        key = generate_key_file(path)
+    except FileExistsError:  # another process wrote it first: use that one
+        return
+    print(
+        f"generated an API key with every scope (saved in {path}; it is not shown again):\n"
+        f"    {key}\n"
+        "send it as 'Authorization: Bearer <key>'; add keys of narrower scope to that file",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -32,6 +55,12 @@ def main() -> int:
     from app.serving.engine import Engine
     from app.serving.errors import BaseModelLoadError
 
+    try:  # before the (slow) model load: refuse an unintended open server at once
+        generate_key(settings)
+        app = create_app(settings)
+    except (OSError, ValueError) as exc:  # StartupRefused, malformed keys, unwritable keys file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         engine = Engine.load(
             base_model=settings.base_model,
@@ -43,7 +72,7 @@ def main() -> int:
     except BaseModelLoadError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    app = create_app(settings, engine=engine)
+    app.state.engine = engine
     if settings.embedded_worker:  # a training-worker child, started/stopped by the lifespan
         from app.jobs.worker import EmbeddedWorker
 

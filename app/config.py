@@ -68,13 +68,19 @@ class Settings(BaseSettings):
         "most distinct adapters one pass can hold)",
     )
 
-    # uploads
+    # request bodies (413 above; checked on Content-Length before a byte is read)
     max_upload_bytes: int = Field(64 * 1024**2, ge=1024)
     max_adapter_param_bytes: int = Field(
         128 * 1024**2,
         ge=1024,
         description="an uploaded or imported adapter's parameters (float32 bytes, computed on a "
         "weightless copy of the base before anything is allocated); 422 above",
+    )
+    max_request_bytes: int = Field(
+        32 * 1024**2,
+        ge=1024,
+        description="JSON and inference bodies (/classify, /models, /v2 infer); uploads have "
+        "max_upload_bytes, every other route 1 MiB",
     )
 
     # jobs / worker
@@ -93,9 +99,21 @@ class Settings(BaseSettings):
 
     # security
     api_keys: SecretStr | None = Field(
-        None, description="comma list of KEY:scope[+scope] (scopes: classify, admin)"
+        None, description="comma list of KEY:scope[+scope] (scopes: classify, download, admin)"
     )
     api_keys_file: Path | None = Field(None, description="lines of 'KEY scope[+scope]'")
+    generate_api_key: bool = Field(
+        False,
+        description="no key configured and api_keys_file missing: write a new key with every "
+        "scope there at start-up and print it once",
+    )
+    allow_anonymous: bool = Field(
+        False, description="serve without keys on a non-loopback address (refused otherwise)"
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header values a keyless server answers besides loopback ones (* = any)",
+    )
 
     # pass planning (sized to this device)
     pass_cost_calibration: bool = Field(
@@ -106,11 +124,11 @@ class Settings(BaseSettings):
         True, description="re-fit the pass cost model from the live forward passes' timings"
     )
 
-    @field_validator("data_roots", mode="before")
+    @field_validator("data_roots", "allowed_hosts", mode="before")
     @classmethod
-    def _split_roots(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [p for p in value.split(",") if p.strip()]
+            return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("api_keys")
@@ -120,20 +138,12 @@ class Settings(BaseSettings):
             KeyRing.from_sources(keys=value.get_secret_value(), keys_file=None)
         return value
 
-    @field_validator("api_keys_file")
-    @classmethod
-    def _check_keys_file(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                KeyRing.from_sources(keys=None, keys_file=value)
-            except OSError as exc:
-                raise ValueError(f"cannot read the API keys file: {exc}") from None
-        return value
-
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if self.store_dir is None:
             self.store_dir = self.data_dir / "adapters"
+        if self.api_keys_file is not None:
+            self.keyring()  # unreadable or malformed: a settings error, found at start-up
         return self
 
     @property
@@ -144,7 +154,10 @@ class Settings(BaseSettings):
     def keyring(self) -> KeyRing:
         """The API keys (empty = auth disabled). Raises ValueError for a malformed entry."""
         keys = self.api_keys.get_secret_value() if self.api_keys else None
+        path = self.api_keys_file
+        if path is not None and self.generate_api_key and not path.exists():
+            path = None  # written at start-up (app.__main__)
         try:
-            return KeyRing.from_sources(keys=keys, keys_file=self.api_keys_file)
+            return KeyRing.from_sources(keys=keys, keys_file=path)
         except OSError as exc:
-            raise ValueError(f"cannot read the API keys file: {exc}") from None
+            raise ValueError(f"APP_API_KEYS_FILE: cannot read the API keys file: {exc}") from None

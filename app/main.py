@@ -21,11 +21,12 @@ from app.api import (
     train_jobs,
 )
 from app.api.errors import install_error_handlers
+from app.api.guard import install_middleware
 from app.config import Settings
 from app.jobs.service import JobService
 from app.jobs.worker import start_embedded_worker, stop_embedded_worker
-from app.metrics import Metrics, MetricsMiddleware
-from app.security import is_loopback
+from app.metrics import Metrics
+from app.security import KeyRing, check_exposure
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher, Limits
 from app.serving.engine import Engine
@@ -46,7 +47,11 @@ ROUTERS: list[APIRouter] = [
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """The FastAPI app. Pass `engine` to reuse a loaded base model (else the lifespan loads it)."""
+    """The FastAPI app. Pass `engine` to reuse a loaded base model (else the lifespan loads it).
+
+    Raises StartupRefused (a ValueError) for a keyless server on a non-loopback address unless
+    APP_ALLOW_ANONYMOUS=true, and ValueError for malformed keys.
+    """
     settings = settings or Settings()
     metrics = Metrics()
     app = FastAPI(
@@ -58,18 +63,29 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine
     state.store = state.cache = state.batcher = None
-    state.keyring = settings.keyring()
-    if not state.keyring.enabled and not is_loopback(settings.host):
-        log.warning(
-            "listening on %s without API keys: anyone who can reach this port can classify, "
-            "upload, delete and train. Set APP_API_KEYS (or APP_API_KEYS_FILE).",
-            settings.host,
-        )
+    state.keyring = checked_keyring(settings)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_middleware(app, settings, state.keyring, metrics)
     return app
+
+
+def checked_keyring(settings: Settings) -> KeyRing:
+    """The keys; warnings for weak ones; StartupRefused for an unintended open server."""
+    keyring = settings.keyring()
+    for warning in keyring.warnings:
+        log.warning("%s", warning)
+    open_to_all = check_exposure(
+        settings.host, keys=keyring.enabled, allow_anonymous=settings.allow_anonymous
+    )
+    if open_to_all:
+        log.warning(
+            "APP_ALLOW_ANONYMOUS=true: listening on %s WITHOUT API KEYS. Anyone who can reach "
+            "this port can classify, download, upload, delete and train.",
+            settings.host,
+        )
+    return keyring
 
 
 def build_limits(settings: Settings, engine: Engine) -> Limits:

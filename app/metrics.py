@@ -1,8 +1,9 @@
 """Prometheus metrics, one registry per app instance, and a pure-ASGI request middleware.
 
 A registry per app (not the process-global one) keeps several apps in one process (tests)
-from clashing. The middleware labels requests by the route template (`/adapters/{name}`), never
-by the raw path, so label cardinality stays bounded.
+from clashing. Every label has a fixed set of values: requests are labelled by the route
+template (`/adapters/{name}`, from the request guard or the router), never by the raw path,
+a path that matches no route is `other`, and so is a method outside `METHODS`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 ACTIVATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2)
 TIERS = ("device", "host")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
 
 class Metrics:
@@ -124,9 +126,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
+            template = scope.get("route_template") or getattr(scope.get("route"), "path", "other")
+            method = METHODS.get(scope.get("method", ""), "other")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.request_seconds.labels(method, template).observe(
                 time.perf_counter() - started

@@ -111,3 +111,42 @@ class ErrorResponse(BaseModel):
 class Health(BaseModel):
     status: str
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# The Open Inference Protocol's infer request (JSON form), for the OpenAPI document only: the
+# route parses the body itself (app.api.open_inference), binary tensors included.
+OIP_INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "inputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "datatype", "shape", "data"],
+                            "properties": {
+                                "name": {"type": "string", "enum": ["text"]},
+                                "datatype": {"type": "string", "enum": ["BYTES"]},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "data": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                    "outputs": {
+                        "type": "array",
+                        "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"top_k": {"type": "integer", "minimum": 1}},
+                    },
+                },
+            }
+        }
+    },
+}

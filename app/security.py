@@ -1,7 +1,9 @@
 """API keys with scopes. No HTTP here: the api layer turns the errors into 401/403.
 
 Keys come from `APP_API_KEYS` ("key1:classify+admin,key2:classify") and/or a keys file with one
-`KEY SCOPE[+SCOPE]` per line (`#` comments). Only sha256 digests are kept in memory; a presented
+`KEY SCOPE[+SCOPE]` per line (`#` comments). Scopes: `classify` (inference and read-only adapter
+metadata), `download` (an adapter's weights), `admin` (every change, training, datasets; it may
+download too). Only sha256 digests are kept in memory; a presented
 key is compared against every digest with `hmac.compare_digest`, so timing does not reveal which
 key (or how much of it) matched. Keys are never logged: a key is named by a short id (the first
 8 hex digits of its digest) in logs and metrics.
@@ -12,12 +14,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-SCOPES = frozenset({"classify", "admin"})
-MIN_KEY_LENGTH = 16
+SCOPES = frozenset({"classify", "download", "admin"})
+MIN_KEY_LENGTH = 16  # shorter keys are refused
+STRONG_KEY_LENGTH = 32  # shorter ones, or ones of few distinct characters, are warned about
+MIN_DISTINCT_CHARACTERS = 10
 
 
 class AuthError(Exception):
@@ -60,9 +66,28 @@ def _parse_entry(entry: str, sep: str) -> tuple[str, frozenset[str]]:
     return key, scopes
 
 
+def weakness(key: str) -> str | None:
+    """Why `key` looks guessable (too short, too repetitive), or None."""
+    if len(key) < STRONG_KEY_LENGTH:
+        return f"it has {len(key)} characters; use at least {STRONG_KEY_LENGTH} random ones"
+    if len(set(key)) < MIN_DISTINCT_CHARACTERS:
+        return f"it has only {len(set(key))} distinct characters; it does not look random"
+    return None
+
+
+def key_id(key: str) -> str:
+    """The name of a key in logs: the first 8 hex digits of its digest."""
+    return _digest(key).hex()[:8]
+
+
 class KeyRing:
     def __init__(self, entries: list[tuple[str, frozenset[str]]]) -> None:
         self._digests = [(_digest(key), scopes) for key, scopes in entries]
+        self.warnings = [
+            f"API key {key_id(key)} is weak: {reason}"
+            for key, _ in entries
+            if (reason := weakness(key)) is not None
+        ]
 
     @classmethod
     def from_sources(cls, *, keys: str | None, keys_file: Path | None) -> KeyRing:
@@ -77,10 +102,11 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self._digests)
 
-    def authorize(self, authorization: str | None, scope: str) -> Principal | None:
+    def authorize(self, authorization: str | None, scope: str | frozenset[str]) -> Principal | None:
         """The principal for an `Authorization: Bearer KEY` header, or raise AuthError.
 
-        Returns None when no keys are configured (auth disabled).
+        `scope`: the one scope needed, or a set of which any one will do. Returns None when no
+        keys are configured (auth disabled).
         """
         if not self.enabled:
             return None
@@ -95,9 +121,22 @@ class KeyRing:
         if match is None:
             raise MissingKey("invalid API key")
         principal = Principal(key_id=match[0].hex()[:8], scopes=match[1])
-        if scope not in principal.scopes:
-            raise ForbiddenScope(f"this API key lacks the '{scope}' scope")
+        wanted = frozenset({scope}) if isinstance(scope, str) else scope
+        if not wanted & principal.scopes:
+            names = " or ".join(f"'{s}'" for s in sorted(wanted))
+            raise ForbiddenScope(f"this API key lacks the {names} scope")
         return principal
+
+
+def generate_key_file(path: Path) -> str:
+    """A new random key with every scope, written to `path` (created, mode 0600); the key."""
+    key = secrets.token_urlsafe(32)  # 43 characters, 256 random bits
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("# generated at first start; one 'KEY scope[+scope]' per line\n")
+        out.write(f"{key} {'+'.join(sorted(SCOPES))}\n")
+    return key
 
 
 def is_loopback(host: str) -> bool:
@@ -107,3 +146,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class StartupRefused(ValueError):
+    """A configuration the server will not run with (it names the setting to change)."""
+
+
+def check_exposure(host: str, *, keys: bool, allow_anonymous: bool) -> bool:
+    """Whether the server runs open to the network (keyless on a non-loopback address).
+
+    Raises StartupRefused for that unless `allow_anonymous` says the operator means it.
+    """
+    if keys or is_loopback(host):
+        return False
+    if not allow_anonymous:
+        raise StartupRefused(
+            f"refusing to listen on {host} without API keys: anyone who can reach the port "
+            "could classify, download, upload, delete and train. Set APP_API_KEYS or "
+            "APP_API_KEYS_FILE (APP_GENERATE_API_KEY=true writes one), or APP_HOST=127.0.0.1, "
+            "or APP_ALLOW_ANONYMOUS=true to serve anyone"
+        )
+    return True

@@ -25,11 +25,12 @@ from app.api.deps import (
     BatcherDep,
     CacheDep,
     ClassifyAccess,
+    DownloadAccess,
     EngineDep,
     SettingsDep,
     StoreDep,
 )
-from app.api.errors import InvalidRequest, PayloadTooLarge, error_responses
+from app.api.errors import InvalidRequest, error_responses
 from app.schemas import AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
 
@@ -94,24 +95,6 @@ async def get_adapter(
     return info(stored.manifest, cache)
 
 
-async def _read_form(request: Request, limit: int):
-    """Parse the multipart body, refusing it with 413 as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"upload of {declared} bytes; the limit is {limit}")
-    received = 0
-
-    async def receive() -> dict:
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise PayloadTooLarge(f"upload over the limit of {limit} bytes")
-        return message
-
-    return await Request(request.scope, receive).form(max_files=1, max_fields=4)
-
-
 def _scratch_dir(store_root: Path) -> tempfile.TemporaryDirectory:
     """A scratch folder inside the store, named like the store's own (`.tmp-<host>-<pid>-`):
     if the process dies mid-upload, `store.cleanup()` at the next start removes it."""
@@ -152,10 +135,10 @@ async def upload_adapter(
     store: StoreDep,
     engine: EngineDep,
     cache: CacheDep,
-    settings: SettingsDep,
     _access: AdminAccess,
 ) -> AdapterInfo:
-    form = await _read_form(request, settings.max_upload_bytes)
+    # app.api.guard caps the body at APP_MAX_UPLOAD_BYTES (413), as it streams in
+    form = await request.form(max_files=1, max_fields=4)
     try:
         upload, name = form.get("file"), form.get("name")
         if not isinstance(upload, UploadFile):
@@ -214,12 +197,12 @@ async def import_adapter(
     "/{name}/archive",
     response_class=FileResponse,
     responses=error_responses(404, 422),
-    summary="Download a stored adapter as an archive",
+    summary="Download a stored adapter as an archive (its weights: `download` or `admin` scope)",
 )
 async def download_adapter(
     name: str,
     store: StoreDep,
-    _access: ClassifyAccess,
+    _access: DownloadAccess,
     format: Literal["zip", "tar.gz"] = "zip",
 ) -> FileResponse:
     folder = Path(tempfile.mkdtemp(prefix="export-"))

@@ -55,20 +55,35 @@ _bearer = HTTPBearer(
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _authorize(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str):
-    keyring: KeyRing = request.app.state.keyring
-    header = f"Bearer {credentials.credentials}" if credentials else None
-    request.state.principal = keyring.authorize(header, scope)
+# Where app.api.guard leaves the principal of a request it has already authorized.
+PRINCIPAL_KEY = "adapter_serve.principal"
 
 
-async def require_classify(request: Request, credentials: BearerCredentials) -> None:
-    """Classify and read-only adapter routes: a key with the `classify` scope (if keys are set)."""
-    _authorize(request, credentials, "classify")
+def requirement(*scopes: str) -> Any:
+    """A dependency that needs a key with any one of `scopes` (when keys are configured).
+
+    The request guard (app.api.guard) reads `.scopes` off the route's dependencies and checks
+    the key before the body is read; the dependency then only picks up its verdict (and checks
+    the key itself where no guard runs).
+    """
+    wanted = frozenset(scopes)
+
+    async def require(request: Request, credentials: BearerCredentials) -> None:
+        if PRINCIPAL_KEY in request.scope:
+            request.state.principal = request.scope[PRINCIPAL_KEY]
+            return
+        keyring: KeyRing = request.app.state.keyring
+        header = f"Bearer {credentials.credentials}" if credentials else None
+        request.state.principal = keyring.authorize(header, wanted)
+
+    require.scopes = wanted  # type: ignore[attr-defined]
+    return require
 
 
-async def require_admin(request: Request, credentials: BearerCredentials) -> None:
-    """Routes that change adapters, and training jobs: a key with the `admin` scope."""
-    _authorize(request, credentials, "admin")
+# Classify and read-only adapter routes; weights (downloads); changes, training, datasets.
+require_classify = requirement("classify")
+require_download = requirement("download", "admin")
+require_admin = requirement("admin")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -78,4 +93,5 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 CacheDep = Annotated[AdapterCache, Depends(get_cache)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 ClassifyAccess = Annotated[None, Depends(require_classify)]
+DownloadAccess = Annotated[None, Depends(require_download)]
 AdminAccess = Annotated[None, Depends(require_admin)]

@@ -117,7 +117,10 @@ def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
 
 def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+    message = str(exc.detail)
+    if isinstance(exc.__cause__, RecursionError):  # FastAPI's 400 for a body json can't parse
+        message = "the request's JSON is nested too deeply"
+    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,8 +19,9 @@ from fastapi.routing import APIRoute
 from adapters_store import AdapterStore
 from app.api import adapters, classify, health
 from app.api.errors import error_response, install_error_handlers
+from app.api.guard import install_middleware
 from app.config import Settings
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics
 
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 ELSEWHERE = (
@@ -74,5 +75,5 @@ def create_ingress_app(
         app.add_api_route(path, _elsewhere, methods=["GET", *WRITES], include_in_schema=False)
     if extra is not None:
         app.include_router(extra)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_middleware(app, settings, state.keyring, metrics)
     return app

@@ -24,6 +24,7 @@ from adapters_store import StoredAdapter
 from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
+from app.schemas import OIP_INFER_BODY
 from app.serving.passes import rank
 
 INPUT = "text"
@@ -46,7 +47,10 @@ class OIPRoute(APIRoute):
                 return await handler(request)
             except DOMAIN_ERRORS as exc:
                 code = getattr(exc, "code", "error")
-                return oip_error(STATUS_BY_CODE.get(code, 400), getattr(exc, "message", str(exc)))
+                status = STATUS_BY_CODE.get(code, 400)
+                response = oip_error(status, getattr(exc, "message", str(exc)))
+                response.headers.update(getattr(exc, "headers", None) or {})
+                return response
             except RequestValidationError as exc:
                 return oip_error(422, "; ".join(e.get("msg", "invalid") for e in exc.errors()))
 
@@ -113,8 +117,17 @@ async def model_ready(
     return {"name": name, "ready": True}
 
 
-@router.post("/models/{name}/infer", summary="Classify a BYTES tensor of texts")
-@router.post("/models/{name}/versions/{version}/infer", summary="Classify (one version)")
+INFER_EXTRA = {"requestBody": OIP_INFER_BODY}
+
+
+@router.post(
+    "/models/{name}/infer", summary="Classify a BYTES tensor of texts", openapi_extra=INFER_EXTRA
+)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Classify (one version)",
+    openapi_extra=INFER_EXTRA,
+)
 async def infer(
     name: str,
     request: Request,
@@ -124,8 +137,7 @@ async def infer(
     _access: ClassifyAccess,
     version: str | None = None,
 ) -> Response:
-    limit = settings.max_inputs_per_request * (4 * settings.max_text_chars + 4) + (1 << 16)
-    body = await _read_body(request, limit)
+    body = await _read_body(request)  # its size is capped by app.api.guard (413)
     payload, texts = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     wanted = _requested_outputs(payload)
     top_k = _top_k(payload)
@@ -161,19 +173,10 @@ async def infer(
     return JSONResponse(answer)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request) -> bytes:
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed requests are not supported; send identity encoding")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise InvalidRequest(f"request of {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidRequest(f"request over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await request.body()
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, list[str]]:
@@ -187,6 +190,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, l
         payload = json.loads(body[:split])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("the request's JSON is nested too deeply") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InvalidRequest("the request needs an 'inputs' list")
     inputs = payload["inputs"]
@@ -218,7 +223,7 @@ def _tensor_texts(tensor: dict, binary: bytes) -> list[str]:
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is None:
         data = tensor.get("data")
-        flat = _flatten(data) if isinstance(data, list) else None
+        flat = _flatten(data, depth=2) if isinstance(data, list) else None
         if flat is None or not all(isinstance(t, str) for t in flat):
             raise InvalidRequest(f"input {INPUT!r} needs 'data': a list of strings")
         return flat
@@ -227,10 +232,17 @@ def _tensor_texts(tensor: dict, binary: bytes) -> list[str]:
     return decode_bytes_tensor(binary)
 
 
-def _flatten(data: list) -> list:
+def _flatten(data: list, depth: int) -> list | None:
+    """The items of `data` nested at most `depth` lists deep ([n] or [n, 1]), else None."""
     out: list = []
     for item in data:
-        out.extend(_flatten(item) if isinstance(item, list) else [item])
+        if not isinstance(item, list):
+            out.append(item)
+            continue
+        inner = _flatten(item, depth - 1) if depth > 1 else None
+        if inner is None:
+            return None
+        out.extend(inner)
     return out
 
 

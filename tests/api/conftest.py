@@ -39,6 +39,8 @@ def serve(tmp_path, tiny_model_dir, factory) -> Callable[..., contextlib.Abstrac
         # No start-up timing of pass shapes here: it holds the model for up to 1.5 s, which
         # tests of timeouts and queueing would read as a busy model (tests/serving covers it).
         overrides.setdefault("pass_cost_calibration", False)
+        # TestClient sends `Host: testserver`: a keyless server answers only the names it knows.
+        overrides.setdefault("allowed_hosts", ["testserver"])
         settings = Settings(base_model=str(tiny_model_dir), data_dir=data_dir, **overrides)
         seed_store(AdapterStore(settings.adapters_dir), factory)
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:

@@ -12,11 +12,12 @@ import pytest
 from adapters_store import AdapterStore
 from app.config import Settings
 from app.main import create_app
+from app.security import StartupRefused
 from tests.support.adapters import AdapterFactory
 from tests.support.server import REPO, process_env, running_server
 
-ADMIN = "admin-key-0123456789abcdef"
-READER = "reader-key-0123456789abcdef"
+ADMIN = "admin-key-0123456789abcdefghijklmn"
+READER = "reader-key-0123456789abcdefghijklm"
 KEYS = f"{ADMIN}:admin+classify,{READER}:classify"
 
 
@@ -56,6 +57,26 @@ def test_routes_need_a_key(keyed, method, path, body):
     assert wrong.status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/models/alpha", {"inputs": "good"}),
+        ("get", "/datasets", None),
+        ("get", "/datasets/file?path=x.jsonl", None),
+        ("post", "/adapters/import", {"name": "x", "repo_id": "a/b"}),
+        ("get", "/adapters/alpha/archive", None),
+        ("get", "/v2/models/alpha", None),
+        ("post", "/v2/models/alpha/infer", {"inputs": []}),
+    ],
+)
+def test_every_other_route_needs_a_key_too(keyed, method, path, body):
+    kwargs = {"json": body} if body is not None else {}
+    r = keyed.request(method, path, **kwargs)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
+    error = r.json()["error"]
+    assert error if path.startswith("/v2") else error["code"] == "unauthorized"
+
+
 def test_classify_scope_can_classify_and_read(keyed):
     r = keyed.post(
         "/classify", json={"adapter": "alpha", "inputs": "good"}, headers=_bearer(READER)
@@ -74,6 +95,9 @@ def test_classify_scope_can_classify_and_read(keyed):
         ("get", "/train-jobs"),
         ("post", "/train-jobs"),
         ("post", "/adapters"),
+        ("post", "/adapters/import"),
+        ("get", "/datasets"),
+        ("get", "/adapters/alpha/archive"),
     ],
 )
 def test_classify_scope_cannot_administer(keyed, method, path):
@@ -96,15 +120,47 @@ def test_no_keys_means_open(serve):
         assert r.status_code == 200
 
 
-def test_warns_when_listening_beyond_loopback_without_keys(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="app.main"):
+def test_keyless_beyond_loopback_needs_the_explicit_flag(tmp_path, caplog):
+    with pytest.raises(StartupRefused, match="APP_ALLOW_ANONYMOUS"):
         create_app(Settings(host="0.0.0.0", data_dir=tmp_path))
-    assert any("without API keys" in rec.getMessage() for rec in caplog.records)
-    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="app.main"):
         create_app(Settings(host="0.0.0.0", data_dir=tmp_path, api_keys=KEYS))
         create_app(Settings(host="127.0.0.1", data_dir=tmp_path))
-    assert not any("without API keys" in rec.getMessage() for rec in caplog.records)
+    assert not any("WITHOUT API KEYS" in rec.getMessage() for rec in caplog.records)
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        create_app(Settings(host="0.0.0.0", data_dir=tmp_path, allow_anonymous=True))
+    assert any("WITHOUT API KEYS" in rec.getMessage() for rec in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("short-key-0123456789", "characters; use at least 32"), ("ab" * 20, "2 distinct")],
+)
+def test_weak_keys_are_warned_about_without_showing_them(tmp_path, caplog, key, reason):
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        create_app(Settings(data_dir=tmp_path, api_keys=f"{key}:classify"))
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any("weak" in m and reason in m for m in messages), messages
+    assert not any(key in m for m in messages)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        create_app(Settings(data_dir=tmp_path, api_keys=f"{ADMIN}:classify"))
+    assert not any("weak" in rec.getMessage() for rec in caplog.records)
+
+
+def test_metrics_labels_have_a_fixed_set_of_values(serve):
+    """Unknown methods and paths are `other`: a flood of made-up ones adds nothing."""
+    with serve() as client:
+        client.get("/adapters")
+        before = client.get("/metrics").text
+        for i in range(300):
+            client.request(f"M{i:04d}X", f"/classify/{i}")
+            client.get(f"/no/such/path/{i}")
+            client.request(f"Z{i:04d}", "/adapters")
+        after = client.get("/metrics").text
+    assert "M0001X" not in after and "/no/such" not in after and "Z0001" not in after
+    assert len(after) - len(before) < 20_000, len(after) - len(before)
+    assert 'method="other"' in after and 'route="other"' in after
 
 
 def test_settings_never_show_keys(tmp_path):

@@ -169,3 +169,24 @@ def test_runtime_preloads_jemalloc_it_installs():
     preload = next(part for part in env.split() if part.startswith("LD_PRELOAD="))
     library = preload.split("=", 1)[1]
     assert "libjemalloc2" in installs and library in installs  # the link the preload names
+
+
+def test_image_and_compose_ship_a_keyed_set_up(tmp_path):
+    """They listen on 0.0.0.0, where a keyless server refuses to start: the first start writes
+    a key to the data volume (app.__main__.generate_key); the compose file passes own keys on."""
+    env = " ".join(a for w, a in _dockerfile() if w == "ENV")
+    assert "APP_HOST=0.0.0.0" in env
+    assert "APP_API_KEYS_FILE=/data/api-keys" in env and "APP_GENERATE_API_KEY=true" in env
+    api = _compose()["services"]["api"]["environment"]
+    assert api["APP_HOST"] == "0.0.0.0" and api["APP_GENERATE_API_KEY"] == "true"
+    assert api["APP_API_KEYS_FILE"].startswith(api["APP_DATA_DIR"] + "/")
+    assert api["APP_API_KEYS"] == "${APP_API_KEYS:-}"
+
+    from app.__main__ import generate_key
+    from app.config import Settings
+    from app.main import checked_keyring
+
+    keys = tmp_path / "data" / "api-keys"
+    settings = Settings(host="0.0.0.0", api_keys_file=keys, generate_api_key=True, api_keys="")
+    generate_key(settings)
+    assert keys.is_file() and checked_keyring(settings).enabled

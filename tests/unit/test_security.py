@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from app.security import ForbiddenScope, KeyRing, MissingKey, is_loopback
+from app.security import (
+    ForbiddenScope,
+    KeyRing,
+    MissingKey,
+    StartupRefused,
+    check_exposure,
+    generate_key_file,
+    is_loopback,
+    weakness,
+)
 
 ADMIN = "admin-key-0123456789"
 READER = "reader-key-0123456789"
@@ -71,3 +80,52 @@ def test_bad_key_config_rejected(bad):
 )
 def test_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_download_scope_and_any_of_several():
+    fetcher = "fetcher-key-0123456789abcdefghijk"
+    ring = KeyRing.from_sources(keys=f"{fetcher}:download,{READER}:classify", keys_file=None)
+    wanted = frozenset({"download", "admin"})
+    assert ring.authorize(f"Bearer {fetcher}", wanted).scopes == {"download"}
+    with pytest.raises(ForbiddenScope, match="'admin' or 'download'"):
+        ring.authorize(f"Bearer {READER}", wanted)
+    with pytest.raises(ForbiddenScope):
+        ring.authorize(f"Bearer {fetcher}", "classify")
+
+
+@pytest.mark.parametrize(
+    ("key", "weak"),
+    [("a" * 16, True), ("0123456789abcdefghij", True), ("ab" * 20, True), (ADMIN * 2, False)],
+)
+def test_weakness(key, weak):
+    assert (weakness(key) is not None) is weak
+    ring = KeyRing.from_sources(keys=f"{key}:classify", keys_file=None)
+    assert bool(ring.warnings) is weak and not any(key in w for w in ring.warnings)
+
+
+def test_generated_key_file(tmp_path):
+    path = tmp_path / "keys" / "api-keys"
+    key = generate_key_file(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and weakness(key) is None
+    ring = KeyRing.from_sources(keys=None, keys_file=path)
+    assert ring.authorize(f"Bearer {key}", "admin").scopes == {"admin", "classify", "download"}
+    with pytest.raises(FileExistsError):  # never overwrites a keys file
+        generate_key_file(path)
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "anonymous", "outcome"),
+    [
+        ("127.0.0.1", False, False, False),
+        ("0.0.0.0", True, False, False),
+        ("0.0.0.0", False, True, True),
+        ("0.0.0.0", False, False, StartupRefused),
+        ("10.1.2.3", False, False, StartupRefused),
+    ],
+)
+def test_check_exposure(host, keys, anonymous, outcome):
+    if outcome is StartupRefused:
+        with pytest.raises(StartupRefused, match="APP_ALLOW_ANONYMOUS"):
+            check_exposure(host, keys=keys, allow_anonymous=anonymous)
+    else:
+        assert check_exposure(host, keys=keys, allow_anonymous=anonymous) is outcome
