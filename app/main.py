@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -134,6 +135,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     removed = store.cleanup()
     if removed:
         log.info("removed %d scratch folder(s) left in %s", removed, store.root)
+    try:  # now, not on the first GET /adapters: a store of an older version has none yet
+        await asyncio.to_thread(store.index.refresh)
+    except (OSError, sqlite3.Error) as exc:  # serving needs no index: GET /adapters retries
+        log.warning("could not bring the listing index of %s up to date: %s", store.root, exc)
     cache = build_cache(settings, engine, store, state.metrics)
     batcher = Batcher(
         engine=engine,

@@ -1,0 +1,261 @@
+"""The store's listing index: a SQLite file that every process sharing the store keeps current.
+
+`<root>/.index/listing.sqlite` holds, per adapter folder, what the listing shows of it (name,
+version, method, source, labels, base model, size, metrics, created_at) and the stamp of its
+manifest (inode, mtime). `AdapterStore` updates the row under the store's file lock after every
+add, replace and delete, so a page is one query on the name's B-tree: no manifest is opened.
+
+Every rename in or out of the root (by any writer: ours, one of an older version, a copy by
+hand) changes the root's mtime. A reader trusts the index only while the root's mtime is the
+one recorded by the last scan and that scan started RACY_NS after it (file times are coarse: a
+change in the same tick keeps the mtime). Otherwise it rescans under the lock: a stat of every
+manifest, a read of those whose stamp changed, a delete of the gone. A missing, unreadable or
+older-format file is rebuilt the same way; deleting it loses nothing. The rollback journal (not
+WAL) keeps it usable on a volume shared by several hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from adapters_store import format as fmt
+from adapters_store.errors import AdapterNotFound, InvalidAdapter
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # PRAGMA user_version of the file; a file of another format is rebuilt
+RACY_NS = 2_000_000_000
+INDEX_DIR = ".index"
+INDEX_FILE = "listing.sqlite"
+SCHEMA = (
+    "DROP TABLE IF EXISTS entries",
+    "DROP TABLE IF EXISTS meta",
+    "CREATE TABLE entries (name TEXT PRIMARY KEY, stamp TEXT NOT NULL, method TEXT,"
+    " source TEXT, data TEXT) WITHOUT ROWID",
+    "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), root_mtime INTEGER NOT NULL,"
+    " scanned_at INTEGER NOT NULL)",
+    f"PRAGMA user_version = {FORMAT}",
+)
+UPSERT = "INSERT OR REPLACE INTO entries (name, stamp, method, source, data) VALUES (?,?,?,?,?)"
+Row = tuple[str, str, str | None, str | None, str | None]
+
+
+class Listed(BaseModel):
+    """What the listing shows of one adapter: its manifest without files and training."""
+
+    name: str
+    version: int
+    base_model: fmt.BaseModelRef
+    adapter_config: str
+    labels: dict[int, str]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: str
+    hub: fmt.HubOrigin | None = None
+    created_at: str
+    size_bytes: int
+
+    @classmethod
+    def of(cls, manifest: fmt.Manifest) -> Listed:
+        fields = manifest.model_dump(exclude={"files", "training"})
+        return cls(**fields, size_bytes=manifest.size_bytes)
+
+
+@dataclass(frozen=True)
+class Page:
+    entries: list[Listed]
+    total: int  # the entries that match the filters (all pages)
+    next_after: str | None  # the `after` of the next page; None on the last page
+
+
+@dataclass(frozen=True)
+class Filters:
+    prefix: str | None = None  # of the name
+    method: str | None = None  # the manifest's adapter_config: seq_bn, lora, ...
+    source: str | None = None  # trained, uploaded, hub
+
+    def where(self) -> tuple[list[str], list[str]]:
+        clauses, args = ["data IS NOT NULL"], []
+        if self.prefix:  # a range on the primary key: names sort by code point
+            clauses += ["name >= ?", "name < ?"]
+            args += [self.prefix, self.prefix + "\U0010ffff"]
+        for column in ("method", "source"):
+            if getattr(self, column):
+                clauses.append(f"{column} = ?")
+                args.append(getattr(self, column))
+        return clauses, args
+
+
+class StoreIndex:
+    def __init__(self, root: Path, lock: Callable[[], contextlib.AbstractContextManager]) -> None:
+        self.root = root
+        self.path = root / INDEX_DIR / INDEX_FILE
+        self._lock = lock
+
+    # ---- writers: the caller holds the store lock ---------------------------------------
+    def put(self, folder: Path, manifest: fmt.Manifest) -> None:
+        stamp = _stamp(folder / fmt.MANIFEST)
+        if stamp is not None:
+            self._write(UPSERT, _row(folder.name, stamp, manifest))
+
+    def drop(self, name: str) -> None:
+        self._write("DELETE FROM entries WHERE name = ?", (name,))
+
+    def _write(self, sql: str, params: tuple) -> None:
+        """One statement on the index if it exists (else the first reader builds it). A
+        failure never fails the store's write: the file is removed, and readers rebuild it."""
+        if not self.path.exists():
+            return
+        try:
+            with self._connect(create=False) as conn:
+                if _version(conn) == FORMAT:
+                    conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            log.warning("listing index %s: %s; it will be rebuilt", self.path, exc)
+            self._discard()
+
+    # ---- readers -------------------------------------------------------------------------
+    def page(self, limit: int, after: str | None = None, filters: Filters | None = None) -> Page:
+        """Up to `limit` entries named after `after`, in name order, matching `filters`."""
+        filters = filters or Filters()
+        try:
+            with self._connect(create=False) as conn:
+                conn.execute("BEGIN")  # one snapshot for the check and the query
+                if self._fresh(conn):
+                    return _query(conn, limit, after, filters)
+        except sqlite3.DatabaseError as exc:
+            if _busy(exc):
+                raise
+        with self._lock():
+            self._rescan()
+            with self._connect(create=False) as conn:
+                return _query(conn, limit, after, filters)
+
+    def refresh(self) -> None:
+        """Bring the index up to date with the folders now (built if missing)."""
+        with self._lock():
+            self._rescan()
+
+    # ---- internals -----------------------------------------------------------------------
+    def _fresh(self, conn: sqlite3.Connection) -> bool:
+        if _version(conn) != FORMAT:
+            return False
+        row = conn.execute("SELECT root_mtime, scanned_at FROM meta").fetchone()
+        mtime = os.stat(self.root).st_mtime_ns
+        return row is not None and row[0] == mtime and row[1] - mtime >= RACY_NS
+
+    def _rescan(self) -> None:
+        try:
+            self._scan_into_index()
+        except sqlite3.DatabaseError as exc:
+            if _busy(exc):
+                raise
+            log.warning("listing index %s unreadable (%s): rebuilding it", self.path, exc)
+            self._discard()
+            self._scan_into_index()
+
+    def _scan_into_index(self) -> None:
+        self.path.parent.mkdir(exist_ok=True)
+        mtime = os.stat(self.root).st_mtime_ns  # before the scan: a later change shows
+        scanned_at = time.time_ns()
+        with self._connect(create=True) as conn:
+            if _version(conn) != FORMAT:
+                conn.executescript(";".join(("BEGIN", *SCHEMA, "COMMIT")))
+            known = dict(conn.execute("SELECT name, stamp FROM entries"))
+            rows, gone = self._changes(known)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(UPSERT, rows)
+            conn.executemany("DELETE FROM entries WHERE name = ?", [(n,) for n in gone])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", (mtime, scanned_at))
+            conn.execute("COMMIT")
+        if rows or gone:
+            log.info("listing index: %d entries read, %d gone", len(rows), len(gone))
+
+    def _changes(self, known: dict[str, str]) -> tuple[list[Row], set[str]]:
+        """Rows for the folders whose manifest is new or changed; the names no longer there."""
+        rows: list[Row] = []
+        gone = set(known)
+        with os.scandir(self.root) as entries:
+            for entry in entries:  # str paths, not Path: this loop runs over every adapter
+                if entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                stamp = _stamp(os.path.join(entry.path, fmt.MANIFEST))
+                if stamp is None:
+                    continue
+                if known.get(entry.name) != stamp:
+                    row = _read_row(Path(entry.path), stamp)
+                    if row is None:
+                        continue
+                    rows.append(row)
+                gone.discard(entry.name)
+        return rows, gone
+
+    @contextlib.contextmanager
+    def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
+        uri = f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            # A cache of the manifests: a crash of the machine may cost a rebuild, no more.
+            conn.execute("PRAGMA synchronous = OFF")
+            yield conn
+        finally:
+            conn.close()
+
+    def _discard(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+
+def _query(conn: sqlite3.Connection, limit: int, after: str | None, filters: Filters) -> Page:
+    clauses, args = filters.where()
+    count = f"SELECT count(*) FROM entries WHERE {' AND '.join(clauses)}"
+    total = conn.execute(count, args).fetchone()[0]
+    if after is not None:
+        clauses.append("name > ?")
+        args.append(after)
+    select = f"SELECT name, data FROM entries WHERE {' AND '.join(clauses)} ORDER BY name LIMIT ?"
+    rows = conn.execute(select, [*args, limit + 1]).fetchall()
+    entries = [Listed.model_validate_json(data) for _, data in rows[:limit]]
+    return Page(entries, total, rows[limit - 1][0] if len(rows) > limit else None)
+
+
+def _row(name: str, stamp: str, manifest: fmt.Manifest) -> Row:
+    data = Listed.of(manifest).model_dump_json()
+    return (name, stamp, manifest.adapter_config, manifest.source, data)
+
+
+def _read_row(folder: Path, stamp: str) -> Row | None:
+    """The folder's row; None when it is gone. An unreadable manifest is remembered (data
+    NULL: not listed, as `AdapterStore.list` skips it) so that it is not re-read every scan."""
+    try:
+        return _row(folder.name, stamp, fmt.read_manifest(folder))
+    except AdapterNotFound:
+        return None
+    except InvalidAdapter:
+        return (folder.name, stamp, None, None, None)
+
+
+def _stamp(manifest: str | Path) -> str | None:
+    try:
+        st = os.stat(manifest)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return f"{st.st_ino}:{st.st_mtime_ns}"
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """Locked or busy past the timeout: the file is fine, so it is not rebuilt."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
