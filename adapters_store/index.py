@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class StoreIndex:
         self.root = root
         self.path = root / INDEX_DIR / INDEX_FILE
         self._lock = lock
+        self._local = threading.local()  # each thread's open connection (see _connection)
 
     # ---- writers: the caller holds the store lock ---------------------------------------
     def put(self, folder: Path, manifest: fmt.Manifest) -> None:
@@ -112,12 +114,12 @@ class StoreIndex:
     def _write(self, sql: str, params: tuple) -> None:
         """One statement on the index if it exists (else the first reader builds it). A
         failure never fails the store's write: the file is removed, and readers rebuild it."""
-        if not self.path.exists():
-            return
         try:
-            with self._connect(create=False) as conn:
-                if _version(conn) == FORMAT:
-                    conn.execute(sql, params)
+            conn = self._connection()
+            if _version(conn) == FORMAT:
+                conn.execute(sql, params)
+        except FileNotFoundError:
+            return
         except sqlite3.Error as exc:
             log.warning("listing index %s: %s; it will be rebuilt", self.path, exc)
             self._discard()
@@ -127,17 +129,22 @@ class StoreIndex:
         """Up to `limit` entries named after `after`, in name order, matching `filters`."""
         filters = filters or Filters()
         try:
-            with self._connect(create=False) as conn:
-                conn.execute("BEGIN")  # one snapshot for the check and the query
+            conn = self._connection()
+            conn.execute("BEGIN")  # one snapshot for the check and the query
+            try:
                 if self._fresh(conn):
                     return _query(conn, limit, after, filters)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except FileNotFoundError:
+            pass
         except sqlite3.DatabaseError as exc:
             if _busy(exc):
                 raise
         with self._lock():
             self._rescan()
-            with self._connect(create=False) as conn:
-                return _query(conn, limit, after, filters)
+            return _query(self._connection(), limit, after, filters)
 
     def refresh(self) -> None:
         """Bring the index up to date with the folders now (built if missing)."""
@@ -198,18 +205,38 @@ class StoreIndex:
                 gone.discard(entry.name)
         return rows, gone
 
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection to the file, kept open between calls (a write costs one
+        statement); opened again after a fork or once the file was replaced by a rebuild.
+        FileNotFoundError when there is no file."""
+        st = os.stat(self.path)
+        key = (os.getpid(), st.st_dev, st.st_ino)
+        held = getattr(self._local, "held", None)
+        if held is None or held[0] != key:
+            if held is not None and held[0][0] == key[0]:
+                held[1].close()
+            self._local.held = (key, self._open(create=False))
+        return self._local.held[1]
+
     @contextlib.contextmanager
     def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
-        uri = f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
-        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        conn = self._open(create=create)
         try:
-            # A cache of the manifests: a crash of the machine may cost a rebuild, no more.
-            conn.execute("PRAGMA synchronous = OFF")
             yield conn
         finally:
             conn.close()
 
+    def _open(self, *, create: bool) -> sqlite3.Connection:
+        uri = f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        # A cache of the manifests: a crash of the machine may cost a rebuild, no more. The
+        # journal is emptied, not deleted, after each write (no directory change each time).
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA journal_mode = TRUNCATE")
+        return conn
+
     def _discard(self) -> None:
+        self._local.held = None
         for suffix in ("", "-journal", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}{suffix}")
