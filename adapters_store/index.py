@@ -8,10 +8,13 @@ add, replace and delete, so a page is one query on the name's B-tree: no manifes
 Every rename in or out of the root (by any writer: ours, one of an older version, a copy by
 hand) changes the root's mtime. A reader trusts the index only while the root's mtime is the
 one recorded by the last scan and that scan started RACY_NS after it (file times are coarse: a
-change in the same tick keeps the mtime). Otherwise it rescans under the lock: a stat of every
-manifest, a read of those whose stamp changed, a delete of the gone. A missing, unreadable or
-older-format file is rebuilt the same way; deleting it loses nothing. The rollback journal (not
-WAL) keeps it usable on a volume shared by several hosts.
+change in the same tick keeps the mtime). Otherwise it rescans under the lock: a folder with
+the name and directory inode the last scan saw is unchanged; the others (new, replaced, or
+written by our writers since) get a stat of their manifest, and a read when its stamp changed.
+A full scan (at start-up, or when the last is FULL_SCAN_NS old) stats every manifest: it also
+sees a folder replaced behind the index by one with the same inode number. A missing,
+unreadable or older-format file is rebuilt; deleting it loses nothing. The rollback journal
+(not WAL) keeps it usable on a volume shared by several hosts.
 """
 
 from __future__ import annotations
@@ -35,19 +38,22 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # PRAGMA user_version of the file; a file of another format is rebuilt
 RACY_NS = 2_000_000_000
+FULL_SCAN_NS = 60_000_000_000
 INDEX_DIR = ".index"
 INDEX_FILE = "listing.sqlite"
 SCHEMA = (
     "DROP TABLE IF EXISTS entries",
     "DROP TABLE IF EXISTS meta",
+    # dino: the folder's inode as the last scan saw it (NULL once a writer changed the row)
     "CREATE TABLE entries (name TEXT PRIMARY KEY, stamp TEXT NOT NULL, method TEXT,"
-    " source TEXT, data TEXT) WITHOUT ROWID",
+    " source TEXT, data TEXT, dino INTEGER) WITHOUT ROWID",
     "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), root_mtime INTEGER NOT NULL,"
-    " scanned_at INTEGER NOT NULL)",
+    " scanned_at INTEGER NOT NULL, full_scan_at INTEGER NOT NULL)",
     f"PRAGMA user_version = {FORMAT}",
 )
-UPSERT = "INSERT OR REPLACE INTO entries (name, stamp, method, source, data) VALUES (?,?,?,?,?)"
-Row = tuple[str, str, str | None, str | None, str | None]
+UPSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)"
+KNOWN = "SELECT name, stamp, dino FROM entries"
+Row = tuple[str, str, str | None, str | None, str | None, int | None]
 
 
 class Listed(BaseModel):
@@ -106,7 +112,7 @@ class StoreIndex:
     def put(self, folder: Path, manifest: fmt.Manifest) -> None:
         stamp = _stamp(folder / fmt.MANIFEST)
         if stamp is not None:
-            self._write(UPSERT, _row(folder.name, stamp, manifest))
+            self._write(UPSERT, _row(folder.name, stamp, manifest, None))
 
     def drop(self, name: str) -> None:
         self._write("DELETE FROM entries WHERE name = ?", (name,))
@@ -143,13 +149,13 @@ class StoreIndex:
             if _busy(exc):
                 raise
         with self._lock():
-            self._rescan()
+            self._rescan(full=False)
             return _query(self._connection(), limit, after, filters)
 
     def refresh(self) -> None:
-        """Bring the index up to date with the folders now (built if missing)."""
+        """Bring the index up to date with the folders now (built if missing): a full scan."""
         with self._lock():
-            self._rescan()
+            self._rescan(full=True)
 
     # ---- internals -----------------------------------------------------------------------
     def _fresh(self, conn: sqlite3.Connection) -> bool:
@@ -159,51 +165,65 @@ class StoreIndex:
         mtime = os.stat(self.root).st_mtime_ns
         return row is not None and row[0] == mtime and row[1] - mtime >= RACY_NS
 
-    def _rescan(self) -> None:
+    def _rescan(self, *, full: bool) -> None:
         try:
-            self._scan_into_index()
+            self._scan_into_index(full)
         except sqlite3.DatabaseError as exc:
             if _busy(exc):
                 raise
             log.warning("listing index %s unreadable (%s): rebuilding it", self.path, exc)
             self._discard()
-            self._scan_into_index()
+            self._scan_into_index(True)
 
-    def _scan_into_index(self) -> None:
+    def _scan_into_index(self, full: bool) -> None:
         self.path.parent.mkdir(exist_ok=True)
         mtime = os.stat(self.root).st_mtime_ns  # before the scan: a later change shows
-        scanned_at = time.time_ns()
+        now = time.time_ns()
         with self._connect(create=True) as conn:
             if _version(conn) != FORMAT:
                 conn.executescript(";".join(("BEGIN", *SCHEMA, "COMMIT")))
-            known = dict(conn.execute("SELECT name, stamp FROM entries"))
-            rows, gone = self._changes(known)
+            last_full = conn.execute("SELECT full_scan_at FROM meta").fetchone()
+            full = full or last_full is None or now - last_full[0] > FULL_SCAN_NS
+            known = {name: (stamp, dino) for name, stamp, dino in conn.execute(KNOWN)}
+            rows, inodes, gone = self._changes(known, full)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(UPSERT, rows)
+            conn.executemany("UPDATE entries SET dino = ? WHERE name = ?", inodes)
             conn.executemany("DELETE FROM entries WHERE name = ?", [(n,) for n in gone])
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", (mtime, scanned_at))
+            full_at = now if full else last_full[0]
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?, ?)", (mtime, now, full_at))
             conn.execute("COMMIT")
         if rows or gone:
-            log.info("listing index: %d entries read, %d gone", len(rows), len(gone))
+            log.info("listing index: %d entries written, %d gone", len(rows), len(gone))
 
-    def _changes(self, known: dict[str, str]) -> tuple[list[Row], set[str]]:
-        """Rows for the folders whose manifest is new or changed; the names no longer there."""
+    def _changes(
+        self, known: dict[str, tuple[str, int | None]], full: bool
+    ) -> tuple[list[Row], list[tuple[int, str]], set[str]]:
+        """Rows for the folders that are new or changed; (inode, name) of unchanged ones whose
+        inode was not recorded; the names no longer there. Not `full`: a folder with the inode
+        recorded is taken as unchanged without a stat."""
         rows: list[Row] = []
+        inodes: list[tuple[int, str]] = []
         gone = set(known)
         with os.scandir(self.root) as entries:
             for entry in entries:  # str paths, not Path: this loop runs over every adapter
                 if entry.name.startswith(".") or not entry.is_dir():
                     continue
-                stamp = _stamp(os.path.join(entry.path, fmt.MANIFEST))
-                if stamp is None:
-                    continue
-                if known.get(entry.name) != stamp:
-                    row = _read_row(Path(entry.path), stamp)
-                    if row is None:
+                name, dino = entry.name, entry.inode()
+                stamp, known_dino = known.get(name, (None, None))
+                if full or known_dino != dino:
+                    current = _stamp(os.path.join(entry.path, fmt.MANIFEST))
+                    if current is None:
                         continue
-                    rows.append(row)
-                gone.discard(entry.name)
-        return rows, gone
+                    if current != stamp:
+                        row = _read_row(Path(entry.path), current, dino)
+                        if row is None:
+                            continue
+                        rows.append(row)
+                    elif known_dino != dino:
+                        inodes.append((dino, name))
+                gone.discard(name)
+        return rows, inodes, gone
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection to the file, kept open between calls (a write costs one
@@ -255,20 +275,20 @@ def _query(conn: sqlite3.Connection, limit: int, after: str | None, filters: Fil
     return Page(entries, total, rows[limit - 1][0] if len(rows) > limit else None)
 
 
-def _row(name: str, stamp: str, manifest: fmt.Manifest) -> Row:
+def _row(name: str, stamp: str, manifest: fmt.Manifest, dino: int | None) -> Row:
     data = Listed.of(manifest).model_dump_json()
-    return (name, stamp, manifest.adapter_config, manifest.source, data)
+    return (name, stamp, manifest.adapter_config, manifest.source, data, dino)
 
 
-def _read_row(folder: Path, stamp: str) -> Row | None:
+def _read_row(folder: Path, stamp: str, dino: int) -> Row | None:
     """The folder's row; None when it is gone. An unreadable manifest is remembered (data
     NULL: not listed, as `AdapterStore.list` skips it) so that it is not re-read every scan."""
     try:
-        return _row(folder.name, stamp, fmt.read_manifest(folder))
+        return _row(folder.name, stamp, fmt.read_manifest(folder), dino)
     except AdapterNotFound:
         return None
     except InvalidAdapter:
-        return (folder.name, stamp, None, None, None)
+        return (folder.name, stamp, None, None, None, dino)
 
 
 def _stamp(manifest: str | Path) -> str | None:

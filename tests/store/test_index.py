@@ -300,3 +300,31 @@ def test_thousands_of_adapters_page_quickly(store, saved, monkeypatch):
     assert [e.name for e in page.entries][:2] == ["a-1237", "a-1240"] and page.total == 1000
     assert took < 0.25, f"a page of 50 took {took:.3f} s ({built:.2f} s to build)"
     assert sum(len(p) for p in _walk(store, 1000)) == 3000
+
+
+def test_a_rescan_stats_only_the_folders_it_did_not_see(store, saved, monkeypatch):
+    """After the start-up scan, a rescan lists the root and stats only new or replaced
+    folders (and the ones our writers wrote); every FULL_SCAN_NS it stats them all."""
+    for name in ("a", "b", "c", "d"):
+        _add(store, saved, name)
+    store.index.refresh()
+    stats = []
+    real_stamp = index_module._stamp
+    monkeypatch.setattr(index_module, "_stamp", lambda p: stats.append(p) or real_stamp(p))
+    _add(store, saved, "b", overwrite=True)
+    _copy_by_hand(store, "a", "e")
+    assert [(e.name, e.version) for e in store.page(10).entries][1:] == [
+        ("b", 2), ("c", 1), ("d", 1), ("e", 1)
+    ]  # fmt: skip
+    assert sorted(Path(p).parent.name for p in stats) == ["b", "b", "e"]  # b: its writer, once
+    stats.clear()
+    store.page(10)  # within RACY_NS of the last scan: scanned again, without a stat
+    assert stats == []
+    manifest = store.root / "c" / "manifest.json"  # edited in place: the folder is the same
+    manifest.write_text(manifest.read_text().replace('"version": 1', '"version": 5'))
+    os.utime(store.root)
+    assert store.page(10).entries[2].version == 1
+    monkeypatch.setattr(index_module, "FULL_SCAN_NS", 0)
+    os.utime(store.root)
+    assert store.page(10).entries[2].version == 5
+    assert len(stats) == 5
