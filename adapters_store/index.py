@@ -47,12 +47,12 @@ SCHEMA = (
     # dino: the folder's inode as the last scan saw it (NULL once a writer changed the row)
     "CREATE TABLE entries (name TEXT PRIMARY KEY, stamp TEXT NOT NULL, method TEXT,"
     " source TEXT, data TEXT, dino INTEGER) WITHOUT ROWID",
+    "CREATE INDEX entries_scan ON entries (dino, stamp)",  # a scan reads it, not the data
     "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), root_mtime INTEGER NOT NULL,"
     " scanned_at INTEGER NOT NULL, full_scan_at INTEGER NOT NULL)",
     f"PRAGMA user_version = {FORMAT}",
 )
 UPSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)"
-KNOWN = "SELECT name, stamp, dino FROM entries"
 Row = tuple[str, str, str | None, str | None, str | None, int | None]
 
 
@@ -184,8 +184,7 @@ class StoreIndex:
                 conn.executescript(";".join(("BEGIN", *SCHEMA, "COMMIT")))
             last_full = conn.execute("SELECT full_scan_at FROM meta").fetchone()
             full = full or last_full is None or now - last_full[0] > FULL_SCAN_NS
-            known = {name: (stamp, dino) for name, stamp, dino in conn.execute(KNOWN)}
-            rows, inodes, gone = self._changes(known, full)
+            rows, inodes, gone = self._changes(conn, full)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(UPSERT, rows)
             conn.executemany("UPDATE entries SET dino = ? WHERE name = ?", inodes)
@@ -197,32 +196,30 @@ class StoreIndex:
             log.info("listing index: %d entries written, %d gone", len(rows), len(gone))
 
     def _changes(
-        self, known: dict[str, tuple[str, int | None]], full: bool
+        self, conn: sqlite3.Connection, full: bool
     ) -> tuple[list[Row], list[tuple[int, str]], set[str]]:
         """Rows for the folders that are new or changed; (inode, name) of unchanged ones whose
         inode was not recorded; the names no longer there. Not `full`: a folder with the inode
         recorded is taken as unchanged without a stat."""
+        known = dict(conn.execute("SELECT name, dino FROM entries"))
+        with os.scandir(self.root) as entries:  # comprehensions: this runs over every adapter
+            seen = {e.name: e.inode() for e in entries if e.name[0] != "." and e.is_dir()}
+        gone = known.keys() - seen.keys()
+        todo = seen if full else dict(seen.items() - known.items())
+        stamps = dict(conn.execute("SELECT name, stamp FROM entries")) if full else {}
         rows: list[Row] = []
         inodes: list[tuple[int, str]] = []
-        gone = set(known)
-        with os.scandir(self.root) as entries:
-            for entry in entries:  # str paths, not Path: this loop runs over every adapter
-                if entry.name.startswith(".") or not entry.is_dir():
-                    continue
-                name, dino = entry.name, entry.inode()
-                stamp, known_dino = known.get(name, (None, None))
-                if full or known_dino != dino:
-                    current = _stamp(os.path.join(entry.path, fmt.MANIFEST))
-                    if current is None:
-                        continue
-                    if current != stamp:
-                        row = _read_row(Path(entry.path), current, dino)
-                        if row is None:
-                            continue
-                        rows.append(row)
-                    elif known_dino != dino:
-                        inodes.append((dino, name))
-                gone.discard(name)
+        for name, dino in todo.items():
+            current = _stamp(os.path.join(self.root, name, fmt.MANIFEST))
+            stamp = stamps.get(name) if full else _known_stamp(conn, name)
+            if current is None or current != stamp:
+                row = None if current is None else _read_row(self.root / name, current, dino)
+                if row is None:
+                    gone.add(name)
+                else:
+                    rows.append(row)
+            elif known.get(name) != dino:
+                inodes.append((dino, name))
         return rows, inodes, gone
 
     def _connection(self) -> sqlite3.Connection:
@@ -297,6 +294,11 @@ def _stamp(manifest: str | Path) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return f"{st.st_ino}:{st.st_mtime_ns}"
+
+
+def _known_stamp(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT stamp FROM entries WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
 
 
 def _version(conn: sqlite3.Connection) -> int:
