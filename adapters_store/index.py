@@ -26,13 +26,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, Field
 
 from adapters_store import format as fmt
 from adapters_store.errors import AdapterNotFound, InvalidAdapter
+from adapters_store.listing import Filters, Listed, Page, query_page
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +52,6 @@ SCHEMA = (
 )
 UPSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)"
 Row = tuple[str, str, str | None, str | None, str | None, int | None]
-
-
-class Listed(BaseModel):
-    """What the listing shows of one adapter: its manifest without files and training."""
-
-    name: str
-    version: int
-    base_model: fmt.BaseModelRef
-    adapter_config: str
-    labels: dict[int, str]
-    metrics: dict[str, float] = Field(default_factory=dict)
-    source: str
-    hub: fmt.HubOrigin | None = None
-    created_at: str
-    size_bytes: int
-
-    @classmethod
-    def of(cls, manifest: fmt.Manifest) -> Listed:
-        fields = manifest.model_dump(exclude={"files", "training"})
-        return cls(**fields, size_bytes=manifest.size_bytes)
-
-
-@dataclass(frozen=True)
-class Page:
-    entries: list[Listed]
-    total: int  # the entries that match the filters (all pages)
-    next_after: str | None  # the `after` of the next page; None on the last page
-
-
-@dataclass(frozen=True)
-class Filters:
-    prefix: str | None = None  # of the name
-    method: str | None = None  # the manifest's adapter_config: seq_bn, lora, ...
-    source: str | None = None  # trained, uploaded, hub
-
-    def where(self) -> tuple[list[str], list[str]]:
-        clauses, args = ["data IS NOT NULL"], []
-        if self.prefix:  # a range on the primary key: names sort by code point
-            clauses += ["name >= ?", "name < ?"]
-            args += [self.prefix, self.prefix + "\U0010ffff"]
-        for column in ("method", "source"):
-            if getattr(self, column):
-                clauses.append(f"{column} = ?")
-                args.append(getattr(self, column))
-        return clauses, args
 
 
 class StoreIndex:
@@ -139,7 +92,7 @@ class StoreIndex:
             conn.execute("BEGIN")  # one snapshot for the check and the query
             try:
                 if self._fresh(conn):
-                    return _query(conn, limit, after, filters)
+                    return query_page(conn, limit, after, filters)
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -150,7 +103,7 @@ class StoreIndex:
                 raise
         with self._lock():
             self._rescan(full=False)
-            return _query(self._connection(), limit, after, filters)
+            return query_page(self._connection(), limit, after, filters)
 
     def refresh(self) -> None:
         """Bring the index up to date with the folders now (built if missing): a full scan."""
@@ -257,19 +210,6 @@ class StoreIndex:
         for suffix in ("", "-journal", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}{suffix}")
-
-
-def _query(conn: sqlite3.Connection, limit: int, after: str | None, filters: Filters) -> Page:
-    clauses, args = filters.where()
-    count = f"SELECT count(*) FROM entries WHERE {' AND '.join(clauses)}"
-    total = conn.execute(count, args).fetchone()[0]
-    if after is not None:
-        clauses.append("name > ?")
-        args.append(after)
-    select = f"SELECT name, data FROM entries WHERE {' AND '.join(clauses)} ORDER BY name LIMIT ?"
-    rows = conn.execute(select, [*args, limit + 1]).fetchall()
-    entries = [Listed.model_validate_json(data) for _, data in rows[:limit]]
-    return Page(entries, total, rows[limit - 1][0] if len(rows) > limit else None)
 
 
 def _row(name: str, stamp: str, manifest: fmt.Manifest, dino: int | None) -> Row:

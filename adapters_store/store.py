@@ -25,7 +25,8 @@ from adapters_store import format as fmt
 from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES, converted_copy, needs_conversion
 from adapters_store.errors import AdapterExists, AdapterNotFound, InvalidAdapter
 from adapters_store.fit import check_param_bytes, param_bytes
-from adapters_store.index import Filters, Page, StoreIndex
+from adapters_store.index import StoreIndex
+from adapters_store.listing import Filters, Page
 from adapters_store.scratch import remove_leftovers, scratch_dir
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
 
