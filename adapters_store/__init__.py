@@ -14,6 +14,7 @@ from adapters_store.errors import (
     StoreError,
 )
 from adapters_store.format import BaseModelRef, HubOrigin, Manifest, validate_name
+from adapters_store.listing import Filters, Listed, Page
 from adapters_store.store import AdapterStore, StoredAdapter
 from adapters_store.validate import check_base
 
@@ -26,12 +27,15 @@ __all__ = [
     "ArchiveTooLarge",
     "BaseModelMismatch",
     "BaseModelRef",
+    "Filters",
     "HubError",
     "HubOrigin",
     "HubUnavailable",
     "InvalidAdapter",
     "InvalidName",
+    "Listed",
     "Manifest",
+    "Page",
     "StoreError",
     "StoredAdapter",
     "check_base",

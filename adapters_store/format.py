@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from adapters_store.errors import InvalidAdapter, InvalidName
+from adapters_store.errors import AdapterNotFound, InvalidAdapter, InvalidName
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -79,6 +79,22 @@ class Manifest(BaseModel):
     @property
     def size_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """The manifest of a stored adapter's folder: AdapterNotFound when there is none (or it was
+    removed while being read), InvalidAdapter when it does not parse."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise AdapterNotFound(f"adapter {folder.name!r} not found")
+    try:
+        return Manifest.model_validate(read_json(manifest_path))
+    except ValidationError as exc:
+        raise InvalidAdapter(f"{folder.name}/manifest.json is invalid: {exc}") from None
+    except InvalidAdapter:
+        if not manifest_path.exists():
+            raise AdapterNotFound(f"adapter {folder.name!r} not found") from None
+        raise
 
 
 def sha256_file(path: Path) -> str:

@@ -4,6 +4,7 @@ Layout: `<root>/<name>/` holds the adapters library's files plus our `manifest.j
 Writers build a complete copy in `<root>/.tmp-*` and rename it into place, under a file lock
 shared by every process using the same root, so readers never see half an adapter. A replace
 moves the old folder aside first: for that instant a reader gets "not found", never a mixture.
+Under the same lock each write updates the listing index (`<root>/.index/`, index.py).
 """
 
 from __future__ import annotations
@@ -13,25 +14,20 @@ import fcntl
 import json
 import os
 import shutil
-import socket
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from adapters_store import archive as archives
 from adapters_store import format as fmt
 from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES, converted_copy, needs_conversion
-from adapters_store.errors import (
-    AdapterExists,
-    AdapterNotFound,
-    InvalidAdapter,
-)
+from adapters_store.errors import AdapterExists, AdapterNotFound, InvalidAdapter
 from adapters_store.fit import check_param_bytes, param_bytes
+from adapters_store.index import StoreIndex
+from adapters_store.listing import Filters, Page
+from adapters_store.scratch import remove_leftovers, scratch_dir
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
 
 
@@ -56,20 +52,27 @@ class AdapterStore:
         self.max_total_bytes = max_total_bytes
         self.max_param_bytes = max_param_bytes
         self._tombstones = self.root / ".tombstones"
+        self.index = StoreIndex(self.root, self._lock)
 
     # ---- reading -------------------------------------------------------------------------
     def list(self) -> list[fmt.Manifest]:
+        """Every adapter's full manifest, read from its folder (see `page` for large stores)."""
         manifests = []
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not child.is_dir():
                 continue
             with contextlib.suppress(AdapterNotFound, InvalidAdapter):
-                manifests.append(self._read_manifest(child))
+                manifests.append(fmt.read_manifest(child))
         return manifests
+
+    def page(self, limit: int, after: str | None = None, filters: Filters | None = None) -> Page:
+        """Up to `limit` adapters named after `after`, in name order, from the listing index
+        (index.py): what the listing shows of each, the count matching `filters`, `next_after`."""
+        return self.index.page(limit, after, filters)
 
     def get(self, name: str) -> StoredAdapter:
         path = self.root / fmt.validate_name(name)
-        return StoredAdapter(self._read_manifest(path), path)
+        return StoredAdapter(fmt.read_manifest(path), path)
 
     def exists(self, name: str) -> bool:
         return (self.root / fmt.validate_name(name) / fmt.MANIFEST).is_file()
@@ -202,30 +205,14 @@ class AdapterStore:
             stored = self.get(name)
             trash = self._trash_path()
             os.rename(stored.path, trash)
+            self.index.drop(name)
             self._remember_version(name, stored.manifest.version)
         shutil.rmtree(trash, ignore_errors=True)
         return stored.manifest
 
     def cleanup(self) -> int:
-        """Remove scratch folders left by dead processes on this host; return how many.
-
-        Also removes `.trash-*` folders: an old version renamed aside by a replace or delete
-        that died before deleting it. Nothing reads them, and removing one that a live
-        process is deleting at the same time is harmless.
-        """
-        removed = 0
-        mine = f".tmp-{socket.gethostname()}-"  # host names may hold '-' (Kubernetes pods)
-        for child in self.root.glob(".tmp-*"):
-            if not child.name.startswith(mine):
-                continue
-            pid = child.name[len(mine) :].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
-        for child in self.root.glob(".trash-*"):
-            shutil.rmtree(child, ignore_errors=True)
-            removed += 1
-        return removed
+        """Remove scratch folders left by dead processes on this host; return how many."""
+        return remove_leftovers(self.root)
 
     # ---- internals -----------------------------------------------------------------------
     def _commit(
@@ -255,7 +242,7 @@ class AdapterStore:
             if not overwrite:
                 raise AdapterExists(f"adapter {name!r} already exists (pass overwrite to replace)")
             with contextlib.suppress(AdapterNotFound, InvalidAdapter):
-                old = self._read_manifest(target)
+                old = fmt.read_manifest(target)
         last = old.version if old else self._forgotten_version(name)
         manifest.version = last + 1
         _write_json(staging / fmt.MANIFEST, manifest.model_dump(mode="json"))
@@ -264,22 +251,10 @@ class AdapterStore:
             trash = self._trash_path()
             os.rename(target, trash)
         os.rename(staging, target)
+        self.index.put(target, manifest)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return manifest
-
-    def _read_manifest(self, path: Path) -> fmt.Manifest:
-        manifest_path = path / fmt.MANIFEST
-        if not manifest_path.is_file():
-            raise AdapterNotFound(f"adapter {path.name!r} not found")
-        try:
-            return fmt.Manifest.model_validate(fmt.read_json(manifest_path))
-        except ValidationError as exc:
-            raise InvalidAdapter(f"{path.name}/manifest.json is invalid: {exc}") from None
-        except InvalidAdapter:
-            if not manifest_path.exists():  # removed while we read it
-                raise AdapterNotFound(f"adapter {path.name!r} not found") from None
-            raise
 
     def _forgotten_version(self, name: str) -> int:
         path = self._tombstones / name
@@ -299,15 +274,8 @@ class AdapterStore:
         """A scratch folder inside the store, removed on exit (and by cleanup() after a crash)."""
         return self._scratch()
 
-    @contextlib.contextmanager
-    def _scratch(self, *, keep: bool = False) -> Iterator[Path]:
-        prefix = f".tmp-{socket.gethostname()}-{os.getpid()}-"
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
-        try:
-            yield path
-        finally:
-            if not keep or path.exists():
-                shutil.rmtree(path, ignore_errors=True)
+    def _scratch(self, *, keep: bool = False) -> contextlib.AbstractContextManager[Path]:
+        return scratch_dir(self.root, keep=keep)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -321,13 +289,3 @@ class AdapterStore:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

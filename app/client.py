@@ -4,6 +4,7 @@
 
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         client.classify("sentiment", ["great phone", "awful battery"], top_k=None)
+        client.list_adapters(prefix="senti")                         # every page, one list
         client.upload_adapter("sentiment", "./final_adapter")       # a folder or an archive
         job = client.submit_job(name="reviews", dataset="reviews.jsonl", num_epochs=1)
         client.wait(job, progress=True)                              # a tqdm bar
@@ -19,10 +20,11 @@ with `status` and `code`. Importing this module imports neither torch nor transf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +82,49 @@ def _job_id(job: str | dict) -> str:
     return job if isinstance(job, str) else str(job["id"])
 
 
+# A conversation of several requests, written once for both clients: a generator that yields
+# a GET as (path, params) or a pause in seconds, receives the answer, and returns the result.
+Steps = Generator[tuple[str, dict[str, Any]] | float, Any, Any]
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _every_page(params: dict[str, Any]) -> Steps:
+    adapters, cursor = [], None
+    while True:
+        page = yield ("/adapters", params | _given(cursor=cursor))
+        adapters += page["adapters"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return adapters
+
+
+def _polling(job: str | dict, progress: bool, poll_s: float, timeout_s: float | None) -> Steps:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    bar = _Bar(progress, _job_id(job))
+    try:
+        while True:
+            record = yield (f"/train-jobs/{_job_id(job)}", {})
+            bar.show(record)
+            if record["status"] in TERMINAL:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise _timed_out(record, timeout_s or 0)
+            yield poll_s
+    finally:
+        bar.close()
+
+
 class _Endpoints:
-    """The API's routes, once: `_request` runs them (blocking, or as a coroutine)."""
+    """The API's routes, once: `_request` runs one, `_run` a conversation of several (`Steps`),
+    blocking or as a coroutine."""
 
     def _request(self, method: str, path: str, *, parse=None, raw=False, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _run(self, steps: Steps) -> Any:
         raise NotImplementedError
 
     def classify(
@@ -99,8 +140,30 @@ class _Endpoints:
         body["adapters" if isinstance(adapter, list) else "adapter"] = adapter
         return self._request("POST", "/classify", json=body)
 
-    def list_adapters(self) -> Any:
-        return self._request("GET", "/adapters", parse=lambda body: body["adapters"])
+    def list_adapters(
+        self,
+        *,
+        prefix: str | None = None,
+        method: str | None = None,
+        source: str | None = None,
+        page_size: int | None = None,
+    ) -> Any:
+        """Every adapter (matching the filters) in name order, following the pages."""
+        params = _given(prefix=prefix, method=method, source=source, limit=page_size)
+        return self._run(_every_page(params))
+
+    def adapters_page(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        prefix: str | None = None,
+        method: str | None = None,
+        source: str | None = None,
+    ) -> Any:
+        """One page: `{"adapters": [...], "next_cursor": str | None, "total": int}`."""
+        params = _given(limit=limit, cursor=cursor, prefix=prefix, method=method, source=source)
+        return self._request("GET", "/adapters", params=params)
 
     def get_adapter(self, name: str) -> Any:
         return self._request("GET", f"/adapters/{name}")
@@ -157,6 +220,17 @@ class _Endpoints:
     def cancel_job(self, job: str | dict) -> Any:
         return self._request("POST", f"/train-jobs/{_job_id(job)}/cancel")
 
+    def wait(
+        self,
+        job: str | dict,
+        *,
+        progress: bool = False,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Poll the job until it succeeds, fails or is cancelled; return its final record."""
+        return self._run(_polling(job, progress, poll_s, timeout_s))
+
 
 class _Bar:
     """A tqdm bar over a job's steps (or nothing, when progress is off)."""
@@ -212,28 +286,18 @@ class Client(_Endpoints):
             raise ApiError(None, "unreachable", f"{method} {path}: {exc}") from exc
         return _parse(response, parse, raw)
 
-    def wait(
-        self,
-        job: str | dict,
-        *,
-        progress: bool = False,
-        poll_s: float = 1.0,
-        timeout_s: float | None = None,
-    ) -> dict:
-        """Poll the job until it succeeds, fails or is cancelled; return its final record."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        bar = _Bar(progress, _job_id(job))
-        try:
+    def _run(self, steps: Steps) -> Any:
+        answer = None
+        with contextlib.closing(steps):
             while True:
-                record = self.get_job(job)
-                bar.show(record)
-                if record["status"] in TERMINAL:
-                    return record
-                if deadline is not None and time.monotonic() > deadline:
-                    raise _timed_out(record, timeout_s or 0)
-                time.sleep(poll_s)
-        finally:
-            bar.close()
+                try:
+                    step = steps.send(answer)
+                except StopIteration as done:
+                    return done.value
+                if isinstance(step, tuple):
+                    answer = self._request("GET", step[0], params=step[1])
+                else:
+                    answer = time.sleep(step)
 
     def close(self) -> None:
         self._http.close()
@@ -268,27 +332,18 @@ class AsyncClient(_Endpoints):
             raise ApiError(None, "unreachable", f"{method} {path}: {exc}") from exc
         return _parse(response, parse, raw)
 
-    async def wait(
-        self,
-        job: str | dict,
-        *,
-        progress: bool = False,
-        poll_s: float = 1.0,
-        timeout_s: float | None = None,
-    ) -> dict:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        bar = _Bar(progress, _job_id(job))
-        try:
+    async def _run(self, steps: Steps) -> Any:  # type: ignore[override]
+        answer = None
+        with contextlib.closing(steps):
             while True:
-                record = await self.get_job(job)
-                bar.show(record)
-                if record["status"] in TERMINAL:
-                    return record
-                if deadline is not None and time.monotonic() > deadline:
-                    raise _timed_out(record, timeout_s or 0)
-                await asyncio.sleep(poll_s)
-        finally:
-            bar.close()
+                try:
+                    step = steps.send(answer)
+                except StopIteration as done:
+                    return done.value
+                if isinstance(step, tuple):
+                    answer = await self._request("GET", step[0], params=step[1])
+                else:
+                    answer = await asyncio.sleep(step)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -132,6 +134,14 @@ def build_cache(
     )
 
 
+def refresh_index(store: AdapterStore) -> None:
+    """Bring the store's listing index up to date (a full scan; built when missing)."""
+    try:
+        store.index.refresh()
+    except (OSError, sqlite3.Error) as exc:  # GET /adapters retries on its own
+        log.warning("could not bring the listing index of %s up to date: %s", store.root, exc)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
@@ -150,6 +160,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     removed = store.cleanup()
     if removed:
         log.info("removed %d scratch folder(s) left in %s", removed, store.root)
+    # Beside the start-up, not in it: a store of an older version has no index yet, and a
+    # rebuild reads every manifest. GET /adapters waits for it (the store's lock); serving not.
+    threading.Thread(target=refresh_index, args=(store,), name="listing-index", daemon=True).start()
     cache = build_cache(settings, engine, store, state.metrics)
     batcher = Batcher(
         engine=engine,

@@ -97,6 +97,10 @@ class HubImportRequest(BaseModel):
 
 class AdapterList(BaseModel):
     adapters: list[AdapterInfo]
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next page; null on the last page"
+    )
+    total: int = Field(description="the adapters that match the filters, on all pages")
 
 
 class ErrorBody(BaseModel):

@@ -1,8 +1,10 @@
-"""/adapters: list, inspect, upload, download, delete, load and unload stored adapters."""
+"""/adapters: list (paged, from the store's index), inspect, upload, download, delete, load and
+unload stored adapters."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import shutil
@@ -10,16 +12,17 @@ import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from adapters_store import Manifest
+from adapters_store import Filters, Listed, Manifest
 from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
+from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import (
     AdminAccess,
     BatcherDep,
@@ -35,6 +38,7 @@ from app.schemas import AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
+PAGE_MAX = 1000  # also the page without `limit`: a store of up to 1,000 adapters in one answer
 
 UPLOAD_BODY = {
     "required": True,
@@ -62,8 +66,11 @@ UPLOAD_BODY = {
 }
 
 
-def info(manifest: Manifest, cache: AdapterCache) -> AdapterInfo:
-    resident = cache.snapshot().get(manifest.name)
+def info(
+    manifest: Manifest | Listed, cache: AdapterCache, residents: dict[str, Any] | None = None
+) -> AdapterInfo:
+    """The API's view of a stored adapter; `residents`: one `cache.snapshot()` for a page."""
+    resident = (cache.snapshot() if residents is None else residents).get(manifest.name)
     last = cache.last_used(manifest.name)
     return AdapterInfo(
         name=manifest.name,
@@ -81,10 +88,36 @@ def info(manifest: Manifest, cache: AdapterCache) -> AdapterInfo:
     )
 
 
-@router.get("", response_model=AdapterList, summary="Every stored adapter")
-async def list_adapters(store: StoreDep, cache: CacheDep, _access: ClassifyAccess) -> AdapterList:
-    manifests = await asyncio.to_thread(store.list)
-    return AdapterList(adapters=[info(m, cache) for m in manifests])
+@router.get(
+    "",
+    response_model=AdapterList,
+    responses=error_responses(422),
+    summary="Stored adapters in name order, a page at a time",
+)
+async def list_adapters(
+    store: StoreDep,
+    cache: CacheDep,
+    _access: ClassifyAccess,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="adapters per page")] = PAGE_MAX,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    prefix: Annotated[str | None, Query(max_length=64, description="name prefix")] = None,
+    method: Annotated[
+        str | None, Query(max_length=64, description="adapter_config: seq_bn, lora, ...")
+    ] = None,
+    source: Literal["trained", "uploaded", "hub"] | None = None,
+) -> AdapterList:
+    """Served from the store's listing index (no manifest is read). Without `limit`, a page of
+    1,000: the whole store up to that size. `next_cursor` is null on the last page."""
+    filters = Filters(prefix=prefix or None, method=method or None, source=source)
+    scope = dataclasses.asdict(filters)
+    after = decode_cursor(cursor, scope) if cursor else None
+    page = await asyncio.to_thread(store.page, limit, after, filters)
+    residents = cache.snapshot()
+    return AdapterList(
+        adapters=[info(entry, cache, residents) for entry in page.entries],
+        next_cursor=encode_cursor(page.next_after, scope) if page.next_after else None,
+        total=page.total,
+    )
 
 
 @router.get("/{name}", response_model=AdapterInfo, responses=error_responses(404, 422))

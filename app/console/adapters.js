@@ -1,8 +1,13 @@
-// Adapters: the sortable table of /adapters; upload (drag and drop or file picker), download,
-// delete with confirmation, load and unload. Upload errors are the server's, word for word.
+// Adapters: the table of /adapters, PAGE rows at a time ("Load more" follows next_cursor), a
+// name-prefix search (the server filters), sortable by any column (the rows shown); upload (drag
+// and drop or file picker), download, delete with confirmation, load and unload. Upload errors
+// are the server's, word for word.
 
 import { download, getJSON, request, upload } from "./api.js";
 import { $, el, formatBytes, formatError, formatNumber, formatTime, showError, status } from "./dom.js";
+
+const PAGE = 50;
+const SEARCH_DELAY_MS = 250;
 
 const COLUMNS = [
   { key: "name", title: "Name", value: (a) => a.name },
@@ -30,21 +35,68 @@ function nameFromFile(fileName) {
 export function createAdapters(ctx) {
   let rows = [];
   let loaded = false;
+  let next = null; // the cursor of the next page; null when every match is shown
+  let total = 0; // the adapters that match the search
+  let query = ""; // the name prefix searched
+  let asked = 0; // the answer of an older search or refresh is dropped
+  let searchTimer = null;
   const sort = { key: "name", dir: 1 };
   let file = null;
   let autoName = "";
 
+  /** The page after `cursor` (the first page without one); null when a newer load began. */
+  async function fetchPage(cursor) {
+    const ticket = asked;
+    const params = new URLSearchParams({ limit: String(PAGE) });
+    if (query) params.set("prefix", query);
+    if (cursor) params.set("cursor", cursor);
+    const page = await getJSON(`/adapters?${params}`);
+    if (ticket !== asked) return null;
+    total = page.total;
+    next = page.next_cursor;
+    return page.adapters;
+  }
+
   async function load() {
+    asked += 1;
     const line = $("adapters-status");
     status(line, "Loading…", "busy");
     try {
-      rows = (await getJSON("/adapters")).adapters;
+      const first = await fetchPage(null);
+      if (first === null) return;
+      rows = first;
       loaded = true;
-      status(line, `${rows.length} adapter(s)`, "");
+      status(line, "", "");
     } catch (error) {
       showError(line, error);
     }
     render();
+  }
+
+  async function more() {
+    const button = $("adapters-more");
+    button.disabled = true;
+    try {
+      const page = await fetchPage(next);
+      if (page !== null) {
+        const shown = new Set(rows.map((a) => a.name));
+        rows.push(...page.filter((a) => !shown.has(a.name)));
+      }
+    } catch (error) {
+      showError($("adapters-status"), error);
+    }
+    button.disabled = false;
+    render();
+  }
+
+  function search() {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      const wanted = $("adapters-search").value.trim().toLowerCase();
+      if (wanted === query && loaded) return;
+      query = wanted;
+      load();
+    }, SEARCH_DELAY_MS);
   }
 
   function header() {
@@ -80,9 +132,22 @@ export function createAdapters(ctx) {
       el("td", { class: "actions" }, actions(a))));
     if (!body.length && loaded) {
       body.push(el("tr", {}, el("td", { colspan: COLUMNS.length + 1,
-        text: "The store is empty: upload an archive above, or train an adapter." })));
+        text: query ? `No adapter's name starts with “${query}”.`
+          : "The store is empty: upload an archive above, or train an adapter." })));
     }
     $("adapters-body").replaceChildren(...body);
+    $("adapters-more").hidden = !next;
+    const matching = query ? ` whose name starts with “${query}”` : "";
+    $("adapters-count").textContent = loaded
+      ? `Showing ${rows.length} of ${total} adapter(s)${matching}.` : "";
+  }
+
+  /** Put the server's answer for one adapter in place of its row (or drop the row). */
+  function replaceRow(name, entry) {
+    const before = rows.length;
+    rows = rows.flatMap((a) => (a.name !== name ? [a] : entry ? [entry] : []));
+    total -= before - rows.length;
+    render();
   }
 
   function button(text, action, a, handler, extra = {}) {
@@ -124,8 +189,8 @@ export function createAdapters(ctx) {
     node.disabled = true;
     status($("adapters-status"), `${verb === "load" ? "Loading" : "Unloading"} ${a.name}…`, "busy");
     try {
-      await request("POST", `/adapters/${encodeURIComponent(a.name)}/${verb}`);
-      await load();
+      const answer = await request("POST", `/adapters/${encodeURIComponent(a.name)}/${verb}`);
+      replaceRow(a.name, await answer.json());
       status($("adapters-status"), `${a.name} ${verb}ed.`, "ok");
     } catch (error) {
       showError($("adapters-status"), error);
@@ -145,7 +210,7 @@ export function createAdapters(ctx) {
     status($("adapters-status"), `Deleting ${a.name}…`, "busy");
     try {
       await request("DELETE", `/adapters/${encodeURIComponent(a.name)}`);
-      await load();
+      replaceRow(a.name, null);
       status($("adapters-status"), `Deleted ${a.name}.`, "ok");
       ctx.adaptersChanged();
     } catch (error) {
@@ -205,6 +270,8 @@ export function createAdapters(ctx) {
       $("adapters-head").querySelector(`button[data-key="${key}"]`).focus();
     });
     $("adapters-refresh").addEventListener("click", load);
+    $("adapters-more").addEventListener("click", more);
+    $("adapters-search").addEventListener("input", search);
     $("upload-file").addEventListener("change", (e) => choose(e.target.files[0] || null));
     const zone = $("drop-zone");
     zone.addEventListener("dragover", (event) => {
@@ -228,6 +295,7 @@ export function createAdapters(ctx) {
     reset() {
       loaded = false;
       rows = [];
+      next = null;
     },
     show() {
       load();

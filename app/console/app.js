@@ -70,7 +70,7 @@ function hideKeyPanel() {
 /** Which scopes the key (or no key) has: classify via /adapters, admin via /train-jobs. */
 async function probe() {
   try {
-    await getJSON("/adapters");
+    await getJSON("/adapters?limit=1");
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return false; // the listener asks
     notice(`The server answered: ${formatError(error)}`);

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from adapters_store import AdapterStore
 from tests.browser.conftest import ADMIN, READER, SCRIPT_ROW, snap
 from tests.browser.pages import (
     CURVE_SCRIPT,
@@ -272,3 +273,51 @@ def test_curve_reader_accepts_every_shape(browser, console):
         {"loss": [[2, 1.5]], "evals": {"eval_accuracy": [[4, 0.9]]}},
         {"loss": [[2, 1.2]], "evals": {"eval_loss": [[4, 0.6]], "eval_accuracy": [[4, 0.8]]}},
     ]
+
+
+def _rows(driver) -> list[str]:
+    return [r.get_attribute("data-name") for r in all_css(driver, "#adapters-body tr[data-name]")]
+
+
+def _search(driver, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    field = by_css(driver, "#adapters-search")
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text or Keys.DELETE)
+
+
+def test_adapter_table_pages_and_searches(browser, console, factory, tmp_path):
+    """130 more adapters: the table shows 50 at a time, Load more adds the next page (from the
+    API's cursor), the search box asks the server for a name prefix."""
+    store = AdapterStore(console.store_dir)
+    saved = factory.save("bulk", tmp_path / "bulk", seed=9)
+    names = [f"bulk-{i:03d}" for i in range(130)]
+    for name in names:
+        store.add(name, saved, base_model=factory.base_ref)
+    try:
+        goto(browser, console, "/?tab=adapters")
+        wait_for(browser, lambda d: len(_rows(d)) == 50)
+        total = console.client.get("/adapters?limit=1").json()["total"]
+        assert total >= 131
+        assert text_of(browser, "#adapters-count") == f"Showing 50 of {total} adapter(s)."
+        _search(browser, "BULK-")
+        wait_for(browser, lambda d: "starts with “bulk-”" in text_of(d, "#adapters-count"))
+        assert _rows(browser) == names[:50]
+        for shown in (100, 130):
+            by_css(browser, "#adapters-more").click()
+            wait_for(browser, lambda d, shown=shown: len(_rows(d)) == shown)
+        assert _rows(browser) == names
+        assert not by_css(browser, "#adapters-more").is_displayed()
+        assert text_of(browser, "#adapters-count").startswith("Showing 130 of 130 adapter(s)")
+        _search(browser, "bulk-12")
+        wait_for(browser, lambda d: _rows(d) == names[120:])
+        _search(browser, "nothing-")
+        wait_for(browser, lambda d: "No adapter's name starts with" in text_of(d, "#adapters-body"))
+        _search(browser, "")
+        wait_for(
+            browser, lambda d: len(_rows(d)) == 50 and by_css(d, "#adapters-more").is_displayed()
+        )
+    finally:
+        for name in names:
+            store.delete(name)

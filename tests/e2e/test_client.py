@@ -4,12 +4,14 @@ errors mapped to ApiError with the server's code."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
+from adapters_store import AdapterNotFound, AdapterStore
 from app.client import ApiError, AsyncClient, Client
 from tests.support.hub import as_pickled, cache_repo
 from tests.support.jobs import JOB_DEFAULTS, JobSystem
@@ -64,6 +66,32 @@ def test_adapters_round_trip(client, factory, tmp_path):
     with pytest.raises(ApiError) as info:
         client.get_adapter("round")
     assert (info.value.status, info.value.code) == (404, "adapter_not_found")
+
+
+def test_list_adapters_follows_the_pages(client, system, factory):
+    """Adapters written into the store by another process (this one): the server's listing
+    index sees them; list_adapters walks every page, adapters_page gives one."""
+    store = AdapterStore(system.store_dir)
+    names = [f"page-{i}" for i in range(5)]
+    try:
+        for i, name in enumerate(names):
+            factory.add_to_store(store, name, seed=60 + i, config="lora" if i % 2 else "seq_bn")
+        assert [a["name"] for a in client.list_adapters(prefix="page-", page_size=2)] == names
+        lora = client.list_adapters(prefix="page", method="lora", page_size=1)
+        assert [a["name"] for a in lora] == ["page-1", "page-3"]
+        first = client.adapters_page(limit=2, prefix="page-")
+        assert [a["name"] for a in first["adapters"]] == names[:2] and first["total"] == 5
+        store.delete("page-2")
+        rest = client.adapters_page(limit=2, prefix="page-", cursor=first["next_cursor"])
+        assert [a["name"] for a in rest["adapters"]] == ["page-3", "page-4"]
+        assert rest["next_cursor"] is None and rest["total"] == 4
+        with pytest.raises(ApiError) as info:
+            client.adapters_page(limit=2, cursor="bogus")
+        assert (info.value.status, info.value.code) == (422, "validation_error")
+    finally:
+        for name in names:
+            with contextlib.suppress(AdapterNotFound):
+                store.delete(name)
 
 
 def test_import_from_hub(client, factory, tmp_path, hub_cache):
@@ -123,7 +151,9 @@ def test_async_client(system, factory, tmp_path):
             texts = ["good", "bad", "great plot"]
             answers = await asyncio.gather(*(client.classify("async-one", t) for t in texts))
             assert [len(a["predictions"]) for a in answers] == [1, 1, 1]
-            assert "async-one" in [a["name"] for a in await client.list_adapters()]
+            assert "async-one" in [a["name"] for a in await client.list_adapters(page_size=1)]
+            page = await client.adapters_page(limit=1, prefix="async-")
+            assert [a["name"] for a in page["adapters"]] == ["async-one"]
             job = await client.submit_job(JOB_DEFAULTS, name="async-kw", max_steps=4)
             assert (await client.wait(job, poll_s=0.2, timeout_s=120))["status"] == "succeeded"
             assert (await client.delete_adapter("async-one"))["name"] == "async-one"

@@ -1,0 +1,74 @@
+"""What the store's listing shows of an adapter, the filters, and one page of the index.
+
+The index (index.py) keeps a row per adapter folder in `entries`: the name (primary key), the
+method and source (filters), and `data`, the `Listed` entry as JSON (NULL: the manifest does not
+parse, so it is not listed). A page is a range of the name's B-tree: keyset paging, so a page
+after a given name stays right however the store changed since the previous one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from adapters_store import format as fmt
+
+
+class Listed(BaseModel):
+    """What the listing shows of one adapter: its manifest without files and training."""
+
+    name: str
+    version: int
+    base_model: fmt.BaseModelRef
+    adapter_config: str
+    labels: dict[int, str]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: str
+    hub: fmt.HubOrigin | None = None
+    created_at: str
+    size_bytes: int
+
+    @classmethod
+    def of(cls, manifest: fmt.Manifest) -> Listed:
+        fields = manifest.model_dump(exclude={"files", "training"})
+        return cls(**fields, size_bytes=manifest.size_bytes)
+
+
+@dataclass(frozen=True)
+class Page:
+    entries: list[Listed]
+    total: int  # the entries that match the filters (all pages)
+    next_after: str | None  # the `after` of the next page; None on the last page
+
+
+@dataclass(frozen=True)
+class Filters:
+    prefix: str | None = None  # of the name
+    method: str | None = None  # the manifest's adapter_config: seq_bn, lora, ...
+    source: str | None = None  # trained, uploaded, hub
+
+    def where(self) -> tuple[list[str], list[str]]:
+        clauses, args = ["data IS NOT NULL"], []
+        if self.prefix:  # a range on the primary key: names sort by code point
+            clauses += ["name >= ?", "name < ?"]
+            args += [self.prefix, self.prefix + "\U0010ffff"]
+        for column in ("method", "source"):
+            if getattr(self, column):
+                clauses.append(f"{column} = ?")
+                args.append(getattr(self, column))
+        return clauses, args
+
+
+def query_page(conn: sqlite3.Connection, limit: int, after: str | None, filters: Filters) -> Page:
+    clauses, args = filters.where()
+    count = f"SELECT count(*) FROM entries WHERE {' AND '.join(clauses)}"
+    total = conn.execute(count, args).fetchone()[0]
+    if after is not None:
+        clauses.append("name > ?")
+        args.append(after)
+    select = f"SELECT name, data FROM entries WHERE {' AND '.join(clauses)} ORDER BY name LIMIT ?"
+    rows = conn.execute(select, [*args, limit + 1]).fetchall()
+    entries = [Listed.model_validate_json(data) for _, data in rows[:limit]]
+    return Page(entries, total, rows[limit - 1][0] if len(rows) > limit else None)
