@@ -168,6 +168,7 @@ async def upload_adapter(
     store: StoreDep,
     engine: EngineDep,
     cache: CacheDep,
+    settings: SettingsDep,
     _access: AdminAccess,
 ) -> AdapterInfo:
     # app.api.guard caps the body at APP_MAX_UPLOAD_BYTES (413), as it streams in

@@ -213,7 +213,7 @@ def test_unexpected_errors_are_logged_and_answered_generically(client, monkeypat
     def broken():
         raise RuntimeError("secret path /etc/shadow")
 
-    monkeypatch.setattr(store, "list", broken)
+    monkeypatch.setattr(store, "page", lambda *a: broken())
     r = client.get("/adapters")
     message = _error(r, 500, "internal_error")
     assert "secret" not in message and "secret" not in r.text
