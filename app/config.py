@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     max_inputs_per_request: int = Field(256, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="characters per text (422 above)")
+    max_request_chars: int = Field(
+        1_000_000, ge=1, description="characters in all texts of one request (422 above)"
+    )
 
     # adapter cache: two tiers under byte budgets (parameter bytes, not file sizes)
     max_resident_adapters: int = Field(

@@ -74,7 +74,7 @@ def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
 
 
 def check_texts(texts: list[str], settings: Settings) -> list[str]:
-    """The service limits of /classify (inputs per request, characters per text)."""
+    """The service limits of every classify route (inputs, characters per text and in all)."""
     if len(texts) > settings.max_inputs_per_request:
         raise InvalidRequest(
             f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request"
@@ -85,6 +85,12 @@ def check_texts(texts: list[str], settings: Settings) -> list[str]:
                 f"inputs[{index}] has {len(text)} characters; the limit is "
                 f"{settings.max_text_chars}"
             )
+    total = sum(map(len, texts))
+    if total > settings.max_request_chars:
+        raise InvalidRequest(
+            f"the inputs hold {total} characters; at most {settings.max_request_chars} per "
+            "request: split it"
+        )
     return texts
 
 

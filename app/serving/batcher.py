@@ -45,6 +45,7 @@ from app.serving.planning import (
     Limits,
     Request,
     Timing,
+    chunk_texts,
     collect,
     dispatch_delay,
     group_segments,
@@ -53,6 +54,7 @@ from app.serving.planning import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+TOKENIZE_CHUNK_CHARS = 32_768  # one turn on the tokenizer thread (a few ms)
 
 
 # ---- the batcher ---------------------------------------------------------------------------
@@ -74,6 +76,7 @@ class Batcher:
         self._queue: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._expected = 1
+        self._tokenizing = 0  # texts x adapters of requests being tokenised
         self._task: asyncio.Task | None = None
         self.costs = DeviceCosts(engine, limits)
         self.calibration: asyncio.Task | None = None
@@ -138,20 +141,21 @@ class Batcher:
         Cancelling the call (the client went away) drops its queued texts at once, so they
         never reach a forward pass. `timing` is filled in also when the call fails.
         """
-        started = time.monotonic()
-        self._check_room(len(texts) * len(adapters))
-        loop = asyncio.get_running_loop()
-        tokenize = functools.partial(self.engine.tokenize, texts, truncation=truncation)
+        deadline = time.monotonic() + self.limits.timeout_s
+        size = len(texts) * len(adapters)
+        self._check_room(size)
         try:
             # Cold adapters are read from the store on the loader thread meanwhile: the
             # inference thread never waits for a disk, and unknown names fail here (404).
             decoding = asyncio.ensure_future(self.cache.prefetch(adapters))
+            self._tokenizing += size  # counted against the queue's cap while tokenised
             try:
-                ids = await loop.run_in_executor(self._tok, tokenize)
+                ids = await self._tokenize(texts, truncation, deadline)
             finally:
+                self._tokenizing -= size
                 await decoding
-            self._check_room(len(texts) * len(adapters))
-            request = self._enqueue(ids, adapters, deadline=started + self.limits.timeout_s)
+            self._check_room(size)
+            request = self._enqueue(ids, adapters, deadline=deadline)
             await self._wait(request, timing or Timing())
         except asyncio.CancelledError:
             self._count("cancelled")
@@ -161,6 +165,29 @@ class Batcher:
         )
 
     # ---- internals -----------------------------------------------------------------------
+    async def _tokenize(
+        self, texts: Sequence[str], truncation: bool, deadline: float
+    ) -> list[list[int]]:
+        """Token ids, a chunk of texts at a time on the tokenizer thread: concurrent requests
+        take turns chunk by chunk, so a huge one delays a small one by a chunk, not by all of
+        it; the request's deadline covers the wait (504)."""
+        loop = asyncio.get_running_loop()
+        ids: list[list[int]] = []
+        for first, chunk in chunk_texts(texts, TOKENIZE_CHUNK_CHARS):
+            work = functools.partial(
+                self.engine.tokenize, chunk, truncation=truncation, first=first
+            )
+            try:
+                ids += await asyncio.wait_for(
+                    loop.run_in_executor(self._tok, work), deadline - time.monotonic()
+                )
+            except TimeoutError:
+                self._count("timeout")
+                raise RequestTimeout(
+                    f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
+                ) from None
+        return ids
+
     async def _wait(self, request: Request, timing: Timing) -> None:
         enqueued = time.monotonic()
         try:
@@ -191,10 +218,10 @@ class Batcher:
                 f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
                 "the queue: split it"
             )
-        if len(self._queue) + n > self.limits.max_queue:
+        if len(self._queue) + self._tokenizing + n > self.limits.max_queue:
             self._count("queue_full")
             raise QueueFull(
-                f"the queue is full ({len(self._queue)} texts waiting, cap "
+                f"the queue is full ({len(self._queue) + self._tokenizing} texts waiting, cap "
                 f"{self.limits.max_queue}); retry later"
             )
 

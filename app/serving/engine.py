@@ -81,6 +81,7 @@ class Engine(AdapterModules):
         self._torch = torch
         self._compats: dict[str, Compat] = {}  # module name -> how it batches, while loaded
         self._init_modules()
+        self.char_cap = char_cap(tokenizer, max_length)
         # The tokenizer warns once per over-long text; we check lengths ourselves.
         tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
             True
@@ -129,8 +130,17 @@ class Engine(AdapterModules):
         return engine
 
     # ---- tokenisation (tokenizer thread) -------------------------------------------------
-    def tokenize(self, texts: Sequence[str], *, truncation: bool = True) -> list[list[int]]:
-        """Token ids per text (with special tokens); TextTooLong when over the limit."""
+    def tokenize(
+        self, texts: Sequence[str], *, truncation: bool = True, first: int = 0
+    ) -> list[list[int]]:
+        """Token ids per text (with special tokens); TextTooLong when over the limit.
+
+        With truncation, each text is first cut to `char_cap` characters: more than
+        `max_length` tokens can cover, so the ids are the same and the work is bounded.
+        `first` is the index of `texts[0]` in its request (for error messages).
+        """
+        if truncation:
+            texts = [t[: self.char_cap] for t in texts]
         encoded = self.tokenizer(
             list(texts),
             truncation=truncation,
@@ -139,7 +149,7 @@ class Engine(AdapterModules):
             return_token_type_ids=False,
         )["input_ids"]
         if not truncation:
-            for index, ids in enumerate(encoded):
+            for index, ids in enumerate(encoded, start=first):
                 if len(ids) > self.max_length:
                     raise TextTooLong(
                         f"inputs[{index}] has {len(ids)} tokens; the limit is {self.max_length} "
@@ -223,6 +233,20 @@ def _part(segment: Segment, rows: Sequence[int]) -> Segment:
     if len(rows) == len(segment.ids):
         return segment
     return Segment(segment.adapter, [segment.ids[r] for r in rows])
+
+
+def char_cap(tokenizer: Any, max_length: int) -> int:
+    """Characters that surely hold a text's first `max_length` tokens, with a 2x margin.
+
+    A token covers at most as many characters as its vocabulary string (byte-level BPE and
+    WordPiece alike); WordPiece also maps a word of up to `max_input_chars_per_word` unknown
+    characters to one [UNK]. Only a text of giant unknown words (thousands of characters with
+    no space, each one token) can lose tokens to the cut.
+    """
+    longest = max(map(len, tokenizer.get_vocab()), default=32)
+    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    word = getattr(backend, "max_input_chars_per_word", 0) or 0
+    return 2 * (max_length + 2) * max(longest, word, 1)
 
 
 def _model_limit(tokenizer: Any, config: Any) -> int:
