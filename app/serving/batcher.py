@@ -147,13 +147,15 @@ class Batcher:
         try:
             # Cold adapters are read from the store on the loader thread meanwhile: the
             # inference thread never waits for a disk, and unknown names fail here (404).
-            decoding = asyncio.ensure_future(self.cache.prefetch(adapters))
+            cold = [name for name in adapters if not self.cache.in_memory(name)]
+            decoding = asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
             self._tokenizing += size  # counted against the queue's cap while tokenised
             try:
                 ids = await self._tokenize(texts, truncation, deadline)
             finally:
                 self._tokenizing -= size
-                await decoding
+                if decoding is not None:
+                    await decoding
             self._check_room(size)
             request = self._enqueue(ids, adapters, deadline=deadline)
             await self._wait(request, timing or Timing())

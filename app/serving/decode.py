@@ -166,7 +166,9 @@ def read_safetensors(path: Path) -> dict[str, Any]:
     against the format: known dtype, offsets inside the data, bytes equal to the shape's."""
     import torch
 
-    buf = bytearray(path.read_bytes())
+    with path.open("rb") as f:  # one copy: straight into the buffer the tensors will view
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        f.readinto(buf)
     try:
         (size,) = struct.unpack_from("<Q", buf, 0)
         if size > len(buf) - 8:
