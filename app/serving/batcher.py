@@ -1,16 +1,12 @@
 """Dynamic batching: concurrent requests share forward passes; one thread owns the model.
 
-Requests are tokenised on a tokenizer thread and split into items (one text for one adapter)
-in a bounded FIFO queue. An asyncio loop decides when to cut a batch, takes it off the queue,
-splits it into passes by text length and orders each pass into per-adapter segments (the pure
-functions of `app.serving.planning`), and hands each pass to the single inference thread
-(`app.serving.passes.run_batch`). Results and errors are delivered back on the event loop.
-
-With `Limits.calibrate`, `start` times a grid of forward shapes on the inference thread (in
-the background, within `calibration_budget_s`; requests queue behind it) and the passes are
-then planned with the fitted cost model of this device (`app.serving.costs`). With
-`Limits.learn_costs` the model is re-fitted from the live passes' timings as the server runs
-(`app.serving.cost_learning`).
+Requests are tokenised in turns (`app.serving.tokenizing`) while their cold adapters are read
+(`AdapterCache.prefetch`), then split into items (one text for one adapter) in a bounded FIFO
+queue. An asyncio loop cuts batches, splits them into passes and per-adapter segments (the pure
+functions of `app.serving.planning`) and hands each pass to the single inference thread
+(`app.serving.passes.run_batch`); results and errors come back on the event loop. Passes are
+planned with this device's cost model (`Limits.calibrate`: timed at start-up, in the
+background; `Limits.learn_costs`: re-fitted from live passes; `app.serving.cost_learning`).
 """
 
 from __future__ import annotations
@@ -45,16 +41,15 @@ from app.serving.planning import (
     Limits,
     Request,
     Timing,
-    chunk_texts,
     collect,
     dispatch_delay,
     group_segments,
     plan_batch,
 )
+from app.serving.tokenizing import tokenize_in_turns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TOKENIZE_CHUNK_CHARS = 32_768  # one turn on the tokenizer thread (a few ms)
 
 
 # ---- the batcher ---------------------------------------------------------------------------
@@ -170,25 +165,15 @@ class Batcher:
     async def _tokenize(
         self, texts: Sequence[str], truncation: bool, deadline: float
     ) -> list[list[int]]:
-        """Token ids, a chunk of texts at a time on the tokenizer thread: concurrent requests
-        take turns chunk by chunk, so a huge one delays a small one by a chunk, not by all of
-        it; the request's deadline covers the wait (504)."""
-        loop = asyncio.get_running_loop()
-        ids: list[list[int]] = []
-        for first, chunk in chunk_texts(texts, TOKENIZE_CHUNK_CHARS):
-            work = functools.partial(
-                self.engine.tokenize, chunk, truncation=truncation, first=first
+        try:
+            return await tokenize_in_turns(
+                self._tok, self.engine, texts, truncation=truncation, deadline=deadline
             )
-            try:
-                ids += await asyncio.wait_for(
-                    loop.run_in_executor(self._tok, work), deadline - time.monotonic()
-                )
-            except TimeoutError:
-                self._count("timeout")
-                raise RequestTimeout(
-                    f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
-                ) from None
-        return ids
+        except RequestTimeout:
+            self._count("timeout")
+            raise RequestTimeout(
+                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
+            ) from None
 
     async def _wait(self, request: Request, timing: Timing) -> None:
         enqueued = time.monotonic()

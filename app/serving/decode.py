@@ -66,6 +66,8 @@ class Decoded:
     slot_key: Hashable | None  # None: its tensors cannot be mapped onto a slot (library path)
     tensors: dict[str, Any] = field(repr=False)
     nbytes: int = 0
+    config: dict | None = field(default=None, repr=False)  # adapter_config.json's "config"
+    head: dict | None = field(default=None, repr=False)  # head_config.json's "config"
 
 
 def stamp_of(store: AdapterStore, name: str) -> Stamp | None:
@@ -128,6 +130,8 @@ def _read(
         slot_key=slot_key(config, head) if mappable else None,
         tensors=tensors,
         nbytes=sum(t.numel() * t.element_size() for t in tensors.values()),
+        config=config if isinstance(config, dict) else None,
+        head=head if isinstance(head, dict) else None,
     )
 
 

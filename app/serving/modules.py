@@ -76,6 +76,26 @@ class AdapterModules:
                 sub.eval()
         return added
 
+    def build_slot(self, module: str, config: dict, head: dict) -> list[Any]:
+        """A new adapter + head `module` built from configs (no weights read: the slot is
+        pointed at an adapter's tensors next), on the model's device, in eval mode; the
+        tensors it added (those under a module path holding the segment `module`)."""
+        self.model.add_adapter(module, config=dict(config))
+        self.model.add_prediction_head_from_config(module, dict(head))
+        added: list[Any] = []
+        seen: set[int] = set()
+        for name, sub in self.model.named_modules():
+            if module not in name.split("."):
+                continue
+            sub.eval()
+            for tensor in [*sub._parameters.values(), *sub._buffers.values()]:
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
+                    tensor.data = tensor.data.to(device=self.device, dtype=dtype)
+                    added.append(tensor)
+        return added
+
     def unload_module(self, module: str) -> bool:
         """Delete adapter + head `module` from the model; idempotent."""
         removed = False

@@ -236,17 +236,3 @@ def dispatch_delay(
     if queued >= min(max_batch_size, max(expected, 1)):
         return 0.0
     return max(0.0, max_wait - oldest_age)
-
-
-def chunk_texts(texts: Sequence[str], max_chars: int) -> list[tuple[int, list[str]]]:
-    """Consecutive runs of `texts` of at most `max_chars` characters (a longer text alone),
-    each with the index of its first text."""
-    chunks: list[tuple[int, list[str]]] = []
-    size = 0
-    for index, text in enumerate(texts):
-        if not chunks or size + len(text) > max_chars:
-            chunks.append((index, []))
-            size = 0
-        chunks[-1][1].append(text)
-        size += len(text)
-    return chunks

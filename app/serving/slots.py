@@ -1,8 +1,9 @@
 """Pre-built adapter slots: activating an adapter points a slot at its tensors; no modules built.
 
 A slot is an adapter + head inside the model, under a name of its own (`slot_N`), built once
-by the library's own `load_adapter` from the first adapter of its *slot key* (the adapter's
-config and head shape, less fields that only act while training: `decode.slot_key`). Any
+by the library (`add_adapter` + `add_prediction_head_from_config`, no weights read) from the
+configs of the first adapter of its *slot key* (the adapter's config and head shape, less
+fields that only act while training: `decode.slot_key`). Any
 adapter of the same key is then activated by pointing the slot's parameters at its tensors
 (already on the device, in the serving dtype: `param.data = tensor`, no copy) and mapping its
 store name to the slot: about a microsecond per tensor instead of a module rebuild and a walk
@@ -134,10 +135,11 @@ class SlotPool:
         return victim
 
     def _build(self, decoded: Decoded) -> Slot | None:
-        """A new slot from `decoded`'s own files (the library path), checked against them."""
+        """A new slot built by the library from `decoded`'s configs, checked against its
+        tensors (every tensor the library built must be one of the file's, shape for shape)."""
         module = self.engine.new_slot_name()
         try:
-            new = self.engine.load_module(module, decoded.path)
+            new = self.engine.build_slot(module, decoded.config or {}, decoded.head or {})
         except Exception:
             self.engine.unload_module(module)
             return None  # the library path will say why, for this adapter alone

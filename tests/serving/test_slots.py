@@ -228,3 +228,31 @@ def test_an_adapter_named_like_a_module_still_takes_a_slot(
     for text, probs in zip(TEXTS, got, strict=True):
         (want,) = oracle.forward([Segment(saved, oracle.tokenize([text]))])
         assert probs == pytest.approx(want[0], abs=TOL)
+
+
+def test_every_config_of_the_mixed_tests_is_exact_through_a_slot(engine, factory, tmp_path):
+    """Every variant tests/serving/test_engine_mixed.py runs on the library path (other
+    wirings, DoRA, gates, prefix lengths, and mam, unipelt, prompt tuning, LoReFT) served
+    through slots built from its config, two adapters per config, mixed in passes."""
+    from tests.serving.test_engine_mixed import METHODS as MIXED
+    from tests.serving.test_engine_mixed import VARIANTS
+
+    store = AdapterStore(tmp_path / "variants")
+    configs = {**MIXED, **VARIANTS}
+    for seed, (name, config) in enumerate(configs.items()):
+        for twin in (0, 1):
+            factory.add_to_store(store, f"{name}-{twin}", seed=50 + 2 * seed + twin, config=config)
+    oracle = Engine.load(base_model=str(factory.model_dir), max_length=64)
+    want = {}
+    for manifest in store.list():
+        oracle.load_adapter(manifest.name, store.get(manifest.name).path)
+        for text in TEXTS[:2]:
+            (rows,) = oracle.forward([Segment(manifest.name, oracle.tokenize([text]))])
+            want[manifest.name, text] = rows[0]
+        oracle.unload_adapter(manifest.name)
+    cache = _cache(engine, store, slots_per_key=1)
+    names = sorted(want_name for want_name, _ in want)
+    for batch in (names[::2], names[1::2], names[::-1]):
+        _check(engine, cache, want, [(name, TEXTS[:2]) for name in dict.fromkeys(batch)])
+    assert not cache.slots._refused  # every config took the fast path
+    assert not any(entry.library for entry in cache._device.values())
