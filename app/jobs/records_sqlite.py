@@ -55,6 +55,9 @@ _COLUMNS = list(JOB_FIELDS)
 _JSON_COLUMNS = ("config", "progress", "metrics")
 
 
+EXPIRE_LOCK_S = 0.5  # how long a read waits to expire leases before leaving it to the next
+
+
 class SqliteJobStore:
     """`app.jobs.JobStore` in one SQLite file (see the interface for each method's contract)."""
 
@@ -140,19 +143,24 @@ class SqliteJobStore:
         with self._connect() as conn:  # the common case (none expired) takes no write lock
             if conn.execute(expired, (JobStatus.RUNNING, now)).fetchone() is None:
                 return 0
-        with self._write() as conn:
-            rows = conn.execute(
-                "select id, lease_expires_at - heartbeat_at, worker from jobs "
-                "where status = ? and lease_expires_at < ?",
-                (JobStatus.RUNNING, now),
-            ).fetchall()
-            rows = [(i, lease) for i, lease, worker in rows if not worker_alive_here(worker)]
-            for job_id, lease in rows:
-                conn.execute(
-                    "update jobs set status = ?, error = ?, finished_at = ?, worker = null "
-                    "where id = ?",
-                    (JobStatus.FAILED, LEASE_LOST.format(lease=lease or 0), now, job_id),
-                )
+        try:
+            with self._write(timeout=EXPIRE_LOCK_S) as conn:
+                rows = conn.execute(
+                    "select id, lease_expires_at - heartbeat_at, worker from jobs "
+                    "where status = ? and lease_expires_at < ?",
+                    (JobStatus.RUNNING, now),
+                ).fetchall()
+                rows = [(i, lease) for i, lease, worker in rows if not worker_alive_here(worker)]
+                for job_id, lease in rows:
+                    conn.execute(
+                        "update jobs set status = ?, error = ?, finished_at = ?, worker = null "
+                        "where id = ?",
+                        (JobStatus.FAILED, LEASE_LOST.format(lease=lease or 0), now, job_id),
+                    )
+        except sqlite3.OperationalError:
+            # A frozen process holds the write lock (e.g. a worker stopped mid-heartbeat): the
+            # read that called us must not fail for it; a later read expires the lease.
+            return 0
         return len(rows)
 
     # ---- worker side ---------------------------------------------------------------------
@@ -240,14 +248,15 @@ class SqliteJobStore:
         """Nothing to release: every operation opens and closes its own connection."""
 
     # ---- internals -----------------------------------------------------------------------
-    def _connect(self) -> contextlib.closing[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+    def _connect(self, timeout: float | None = None) -> contextlib.closing[sqlite3.Connection]:
+        wait = self._timeout if timeout is None else timeout
+        conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         return contextlib.closing(conn)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """One short write transaction (BEGIN IMMEDIATE: take the write lock up front)."""
-        with self._connect() as conn:
+        with self._connect(timeout) as conn:
             conn.execute("begin immediate")
             try:
                 yield conn

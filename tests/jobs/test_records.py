@@ -55,6 +55,29 @@ def test_sqlite_wal_mode(tmp_path):
     conn.close()
 
 
+def test_a_frozen_writer_does_not_fail_reads_that_would_expire_leases(tmp_path):
+    """A worker stopped mid-write (SIGSTOP) holds SQLite's write lock: a read that finds an
+    expired lease leaves it for a later read instead of failing after the busy timeout."""
+    import sqlite3
+
+    from app.jobs.records_sqlite import SqliteJobStore
+
+    jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job_id = jobs.create(adapter_name="a", config={"name": "a"}).id
+    jobs.claim(job_id, worker="gone-host:1", lease_s=0.01)
+    time.sleep(0.05)
+    frozen = sqlite3.connect(jobs.path, isolation_level=None)
+    frozen.execute("begin immediate")  # the write lock, never released while frozen
+    try:
+        started = time.monotonic()
+        assert jobs.expire_leases() == 0
+        assert time.monotonic() - started < 3  # not the 10 s busy timeout, and no error
+    finally:
+        frozen.execute("rollback")
+        frozen.close()
+    assert jobs.expire_leases() == 1 and jobs.get(job_id).status == JobStatus.FAILED
+
+
 def test_one_active_job_per_adapter_name(jobs):
     first = _new(jobs, "a")
     with pytest.raises(JobConflict, match=first):
