@@ -158,11 +158,12 @@ class JobSystem:
         return "\n-----\n".join(parts)
 
     def store_entries(self) -> list[str]:
-        """Everything in the store folder except its lock file and tombstones."""
+        """Everything in the store folder except its lock file, tombstones and listing index."""
         root = self.store_dir
         if not root.is_dir():
             return []
-        return sorted(p.name for p in root.iterdir() if p.name not in (".lock", ".tombstones"))
+        kept = (".lock", ".tombstones", ".index")
+        return sorted(p.name for p in root.iterdir() if p.name not in kept)
 
 
 def running(job: dict[str, Any]) -> bool:
