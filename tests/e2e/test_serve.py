@@ -98,7 +98,10 @@ def test_concurrent_requests_over_five_adapters_match_in_process(
     batches = _metric(metrics, "inference_batch_size_count")
     texts = _metric(metrics, "inference_batch_size_sum")
     assert texts == sum(len(t) for _, t in calls)
-    assert batches < len(calls) / 2, "requests did not share forward passes"
+    # Requests reach the queue one by one (one tokenizer thread); with activation now cheap the
+    # inference thread often keeps pace and runs a request alone (issue 18). Sharing must
+    # still happen: fewer passes than requests, and passes mixing adapters (below).
+    assert batches < len(calls) * 0.9, "requests did not share forward passes"
     # Mixed-adapter batches happened (more adapter segments than batches).
     assert _metric(metrics, "inference_batch_adapters_sum") > batches
 
