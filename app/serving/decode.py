@@ -23,7 +23,7 @@ from typing import Any
 from adapters_store import AdapterNotFound, AdapterStore, BaseModelRef, InvalidAdapter, check_base
 from adapters_store import format as fmt
 from app.serving.errors import ServiceError
-from app.serving.split_groups import Compat, compat_of
+from app.serving.split_groups import Compat, compat_of, freeze
 
 PLACEHOLDER = "{slot}"
 READ_ATTEMPTS = 3  # a read that races a replace is retried on the new version this often
@@ -142,7 +142,7 @@ def slot_key(config: Any, head: Any) -> Hashable | None:
     drop = TRAINING_ONLY | (BOTTLENECK_INIT if "architecture" not in config else frozenset())
     body = {k: v for k, v in config.items() if k not in drop}
     head_shape = {k: v for k, v in head.items() if k not in HEAD_LABEL_FIELDS}
-    return (_freeze(body), _freeze(head_shape))
+    return (freeze(body), freeze(head_shape))
 
 
 def _canonical(path: Path, saved: Any, dtype: Any) -> dict[str, Any]:
@@ -209,11 +209,3 @@ def _json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise InvalidAdapter(f"{path.name} must hold a JSON object")
     return data
-
-
-def _freeze(value: Any) -> Hashable:
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value if isinstance(value, Hashable) else repr(value)

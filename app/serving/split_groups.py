@@ -64,7 +64,7 @@ def compat_of(slot: str, config: Mapping[str, Any] | None) -> Compat:
     if family == "lora" and _own_transform(config):
         return Compat(("alone", slot), by_length=False)
     fixed = {k: v for k, v in config.items() if k not in free}
-    return Compat((family, _freeze(fixed)), by_length=bool(config.get("use_gating")))
+    return Compat((family, freeze(fixed)), by_length=bool(config.get("use_gating")))
 
 
 def plan_pieces(compats: Sequence[Compat], lengths: Sequence[Sequence[int]]) -> list[list[Piece]]:
@@ -92,11 +92,11 @@ def _own_transform(config: Mapping[str, Any]) -> bool:
     )
 
 
-def _freeze(value: Any) -> Hashable:
+def freeze(value: Any) -> Hashable:
     if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, set | frozenset):
         return tuple(sorted(repr(v) for v in value))
     return value if isinstance(value, Hashable) else repr(value)
