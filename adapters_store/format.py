@@ -72,6 +72,13 @@ class Manifest(BaseModel):
     training: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     files: dict[str, FileInfo] = Field(default_factory=dict)
+    # What the head computes: one label of several (softmax), any number of labels (sigmoid,
+    # each against its threshold), or one number (regression; labels is {0: target name}).
+    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    # multi_label: the threshold of each label index, tuned on the evaluation split.
+    thresholds: dict[int, float] | None = None
+    # Trained on sentence pairs (text, text_pair): inputs should be pairs.
+    text_pair: bool = False
     # Bytes of the adapter's and head's parameters in float32 (`fit.param_bytes`): what loading
     # it allocates. None in manifests written before it was recorded.
     param_bytes: int | None = None

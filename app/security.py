@@ -1,7 +1,9 @@
 """API keys with scopes. No HTTP here: the api layer turns the errors into 401/403.
 
 Keys come from `APP_API_KEYS` ("key1:classify+admin,key2:classify") and/or a keys file with one
-`KEY SCOPE[+SCOPE]` per line (`#` comments). Scopes: `classify` (inference and read-only adapter
+`KEY SCOPE[+SCOPE] [OPTION=VALUE ...]` per line (`#` comments); the options (keys file only) are
+`adapters=PATTERN[,PATTERN]` (the adapters the key may use), `rps=`, `tps=` (requests and texts
+per second) and `inflight=` (texts in flight). Scopes: `classify` (inference and read-only adapter
 metadata), `download` (an adapter's weights), `admin` (every change, training, datasets; it may
 download too). Only sha256 digests are kept in memory; a presented
 key is compared against every digest with `hmac.compare_digest`, so timing does not reveal which
@@ -44,18 +46,63 @@ class ForbiddenScope(AuthError):
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """Per-key quotas from the keys file (None: unlimited): requests/s, texts/s, texts in flight."""
+
+    rps: float | None = None
+    tps: float | None = None
+    inflight: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    scopes: frozenset[str]
+    adapters: tuple[str, ...] | None = None  # adapter-name patterns; None: every adapter
+    limits: KeyLimits = KeyLimits()
+
+
+@dataclass(frozen=True)
 class Principal:
     key_id: str
     scopes: frozenset[str]
+    adapters: tuple[str, ...] | None = None
+    limits: KeyLimits = KeyLimits()
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def _parse_entry(entry: str, sep: str) -> tuple[str, frozenset[str]]:
-    key, _, scope_text = entry.strip().partition(sep)
+OPTIONS = ("adapters", "rps", "tps", "inflight")
+
+
+def _parse_options(words: list[str]) -> tuple[tuple[str, ...] | None, KeyLimits]:
+    """`adapters=team-a/*,shared` `rps=50` `tps=500` `inflight=256` (keys file only)."""
+    values: dict[str, str] = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or name not in OPTIONS or not value:
+            raise ValueError(f"unknown API key option {word!r}; use {', '.join(OPTIONS)}=VALUE")
+        values[name] = value
+    adapters = None
+    if "adapters" in values:
+        adapters = tuple(p.strip() for p in values["adapters"].split(",") if p.strip())
+    try:
+        limits = KeyLimits(
+            rps=float(values["rps"]) if "rps" in values else None,
+            tps=float(values["tps"]) if "tps" in values else None,
+            inflight=int(values["inflight"]) if "inflight" in values else None,
+        )
+    except ValueError:
+        raise ValueError("API key options rps, tps and inflight take numbers") from None
+    return adapters, limits
+
+
+def _parse_entry(entry: str, sep: str) -> tuple[str, KeyEntry]:
+    key, _, rest = entry.strip().partition(sep)
     key = key.strip()
+    words = rest.split() if sep == " " else [rest]
+    scope_text = words.pop(0) if words and "=" not in words[0] else ""
     scopes = frozenset(s.strip() for s in scope_text.replace(",", "+").split("+") if s.strip())
     if len(key) < MIN_KEY_LENGTH:
         raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
@@ -63,7 +110,8 @@ def _parse_entry(entry: str, sep: str) -> tuple[str, frozenset[str]]:
     unknown = scopes - SCOPES
     if unknown:
         raise ValueError(f"unknown API key scope(s) {sorted(unknown)}; use {sorted(SCOPES)}")
-    return key, scopes
+    adapters, limits = _parse_options(words)
+    return key, KeyEntry(scopes, adapters, limits)
 
 
 def weakness(key: str) -> str | None:
@@ -81,8 +129,8 @@ def key_id(key: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, entries: list[tuple[str, frozenset[str]]]) -> None:
-        self._digests = [(_digest(key), scopes) for key, scopes in entries]
+    def __init__(self, entries: list[tuple[str, KeyEntry]]) -> None:
+        self._digests = [(_digest(key), entry) for key, entry in entries]
         self.warnings = [
             f"API key {key_id(key)} is weak: {reason}"
             for key, _ in entries
@@ -114,13 +162,14 @@ class KeyRing:
         if scheme.lower() != "bearer" or not token.strip():
             raise MissingKey("missing API key: send 'Authorization: Bearer <key>'")
         presented = _digest(token.strip())
-        match: tuple[bytes, frozenset[str]] | None = None
-        for digest, scopes in self._digests:  # no early exit: constant work per request
+        match: tuple[bytes, KeyEntry] | None = None
+        for digest, entry in self._digests:  # no early exit: constant work per request
             if hmac.compare_digest(digest, presented):
-                match = (digest, scopes)
+                match = (digest, entry)
         if match is None:
             raise MissingKey("invalid API key")
-        principal = Principal(key_id=match[0].hex()[:8], scopes=match[1])
+        entry = match[1]
+        principal = Principal(match[0].hex()[:8], entry.scopes, entry.adapters, entry.limits)
         wanted = frozenset({scope}) if isinstance(scope, str) else scope
         if not wanted & principal.scopes:
             names = " or ".join(f"'{s}'" for s in sorted(wanted))
