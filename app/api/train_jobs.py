@@ -22,7 +22,7 @@ from training.config import TrainConfig
 router = APIRouter(prefix="/train-jobs", tags=["training jobs"])
 
 
-def get_job_service(request: Request) -> JobService:
+async def get_job_service(request: Request) -> JobService:
     service = getattr(request.app.state, "job_service", None)
     if service is None:
         raise NotReady("the job service is starting or stopping; retry shortly")

@@ -46,7 +46,7 @@ from app.serving.planning import (
     group_segments,
     plan_batch,
 )
-from app.serving.tokenizing import tokenize_in_turns
+from app.serving.tokenizing import Tokenizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class Batcher:
         self.calibration: asyncio.Task | None = None
         self._stopping = False
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._tok = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        self._tokenizer = Tokenizer(engine)
 
     @property
     def running(self) -> bool:
@@ -115,7 +115,7 @@ class Batcher:
         while self._queue:
             self._fail(self._queue.popleft().request, stopping)
         await asyncio.to_thread(self._infer.shutdown, True)
-        self._tok.shutdown(wait=False)
+        self._tokenizer.close()
         self.cache.close()
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -166,9 +166,7 @@ class Batcher:
         self, texts: Sequence[str], truncation: bool, deadline: float
     ) -> list[list[int]]:
         try:
-            return await tokenize_in_turns(
-                self._tok, self.engine, texts, truncation=truncation, deadline=deadline
-            )
+            return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)
         except RequestTimeout:
             self._count("timeout")
             raise RequestTimeout(

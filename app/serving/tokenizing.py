@@ -1,54 +1,177 @@
-"""Tokenising requests on the tokenizer thread: in turns, under each request's deadline.
+"""Tokenising on one thread, many requests per tokenizer call, under each request's deadline.
 
-A request is tokenised a chunk of texts at a time (`TOKENIZE_CHUNK_CHARS` characters): the
-tokenizer thread is FIFO, so concurrent requests take turns chunk by chunk and a huge request
-delays a small one by a chunk, not by all of it. The request's deadline covers the wait.
+Requests hand their texts to `Tokenizer.tokenize` in chunks of at most `TOKENIZE_CHUNK_CHARS`
+characters. The tokenizer thread takes every chunk waiting when it wakes (up to `TURN_CHARS`,
+first come first served) and tokenises them in one batch call per truncation mode: a batch call
+costs a fraction per text of one call per request, and under load many requests wait at once.
+A huge request delays a small one by a turn, not by all of it. Results go back to the event
+loop with one wake-up per turn. A chunk whose request gave up (deadline, disconnect) is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
+import queue
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
 
 from app.serving.engine import Engine
-from app.serving.errors import RequestTimeout
+from app.serving.errors import RequestTimeout, TextTooLong
 
-TOKENIZE_CHUNK_CHARS = 32_768  # one turn on the tokenizer thread (a few ms)
-
-
-async def tokenize_in_turns(
-    executor: Executor,
-    engine: Engine,
-    texts: Sequence[str],
-    *,
-    truncation: bool,
-    deadline: float,
-) -> list[list[int]]:
-    """Token ids of `texts` (TextTooLong from the engine; RequestTimeout past `deadline`)."""
-    loop = asyncio.get_running_loop()
-    ids: list[list[int]] = []
-    try:
-        async with asyncio.timeout(deadline - time.monotonic()):  # no extra task or hop
-            for first, chunk in chunk_texts(texts, TOKENIZE_CHUNK_CHARS):
-                work = functools.partial(engine.tokenize, chunk, truncation=truncation, first=first)
-                ids += await loop.run_in_executor(executor, work)
-    except TimeoutError:
-        raise RequestTimeout("the deadline passed while tokenising") from None
-    return ids
+log = logging.getLogger(__name__)
+TOKENIZE_CHUNK_CHARS = 32_768  # a request's texts are queued in chunks of this many characters
+TURN_CHARS = 65_536  # what one turn of the tokenizer thread takes (a few ms of work)
 
 
-def chunk_texts(texts: Sequence[str], max_chars: int) -> list[tuple[int, list[str]]]:
+@dataclass(eq=False)
+class Chunk:
+    texts: list[Any]  # str, or whatever Engine.tokenize accepts per input
+    first: int  # index of texts[0] in its request
+    truncation: bool
+    future: asyncio.Future
+    chars: int
+
+
+class Tokenizer:
+    """The tokenizer thread and its inbox; `tokenize` is called on the event loop."""
+
+    def __init__(self, engine: Engine, *, name: str = "tokenize") -> None:
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+        self._closing = False
+
+    def close(self) -> None:
+        """Stop the thread after the turn it is in (chunks still queued are dropped)."""
+        if self._started:
+            self._inbox.put(None)
+
+    async def tokenize(
+        self, texts: Sequence[Any], *, truncation: bool, deadline: float
+    ) -> list[list[int]]:
+        """Token ids of `texts` (TextTooLong from the engine; RequestTimeout past `deadline`)."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        chunks = [
+            Chunk(part, first, truncation, loop.create_future(), sum(map(_chars, part)))
+            for first, part in chunk_texts(texts, TOKENIZE_CHUNK_CHARS)
+        ]
+        for chunk in chunks:
+            self._inbox.put(chunk)
+        ids: list[list[int]] = []
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                for chunk in chunks:
+                    ids += await chunk.future
+        except TimeoutError:
+            raise RequestTimeout("the deadline passed while tokenising") from None
+        finally:
+            for chunk in chunks:
+                chunk.future.cancel()  # no-op when done; else the thread skips it
+        return ids
+
+    # ---- the tokenizer thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        held: Chunk | None = None
+        while True:
+            first = held or self._inbox.get()
+            if first is None:
+                return
+            turn, held = self._take(first)
+            if turn:
+                loop = turn[0].future.get_loop()
+                results = self._encode(turn)
+                try:
+                    loop.call_soon_threadsafe(_settle, turn, results)
+                except RuntimeError:  # the loop closed: nobody waits any more
+                    return
+            if self._closing:
+                return
+
+    def _take(self, first: Chunk) -> tuple[list[Chunk], Chunk | None]:
+        """The chunks of one turn (live ones only) and the first chunk of the next, if any."""
+        turn = [first] if not first.future.done() else []
+        chars = first.chars
+        while chars < TURN_CHARS:
+            try:
+                chunk = self._inbox.get_nowait()
+            except queue.Empty:
+                return turn, None
+            if chunk is None:
+                self._closing = True
+                return turn, None
+            if chunk.future.done():
+                continue
+            if turn and chars + chunk.chars > TURN_CHARS:
+                return turn, chunk
+            turn.append(chunk)
+            chars += chunk.chars
+        return turn, None
+
+    def _encode(self, turn: list[Chunk]) -> list[Any]:
+        """Per chunk: its token ids, or the exception it fails with."""
+        results: list[Any] = [None] * len(turn)
+        for truncation in (True, False):
+            picked = [i for i, chunk in enumerate(turn) if chunk.truncation is truncation]
+            if not picked:
+                continue
+            texts = [text for i in picked for text in turn[i].texts]
+            try:
+                ids = self.engine.tokenize(texts, truncation=truncation)
+            except TextTooLong:  # some chunk has a text too long: find which, one by one
+                for i in picked:
+                    results[i] = self._encode_one(turn[i])
+                continue
+            except Exception as exc:  # a tokenizer bug: fail these requests, keep serving
+                log.exception("tokenising %d texts failed", len(texts))
+                for i in picked:
+                    results[i] = exc
+                continue
+            start = 0
+            for i in picked:
+                results[i] = ids[start : start + len(turn[i].texts)]
+                start += len(turn[i].texts)
+        return results
+
+    def _encode_one(self, chunk: Chunk) -> Any:
+        try:
+            return self.engine.tokenize(chunk.texts, truncation=chunk.truncation, first=chunk.first)
+        except Exception as exc:
+            return exc
+
+
+def _settle(turn: list[Chunk], results: list[Any]) -> None:
+    """On the event loop: hand each chunk its ids (or its error)."""
+    for chunk, result in zip(turn, results, strict=True):
+        if chunk.future.done():
+            continue
+        if isinstance(result, BaseException):
+            chunk.future.set_exception(result)
+        else:
+            chunk.future.set_result(result)
+
+
+def _chars(text: Any) -> int:
+    return len(text) if isinstance(text, str) else sum(map(len, text))
+
+
+def chunk_texts(texts: Sequence[Any], max_chars: int) -> list[tuple[int, list[Any]]]:
     """Consecutive runs of `texts` of at most `max_chars` characters (a longer text alone),
     each with the index of its first text."""
-    chunks: list[tuple[int, list[str]]] = []
+    chunks: list[tuple[int, list[Any]]] = []
     size = 0
     for index, text in enumerate(texts):
-        if not chunks or size + len(text) > max_chars:
+        chars = _chars(text)
+        if not chunks or size + chars > max_chars:
             chunks.append((index, []))
             size = 0
         chunks[-1][1].append(text)
-        size += len(text)
+        size += chars
     return chunks
