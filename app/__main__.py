@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -37,7 +38,19 @@ def generate_key(settings) -> None:
     )
 
 
+# Before torch loads OpenMP: its threads then sleep between forward passes instead of spinning
+# (spinning burned most of a core per idle thread at low load, and under CPU contention it made
+# a tiny forward 10x slower; docs/benchmarks.md, issue 19). An operator's own value wins.
+THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def quiet_threads() -> None:
+    for name, value in THREAD_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def main() -> int:
+    quiet_threads()
     from app.config import Settings
 
     try:

@@ -13,12 +13,11 @@ the hosts agreeing. Redis errors surface as JobStoreUnavailable (503).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -30,7 +29,6 @@ from app.jobs.records import (
     JobConflict,
     JobNotFound,
     JobStatus,
-    JobStoreUnavailable,
     check_final,
     worker_alive_here,
 )
@@ -43,27 +41,12 @@ from app.jobs.redis_layout import (
     new_job,
     read_job,
     server_time,
+    unavailable,
 )
 
 log = logging.getLogger("app.jobs")
 Changes = dict[str, Any]
 Decide = Callable[[Job, float], Changes | None]
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _unavailable(method: Callable[P, R]) -> Callable[P, R]:
-    """Turn a Redis connection/server error into JobStoreUnavailable (logged, not leaked)."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as exc:
-            log.warning("job records: Redis error in %s: %r", method.__name__, exc)
-            raise JobStoreUnavailable("the job records are unavailable; try again later") from exc
-
-    return wrapper
 
 
 class RedisJobStore:
@@ -74,7 +57,7 @@ class RedisJobStore:
         self._k = Keys(prefix)
 
     # ---- API side ------------------------------------------------------------------------
-    @_unavailable
+    @unavailable
     def create(self, *, adapter_name: str, config: dict[str, Any]) -> Job:
         job_id = uuid.uuid4().hex
         name_key = self._k.name(adapter_name)
@@ -100,14 +83,14 @@ class RedisJobStore:
 
         return self._r.transaction(tx, name_key, value_from_callable=True)
 
-    @_unavailable
+    @unavailable
     def get(self, job_id: str) -> Job:
         raw = self._r.hgetall(self._k.job(job_id))
         if not raw:
             raise JobNotFound(f"training job {job_id!r} not found")
         return decode(raw)
 
-    @_unavailable
+    @unavailable
     def list(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         if limit <= 0:
             return []
@@ -118,7 +101,7 @@ class RedisJobStore:
             pipe.hgetall(self._k.job(job_id))
         return [decode(raw) for raw in pipe.execute() if raw]  # skip one deleted meanwhile
 
-    @_unavailable
+    @unavailable
     def delete(self, job_id: str) -> None:
         key = self._k.job(job_id)
 
@@ -136,7 +119,7 @@ class RedisJobStore:
 
         self._r.transaction(tx, key)
 
-    @_unavailable
+    @unavailable
     def request_cancel(self, job_id: str) -> Job:
         def decide(job: Job, now: float) -> Changes | None:
             if job.status == JobStatus.QUEUED:
@@ -150,7 +133,7 @@ class RedisJobStore:
         self._transition(job_id, decide, must_exist=True)
         return self.get(job_id)
 
-    @_unavailable
+    @unavailable
     def expire_leases(self, *, now: float | None = None) -> int:
         now = server_time(self._r) if now is None else now
         due = self._r.zrangebyscore(self._k.leases, "-inf", f"({now!r}")
@@ -168,7 +151,7 @@ class RedisJobStore:
         return sum(self._transition(job_id, decide) is not None for job_id in due)
 
     # ---- worker side ---------------------------------------------------------------------
-    @_unavailable
+    @unavailable
     def claim(self, job_id: str, *, worker: str, lease_s: float) -> Job | None:
         def decide(job: Job, now: float) -> Changes | None:
             if job.status != JobStatus.QUEUED:
@@ -185,19 +168,19 @@ class RedisJobStore:
 
         return self._transition(job_id, decide)
 
-    @_unavailable
+    @unavailable
     def heartbeat(self, job_id: str, *, worker: str, lease_s: float) -> bool:
         def decide(job: Job, now: float) -> Changes | None:
             return {"heartbeat_at": now, "lease_expires_at": now + lease_s}
 
         return self._transition(job_id, _owned(worker, decide)) is not None
 
-    @_unavailable
+    @unavailable
     def set_progress(self, job_id: str, *, worker: str, progress: dict[str, Any]) -> bool:
         decide = _owned(worker, lambda job, now: {"progress": progress})
         return self._transition(job_id, decide) is not None
 
-    @_unavailable
+    @unavailable
     def should_stop(self, job_id: str, *, worker: str) -> bool:
         fields = ("cancel_requested", "status", "worker")
         raw = self._r.hmget(self._k.job(job_id), fields)
@@ -206,7 +189,7 @@ class RedisJobStore:
         cancel, status, owner = (json.loads(v) if v is not None else None for v in raw)
         return bool(cancel) or status != JobStatus.RUNNING or owner != worker
 
-    @_unavailable
+    @unavailable
     def finish(
         self,
         job_id: str,
@@ -230,7 +213,7 @@ class RedisJobStore:
 
         return self._transition(job_id, _owned(worker, decide)) is not None
 
-    @_unavailable
+    @unavailable
     def requeue(self, job_id: str, *, worker: str) -> bool:
         def decide(job: Job, now: float) -> Changes | None:
             if job.cancel_requested:

@@ -1,4 +1,4 @@
-"""How a job record is laid out in Redis: key names and the field codec (no I/O but TIME).
+"""How a job record is laid out in Redis: key names, the field codec (no I/O but TIME), errors.
 
 Under a key prefix (default `adapter-serve:jobs:`)::
 
@@ -11,16 +11,20 @@ Under a key prefix (default `adapter-serve:jobs:`)::
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from redis.client import Pipeline
 
-from app.jobs.records import JOB_FIELDS, Job, JobStatus
+from app.jobs.records import JOB_FIELDS, Job, JobStatus, JobStoreUnavailable
 
 DEFAULT_PREFIX = "adapter-serve:jobs:"
+log = logging.getLogger("app.jobs")
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,21 @@ def decode(raw: dict[str, str]) -> Job:
     values["cancel_requested"] = bool(values["cancel_requested"])
     values["attempts"] = values["attempts"] or 0
     return Job(**values)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a Redis connection/server error into JobStoreUnavailable (logged, not leaked)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            log.warning("job records: Redis error in %s: %r", method.__name__, exc)
+            raise JobStoreUnavailable("the job records are unavailable; try again later") from exc
+
+    return wrapper

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
+from app.serving.cache_metrics import CacheMetrics
 from app.serving.decode import AdapterChanging, Decoded, decode, stamp_of
 from app.serving.engine import Engine
 from app.serving.host_tier import HostTier
@@ -75,9 +76,12 @@ class AdapterCache:
         self.max_count = max_count
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self._m = CacheMetrics(metrics)
         self.slots = SlotPool(engine, per_key=slots_per_key)
         self._device: OrderedDict[str, _Device] = OrderedDict()  # LRU first
-        self._host = HostTier(host_bytes, on_drop=lambda: self._count("adapter_evictions", "host"))
+        self._host = HostTier(
+            host_bytes, on_drop=lambda: self._m.count("adapter_evictions", "host")
+        )
         self._device_used = 0  # bytes
         self._inflight: dict[str, Future] = {}
         self._last_used: dict[str, float] = {}
@@ -141,9 +145,7 @@ class AdapterCache:
         started = time.perf_counter()
         decoded = decode(self.store, name, base=self.engine.base_ref, dtype=self.engine.dtype)
         self.engine.note_key(name, decoded.compat.key)
-        if self.metrics:
-            self.metrics.adapter_loads.inc()
-            self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)
+        self._m.loaded(started)
         return decoded
 
     def _put_host(self, decoded: Decoded) -> None:
@@ -167,14 +169,14 @@ class AdapterCache:
             if entry is not None and entry.decoded.stamp == stamp:
                 self._device.move_to_end(name)
         if entry is not None and entry.decoded.stamp == stamp:
-            self._count("adapter_cache_hits", "device")
+            self._m.count("adapter_cache_hits", "device")
             if entry.library or self.slots.bound(name, stamp):
                 return entry.resident
             started = time.perf_counter()
             if self.slots.bind(entry.decoded, pinned=pinned):
-                self._activated(started)
+                self._m.activated(started)
                 return entry.resident
-        self._count("adapter_cache_misses", "device")
+        self._m.count("adapter_cache_misses", "device")
         started = time.perf_counter()
         decoded = self._take(name, stamp)
         self._evict(name)  # another version, or a slot refused since: start afresh
@@ -183,7 +185,7 @@ class AdapterCache:
         except CacheFull:
             self._put_host(decoded)
             raise
-        self._activated(started)
+        self._m.activated(started)
         return entry.resident
 
     def unload(self, name: str) -> bool:
@@ -214,9 +216,9 @@ class AdapterCache:
                 future.result()
         decoded = self._host.pop(name)
         if decoded is not None and decoded.stamp == stamp:
-            self._count("adapter_cache_hits", "host")
+            self._m.count("adapter_cache_hits", "host")
             return decoded
-        self._count("adapter_cache_misses", "host")
+        self._m.count("adapter_cache_misses", "host")
         return self._decode(name)
 
     def _admit(self, decoded: Decoded, *, pinned: Collection[str]) -> _Device:
@@ -288,25 +290,12 @@ class AdapterCache:
         self.slots.release(name)
         removed = self.engine.unload_adapter(name)
         if entry is not None:
-            self._count("adapter_evictions", "device")
+            self._m.count("adapter_evictions", "device")
             with self._lock:
                 self._gauges()
         return entry is not None or removed
 
-    def _activated(self, started: float) -> None:
-        if self.metrics:
-            self.metrics.adapter_activation_seconds.observe(time.perf_counter() - started)
-
-    def _count(self, metric: str, tier: str) -> None:
-        if self.metrics:
-            getattr(self.metrics, metric).labels(tier).inc()
-
     def _gauges(self) -> None:
-        """Resident counts and bytes per tier."""
-        if not self.metrics:
-            return
-        m = self.metrics
-        m.resident_adapters.labels("device").set(len(self._device))
-        m.resident_adapters.labels("host").set(len(self._host))
-        m.resident_bytes.labels("device").set(self._device_used)
-        m.resident_bytes.labels("host").set(self._host.used)
+        self._m.gauges(
+            device=(len(self._device), self._device_used), host=(len(self._host), self._host.used)
+        )

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from adapters_store import AdapterStore
@@ -27,15 +25,15 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
-from app.serving.engine import Engine, Segment
+from app.serving.engine import Engine
 from app.serving.errors import (
-    InferenceFailed,
     QueueFull,
     RequestTimeout,
     RequestTooLarge,
     ServiceStopping,
 )
-from app.serving.passes import BatchResult, Classified, assemble, deliver, fail, run_batch
+from app.serving.inference_thread import InferenceThread
+from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
 from app.serving.planning import (
     Item,
     Limits,
@@ -43,7 +41,6 @@ from app.serving.planning import (
     Timing,
     collect,
     dispatch_delay,
-    group_segments,
     plan_batch,
 )
 from app.serving.tokenizing import Tokenizer
@@ -76,7 +73,7 @@ class Batcher:
         self.costs = DeviceCosts(engine, limits)
         self.calibration: asyncio.Task | None = None
         self._stopping = False
-        self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._inference = InferenceThread(engine, cache, metrics)
         self._tokenizer = Tokenizer(engine)
 
     @property
@@ -114,14 +111,13 @@ class Batcher:
         stopping = ServiceStopping("the service is shutting down")
         while self._queue:
             self._fail(self._queue.popleft().request, stopping)
-        await asyncio.to_thread(self._infer.shutdown, True)
+        await self._inference.shutdown()
         self._tokenizer.close()
         self.cache.close()
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn` on the inference thread (between batches): loads, unloads, checks."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._infer, functools.partial(fn, *args, **kwargs))
+        return await self._inference.run(fn, *args, **kwargs)
 
     async def classify(
         self,
@@ -176,9 +172,8 @@ class Batcher:
     async def _wait(self, request: Request, timing: Timing) -> None:
         enqueued = time.monotonic()
         try:
-            await asyncio.wait_for(
-                asyncio.shield(request.future), timeout=request.deadline - time.monotonic()
-            )
+            async with asyncio.timeout(request.deadline - time.monotonic()):
+                await asyncio.shield(request.future)  # results may still arrive: don't cancel it
         except TimeoutError:
             self._count("timeout")
             raise RequestTimeout(
@@ -230,7 +225,6 @@ class Batcher:
         return request
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             oldest = self._queue[0].enqueued if self._queue else time.monotonic()
@@ -263,24 +257,14 @@ class Batcher:
             lengths = [len(item.ids) for item in batch]
             keys = [self.engine.batch_key(item.adapter) for item in batch]
             for rows in plan_batch(lengths, keys, self.pass_cost):
-                await self._run(loop, [batch[i] for i in rows])
+                await self._run([batch[i] for i in rows])
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
+    async def _run(self, batch: list[Item]) -> None:
         batch = [item for item in batch if not item.request.done]  # gone since collected
-        if not batch:
+        ran = await self._inference.run_pass(batch) if batch else None
+        if ran is None:
             return
-        groups = group_segments([item.adapter for item in batch])
-        segments = [Segment(name, [batch[i].ids for i in rows]) for name, rows in groups]
-        try:
-            result = await loop.run_in_executor(
-                self._infer, run_batch, self.engine, self.cache, segments, self.metrics
-            )
-        except Exception:  # a bug, not a model error (run_batch catches those): keep serving
-            log.exception("batch of %d texts failed", len(batch))
-            failure = InferenceFailed("inference failed; see the server log")
-            for item in batch:
-                self._fail(item.request, failure)
-            return
+        groups, result = ran
         for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
             self._deliver([batch[i] for i in rows], outcome, result)
         self._learn(batch, result)
