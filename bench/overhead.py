@@ -33,12 +33,9 @@ from pathlib import Path
 
 from bench import overhead_load as load
 from bench.common import REPO, bootstrap, make_store
+from bench.scale import _terminated, say  # SIGTERM unwinds: the servers are stopped on the way out
 
 TEXT = "the movie was great and the acting superb"
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -197,21 +194,26 @@ def report(result: dict) -> list[str]:
 
 
 def header(opts) -> dict:
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() or "unknown"
+
+    commit = git("describe", "--always", "--dirty")
+    served = git("log", "-1", "--format=%h", "--", "app", "adapters_store")  # the served code
     client = load.wrk_version() if opts.client == "wrk" else "python asyncio fallback client"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    say(
+        f"bench.overhead: {machine}, commit {commit} (app/ and adapters_store/ last changed in "
+        f"{served}), client {client}, load average {os.getloadavg()}"
+    )
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "commit": commit or "unknown",
+        "machine": machine,
+        "commit": commit,
+        "served_code_commit": served,
         "client": client,
         "load_average_start": os.getloadavg(),
         "opts": {k: str(v) for k, v in vars(opts).items()},
     }
-
-
-def _terminated(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds: the servers are stopped on the way out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,10 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     opts = parse(argv)
     result = header(opts)
-    say(
-        f"bench.overhead: {result['machine']}, commit {result['commit']}, client "
-        f"{result['client']}, load average {result['load_average_start']}"
-    )
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         scratch = Path(tmp)
         base, name = prepare(scratch, opts)
