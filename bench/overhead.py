@@ -154,7 +154,10 @@ def measure(servers: dict, name: str, opts) -> dict:
 
 def ratios(result: dict) -> dict[int, float]:
     ref = {c["clients"]: c["req_s"] for c in result["cells"]["reference"]}
-    return {c["clients"]: c["req_s"] / ref[c["clients"]] for c in result["cells"]["ours"]}
+    return {
+        c["clients"]: c["req_s"] / ref[c["clients"]] if ref[c["clients"]] else float("nan")
+        for c in result["cells"]["ours"]
+    }
 
 
 def goals(result: dict) -> list[tuple[str, bool | None, str]]:
@@ -166,6 +169,8 @@ def goals(result: dict) -> list[tuple[str, bool | None, str]]:
         if clients not in ours:
             return (label, None, f"{clients} clients not measured")
         value = ours[clients][key]
+        if not ours[clients]["requests"]:
+            return (label, False, "no request answered")
         return (label, value <= limit, f"{value:.2f}")
 
     label = "req/s at 64 clients >= 0.3x the bare reference"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -72,7 +73,8 @@ def run_wrk(url: str, body: bytes, *, clients: int, seconds: int) -> Load:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-800:]}{done.stderr}")
     r = json.loads(line.split(" ", 1)[1])
     errors = sum(r[k] for k in ("connect", "read", "write", "status", "timeout"))
-    return Load(r["requests"], errors, r["duration_us"] / 1e6, r["p50_us"] / 1e3, r["p99_us"] / 1e3)
+    p50, p99 = (r["p50_us"] / 1e3, r["p99_us"] / 1e3) if r["requests"] else (math.nan, math.nan)
+    return Load(r["requests"], errors, r["duration_us"] / 1e6, p50, p99)
 
 
 def _request_bytes(port: int, body: bytes) -> bytes:
