@@ -5,11 +5,11 @@
 
 Builds the tests' tiny random RoBERTa (hidden 32, 2 layers: its forward costs almost nothing)
 and one random seq_bn adapter in a temporary store, then starts, on 127.0.0.1:
-- ours: `python -m app` with its defaults (torch's thread choice, pass-cost calibration, the
-  metrics), except keys off (loopback), APP_MAX_LENGTH=128, APP_ACCESS_LOG=false and
-  APP_EMBEDDED_WORKER=false (a training process, not the serving path), plus every --env;
+- ours: `python -m app` as a user starts it, its defaults (torch's thread choice, the access
+  log, the embedded training worker, pass-cost calibration, no keys on loopback) with the
+  temporary store, plus every --env (--threads N: APP_TORCH_THREADS=N);
 - the reference: `python -m bench.overhead_ref`, a bare FastAPI app with the same request model
-  and a constant answer, under the same uvicorn call.
+  and a constant answer, under the same uvicorn call (APP_ACCESS_LOG / APP_LOG_LEVEL as ours).
 For each client count, each server in turn gets a short warm-up and then
 `wrk -t1 -c{clients} -d{seconds}s` posting one short text to /classify (--client python: a
 lean asyncio client, used when wrk is not installed). Per cell: req/s, p50 and p99 ms, and the
@@ -77,21 +77,19 @@ def start_both(servers: dict, scratch: Path, base: Path, opts) -> dict[str, str]
     -> our server's APP_* settings."""
     from tests.support.server import start_server
 
-    common = {"APP_ACCESS_LOG": "false", "APP_LOG_LEVEL": "info"}
     ours_env = {
-        **common,
         "APP_STORE_DIR": str(scratch / "adapters"),
-        "APP_MAX_LENGTH": "128",
-        "APP_EMBEDDED_WORKER": "false",
         **({"APP_TORCH_THREADS": str(opts.threads)} if opts.threads else {}),
         **opts.env,
     }
+    same = ("APP_ACCESS_LOG", "APP_LOG_LEVEL")  # the uvicorn.run arguments besides the address
+    common = {key: ours_env[key] for key in same if key in ours_env}
     timeout = opts.startup_timeout_s
     servers["ours"] = start_server(
         data_dir=scratch / "ours", base_model=base, env=ours_env, timeout_s=timeout
     )
     servers["reference"] = start_server(
-        data_dir=scratch / "reference", env=common, module="bench.overhead_ref", timeout_s=timeout
+        data_dir=scratch / "ref", env=common, module="bench.overhead_ref", timeout_s=timeout
     )
     return ours_env
 

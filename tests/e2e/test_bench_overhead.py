@@ -28,7 +28,8 @@ def test_overhead_bench_prints_every_cell(tmp_path, tiny_model_dir) -> None:
     args = [
         sys.executable, "-m", "bench.overhead", "--seconds", "1", "--warmup", "0.3",
         "--clients", "1,4", "--client", "python", "--base-model", str(tiny_model_dir),
-        "--env", "APP_PASS_COST_CALIBRATION=false", "--json", str(out),
+        "--env", "APP_PASS_COST_CALIBRATION=false", "--env", "APP_EMBEDDED_WORKER=false",
+        "--env", "APP_ACCESS_LOG=false", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(
         args, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=180
