@@ -14,7 +14,9 @@ For each client count, each server in turn gets a short warm-up and then
 `wrk -t1 -c{clients} -d{seconds}s` posting one short text to /classify (--client python: a
 lean asyncio client, used when wrk is not installed). Per cell: req/s, p50 and p99 ms, and the
 server's own CPU seconds (utime+stime from /proc of its process and all its descendants) per
-request answered. Then the ratio of our req/s to the reference's, and the goals of issue 19.
+request answered. Then the ratio of our req/s to the reference's, each server's CPU while idle,
+the HTTP implementation and event loop uvicorn loaded in each (httptools/h11, uvloop/asyncio),
+and the goals of issue 19, met or not (--json PATH: every number, the commit, the client).
 Both servers are stopped at the end whatever happens (also on SIGTERM).
 """
 
