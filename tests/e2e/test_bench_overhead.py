@@ -89,12 +89,12 @@ def test_tree_cpu_counts_child_processes(tmp_path) -> None:
     parent_code = (
         "import subprocess, sys, time\n"
         f"subprocess.run([sys.executable, '-c', {burn!r}])\n"  # reaped: the parent's cutime
-        f"child = subprocess.Popen([sys.executable, '-c', {burn + chr(10) + 'time.sleep(30)'!r}])\n"
-        "time.sleep(30)\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {burn + chr(10) + 'time.sleep(60)'!r}])\n"
+        "time.sleep(60)\n"
     )
     parent = start_process([sys.executable, "-c", parent_code], log_path=tmp_path / "log")
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 45
         while load.tree_cpu_seconds(parent.pid) < 0.8 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(load.process_tree(parent.pid)) == 2  # the parent and its sleeping child
