@@ -13,6 +13,9 @@
 5. Scale (bench/scale.py, a subprocess bounded by --scale-timeout-s): MiniLM with 2,000
    adapters of six methods on the device, short phases: start-up, one adapter vs Zipf req/s,
    cold/warm activation, hot p99 under a cold storm, the listing, the activate/evict RSS check.
+6. Overhead (bench/overhead.py, a subprocess bounded at 150 s): the tiny model on the device,
+   our server vs a bare FastAPI app at 1/16/64 clients: req/s, p50/p99, server CPU ms per
+   request (wrk when installed, else the bench's Python client). Runs before the scale part.
 Prints lines and writes DIR/gpu_check.json. Every part is bounded; a part that fails is
 reported and the rest still run.
 """
@@ -32,7 +35,6 @@ import traceback
 from pathlib import Path
 
 from bench.common import (
-    REPO,
     RawModel,
     base_model_dir,
     batch_stats,
@@ -42,6 +44,7 @@ from bench.common import (
     make_store,
     wait_for_log,
 )
+from bench.gpu_subbench import overhead_args, run_bench, scale_args
 
 RESULTS: dict = {}
 
@@ -251,40 +254,18 @@ def throughput(base: Path, data_dir: Path, names: list[str], texts: list[str], o
             )
 
 
-def scale_args(opts) -> list[str]:
-    """bench.scale's small, bounded settings (the dry run: tiny model, 48 adapters, seconds)."""
-    if opts.dry_run:
-        size = ["--model", "tiny", "--adapters", "48", "--seconds", "1", "--cold", "5"]
-        size += ["--cycles", "20", "--rss-after", "10", "--cycle-limit-s", "10"]
-    else:
-        size = ["--model", "minilm", "--adapters", str(opts.scale_adapters), "--seconds", "4"]
-        size += ["--cold", "60", "--cycles", "600", "--rss-after", "200", "--cycle-limit-s", "25"]
-    return [
-        *size, "--threads", "0", "--cold-limit-s", "30", "--list-calls", "10",
-        "--env", f"APP_DEVICE={opts.device}", "--json", str(opts.out / "scale.json"),
-    ]  # fmt: skip
-
-
 @part("scale")
 def scale(opts) -> None:
-    import subprocess
+    path = opts.out / "scale.json"
+    RESULTS["scale"] = run_bench("bench.scale", scale_args(opts), opts.scale_timeout_s, path)
 
-    opts.out.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "bench.scale", *scale_args(opts)]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
-    )
-    try:
-        out, _ = proc.communicate(timeout=opts.scale_timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # bench.scale stops its servers on SIGTERM
-        out, _ = proc.communicate(timeout=60)
-        say(out)
-        raise RuntimeError(f"bench.scale ran past {opts.scale_timeout_s} s") from None
-    say(out)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench.scale exit {proc.returncode}")
-    RESULTS["scale"] = json.loads((opts.out / "scale.json").read_text())
+
+@part("overhead")
+def overhead(opts) -> None:
+    """The serving path's own CPU cost (tiny model) against a bare FastAPI app, on this machine:
+    wrk when installed, else bench.overhead's Python client (it shares the CPUs)."""
+    path = opts.out / "overhead.json"
+    RESULTS["overhead"] = run_bench("bench.overhead", overhead_args(opts), 150.0, path)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -300,7 +281,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--raw-seconds", type=float, default=3.0)
-    p.add_argument("--parts", default="precision,memory,throughput,scale")
+    p.add_argument("--parts", default="precision,memory,throughput,overhead,scale")
+    p.add_argument("--overhead-seconds", type=int, default=5, help="per bench.overhead cell")
     p.add_argument("--scale-adapters", type=int, default=2000)
     p.add_argument("--scale-timeout-s", type=float, default=200.0)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds")
@@ -351,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             memory_and_loads(base, store, names, opts)
         if "throughput" in opts.parts:
             throughput(base, data_dir, names, texts, opts)
+    if "overhead" in opts.parts:
+        overhead(opts)
     if "scale" in opts.parts:
         scale(opts)
     RESULTS["seconds"] = time.perf_counter() - started
