@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from app.api.access import ClassifyAdapterAccess
 from app.api.classify import (
     ClassifyFailed,
     ClientDisconnected,
@@ -23,7 +24,7 @@ from app.api.classify import (
     failed,
     timing_headers,
 )
-from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import BatcherDep, SettingsDep
 from app.api.errors import InvalidRequest, error_responses
 from app.schemas import Prediction
 from app.serving.passes import rank
@@ -67,7 +68,7 @@ class HFRequest(BaseModel):
 
 
 @router.post(
-    "/models/{adapter}",
+    "/models/{adapter:adapter}",
     response_model=list[list[Prediction]],
     responses=error_responses(401, 403, 404, 422, 503, 504),
     summary="Hugging Face Inference API: text classification with an adapter",
@@ -78,7 +79,7 @@ async def hf_text_classification(
     body: HFRequest,
     batcher: BatcherDep,
     settings: SettingsDep,
-    _access: ClassifyAccess,
+    _access: ClassifyAdapterAccess,
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     function = body.parameters.function_to_apply

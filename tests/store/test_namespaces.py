@@ -32,7 +32,9 @@ def store(tmp_path, saved) -> AdapterStore:
     return store
 
 
-@pytest.mark.parametrize("name", ["a/b", "team-a/sentiment", "0/x_y.z-1", "a" * 64 + "/" + "b" * 64])
+@pytest.mark.parametrize(
+    "name", ["a/b", "team-a/sentiment", "0/x_y.z-1", "a" * 64 + "/" + "b" * 64]
+)
 def test_namespaced_names_are_valid(name):
     assert fmt.validate_name(name) == name
 
