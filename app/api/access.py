@@ -67,19 +67,21 @@ def may_use(request: Request, name: str) -> bool:
 
 
 def check_adapter(request: Request, name: str) -> str:
-    """`name` when the key may use it; InvalidName (422) for a malformed name, as the store
-    answers, and the store's own not-found error (404) for a name outside the key's patterns."""
-    fmt.validate_name(name)
-    if not may_use(request, name):
-        raise fmt.not_found(name)
+    """`name` when the key may use it. For a key with patterns: InvalidName (422) for a
+    malformed name, as the store answers it, and the store's own not-found error (404) for a
+    name outside them. Without patterns nothing is checked here (the routes behave as before)."""
+    allowed = patterns(request)
+    if allowed is not None:
+        fmt.validate_name(name)
+        if not matches(allowed, name):
+            raise fmt.not_found(name)
     return name
 
 
 def check_adapters(request: Request, names: Iterable[str]) -> None:
     """Each name in order (a multi-adapter request: the first one the key may not use)."""
-    if patterns(request) is not None:
-        for name in names:
-            check_adapter(request, name)
+    for name in names:
+        check_adapter(request, name)
 
 
 def _path_adapter(request: Request) -> None:

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from app.api.access import ClassifyAdapterAccess
 from app.api.classify import (
     ClassifyFailed,
     ClientDisconnected,
@@ -24,7 +23,7 @@ from app.api.classify import (
     failed,
     timing_headers,
 )
-from app.api.deps import BatcherDep, SettingsDep
+from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import InvalidRequest, error_responses
 from app.schemas import Prediction
 from app.serving.passes import rank
@@ -79,7 +78,7 @@ async def hf_text_classification(
     body: HFRequest,
     batcher: BatcherDep,
     settings: SettingsDep,
-    _access: ClassifyAdapterAccess,
+    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.access)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     function = body.parameters.function_to_apply
