@@ -1,6 +1,5 @@
 """/adapters: list (paged, from the store's index), inspect, upload, download, delete, load and
-unload stored adapters. A key with adapter patterns sees and changes only those (app.api.access):
-the listing leaves the others out, and every other route answers 404 for them."""
+unload stored adapters; a key with adapter patterns only those (app.api.access), others 404."""
 
 from __future__ import annotations
 
@@ -119,7 +118,8 @@ async def list_adapters(
     1,000: the whole store up to that size. `next_cursor` is null on the last page. A key with
     adapter patterns gets only the adapters they cover (`total` counts those)."""
     filters = Filters(prefix=prefix or None, method=method or None, source=source)
-    scope = dataclasses.asdict(filters)
+    # A cursor is bound to the query's filters (not the key's patterns: as before them).
+    scope = {k: v for k, v in dataclasses.asdict(filters).items() if k != "patterns"}
     after = decode_cursor(cursor, scope) if cursor else None
     filters = dataclasses.replace(filters, patterns=patterns(request))
     page = await asyncio.to_thread(store.page, limit, after, filters)
