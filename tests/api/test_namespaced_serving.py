@@ -43,3 +43,25 @@ def test_namespaced_adapters_score_like_plain_ones(serve, factory, names):
             assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-5)
         listed = client.get("/adapters", params={"prefix": "team-a/"}).json()
         assert [a["name"] for a in listed["adapters"]] == sorted(n for _, n in names.values())
+
+
+def test_upload_download_and_reupload_under_namespaced_names(serve, factory, tmp_path):
+    archive = factory.archive("up", tmp_path / "up.zip", seed=5)
+    with serve() as client:
+        with archive.open("rb") as f:
+            created = client.post("/adapters", data={"name": "team-u/up"}, files={"file": f})
+        assert created.status_code == 201, created.text
+        assert created.json()["name"] == "team-u/up"
+        assert client.get("/adapters/team-u/up").json()["version"] == 1
+        download = client.get("/adapters/team-u/up/archive")
+        assert download.status_code == 200
+        assert 'filename="team-u~up-v1.zip"' in download.headers["content-disposition"]
+        files = {"file": ("copy.zip", download.content)}
+        again = client.post("/adapters", data={"name": "team-v/copy"}, files=files)
+        assert again.status_code == 201, again.text
+        texts = {"inputs": ["good"], "top_k": None}
+        first = client.post("/classify", json={"adapter": "team-u/up", **texts}).json()
+        second = client.post("/classify", json={"adapter": "team-v/copy", **texts}).json()
+        assert first["predictions"] == second["predictions"]
+        assert client.delete("/adapters/team-u/up").status_code == 200
+        assert client.get("/adapters/team-u/up").status_code == 404
