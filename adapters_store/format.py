@@ -13,8 +13,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from adapters_store.errors import AdapterNotFound, InvalidAdapter, InvalidName
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+# A name is one part, or a namespace and a part (`team-a/sentiment`): each part 1-64 characters
+# of a-z, 0-9, '.', '_', '-', starting with a letter or digit. No '@' (it selects a version) and no
+# '~' (it stands for the '/' in the folder name).
+PART = r"[a-z0-9][a-z0-9._-]{0,63}"
+NAME_PATTERN = rf"^{PART}(?:/{PART})?$"
 _NAME_RE = re.compile(NAME_PATTERN)
+# What the HTTP routes put after a name (`/adapters/{name}/archive`, `/v2/models/{name}/ready`):
+# not the second part of a namespaced name, so that a path has one reading.
+ROUTE_WORDS = frozenset({"archive", "load", "unload", "infer", "ready", "versions"})
+NAMESPACE_SEP = "/"
+FOLDER_SEP = "~"  # the namespace separator in a folder name: `team-a~sentiment`
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -34,9 +43,31 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InvalidName(
             f"invalid adapter name {name!r}: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
+            "starting with a letter or digit, optionally after a namespace of the same kind "
+            "and a '/' (team-a/sentiment)"
+        )
+    _, sep, leaf = name.partition(NAMESPACE_SEP)
+    if sep and leaf in ROUTE_WORDS:
+        raise InvalidName(
+            f"invalid adapter name {name!r}: a namespaced name may not end in "
+            f"{', '.join(sorted(ROUTE_WORDS))} (the API's routes use those words after a name)"
         )
     return name
+
+
+def folder_name(name: str) -> str:
+    """The store folder of a (valid) name: one level under the root, never a path."""
+    return name.replace(NAMESPACE_SEP, FOLDER_SEP)
+
+
+def name_of_folder(folder: str) -> str:
+    """The adapter name a store folder holds (the inverse of `folder_name`)."""
+    return folder.replace(FOLDER_SEP, NAMESPACE_SEP)
+
+
+def not_found(name: str) -> AdapterNotFound:
+    """The one error of a missing adapter (and of one a key may not see: the same answer)."""
+    return AdapterNotFound(f"adapter {name!r} not found")
 
 
 class BaseModelRef(BaseModel):
@@ -93,14 +124,15 @@ def read_manifest(folder: Path) -> Manifest:
     removed while being read), InvalidAdapter when it does not parse."""
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise AdapterNotFound(f"adapter {folder.name!r} not found")
+        raise not_found(name_of_folder(folder.name))
     try:
         return Manifest.model_validate(read_json(manifest_path))
     except ValidationError as exc:
-        raise InvalidAdapter(f"{folder.name}/manifest.json is invalid: {exc}") from None
+        name = name_of_folder(folder.name)
+        raise InvalidAdapter(f"{name}/manifest.json is invalid: {exc}") from None
     except InvalidAdapter:
         if not manifest_path.exists():
-            raise AdapterNotFound(f"adapter {folder.name!r} not found") from None
+            raise not_found(name_of_folder(folder.name)) from None
         raise
 
 

@@ -65,7 +65,7 @@ class StoreIndex:
     def put(self, folder: Path, manifest: fmt.Manifest) -> None:
         stamp = _stamp(folder / fmt.MANIFEST)
         if stamp is not None:
-            self._write(UPSERT, _row(folder.name, stamp, manifest, None))
+            self._write(UPSERT, _row(fmt.name_of_folder(folder.name), stamp, manifest, None))
 
     def drop(self, name: str) -> None:
         self._write("DELETE FROM entries WHERE name = ?", (name,))
@@ -156,17 +156,22 @@ class StoreIndex:
         recorded is taken as unchanged without a stat."""
         known = dict(conn.execute("SELECT name, dino FROM entries"))
         with os.scandir(self.root) as entries:  # comprehensions: this runs over every adapter
-            seen = {e.name: e.inode() for e in entries if e.name[0] != "." and e.is_dir()}
+            seen = {
+                fmt.name_of_folder(e.name): e.inode()
+                for e in entries
+                if e.name[0] != "." and e.is_dir()
+            }
         gone = known.keys() - seen.keys()
         todo = seen if full else dict(seen.items() - known.items())
         stamps = dict(conn.execute("SELECT name, stamp FROM entries")) if full else {}
         rows: list[Row] = []
         inodes: list[tuple[int, str]] = []
         for name, dino in todo.items():
-            current = _stamp(os.path.join(self.root, name, fmt.MANIFEST))
+            folder = os.path.join(self.root, fmt.folder_name(name))
+            current = _stamp(os.path.join(folder, fmt.MANIFEST))
             stamp = stamps.get(name) if full else _known_stamp(conn, name)
             if current is None or current != stamp:
-                row = None if current is None else _read_row(self.root / name, current, dino)
+                row = None if current is None else _read_row(Path(folder), current, dino)
                 if row is None:
                     gone.add(name)
                 else:
@@ -221,11 +226,11 @@ def _read_row(folder: Path, stamp: str, dino: int) -> Row | None:
     """The folder's row; None when it is gone. An unreadable manifest is remembered (data
     NULL: not listed, as `AdapterStore.list` skips it) so that it is not re-read every scan."""
     try:
-        return _row(folder.name, stamp, fmt.read_manifest(folder), dino)
+        return _row(fmt.name_of_folder(folder.name), stamp, fmt.read_manifest(folder), dino)
     except AdapterNotFound:
         return None
     except InvalidAdapter:
-        return (folder.name, stamp, None, None, None, dino)
+        return (fmt.name_of_folder(folder.name), stamp, None, None, None, dino)
 
 
 def _stamp(manifest: str | Path) -> str | None:

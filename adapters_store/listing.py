@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from adapters_store import format as fmt
+from adapters_store.patterns import literal_prefix, matches
 
 
 class Listed(BaseModel):
@@ -48,12 +49,20 @@ class Filters:
     prefix: str | None = None  # of the name
     method: str | None = None  # the manifest's adapter_config: seq_bn, lora, ...
     source: str | None = None  # trained, uploaded, hub
+    # Name patterns (patterns.py) of which one must match; None: any name (a key's adapters=)
+    patterns: tuple[str, ...] | None = None
 
     def where(self) -> tuple[list[str], list[str]]:
         clauses, args = ["data IS NOT NULL"], []
         if self.prefix:  # a range on the primary key: names sort by code point
             clauses += ["name >= ?", "name < ?"]
             args += [self.prefix, self.prefix + "\U0010ffff"]
+        if self.patterns is not None:  # each pattern: the range of its literal prefix, checked
+            ranges = ["(name >= ? AND name < ? AND name_matches(?, name))"] * len(self.patterns)
+            clauses.append(f"({' OR '.join(ranges) or '0'})")
+            for pattern in self.patterns:
+                start = literal_prefix(pattern)
+                args += [start, start + "\U0010ffff", pattern]
         for column in ("method", "source"):
             if getattr(self, column):
                 clauses.append(f"{column} = ?")
@@ -61,7 +70,12 @@ class Filters:
         return clauses, args
 
 
+def _name_matches(pattern: str, name: str) -> bool:
+    return matches((pattern,), name)
+
+
 def query_page(conn: sqlite3.Connection, limit: int, after: str | None, filters: Filters) -> Page:
+    conn.create_function("name_matches", 2, _name_matches, deterministic=True)
     clauses, args = filters.where()
     count = f"SELECT count(*) FROM entries WHERE {' AND '.join(clauses)}"
     total = conn.execute(count, args).fetchone()[0]

@@ -1,6 +1,7 @@
 """AdapterStore: a directory of saved adapters with atomic writes and validated imports.
 
-Layout: `<root>/<name>/` holds the adapters library's files plus our `manifest.json`.
+Layout: `<root>/<name>/` holds the adapters library's files plus our `manifest.json`; a
+namespaced name's folder is `<root>/<namespace>~<name>/` (format.folder_name: one level, flat).
 Writers build a complete copy in `<root>/.tmp-*` and rename it into place, under a file lock
 shared by every process using the same root, so readers never see half an adapter. A replace
 moves the old folder aside first: for that instant a reader gets "not found", never a mixture.
@@ -70,12 +71,16 @@ class AdapterStore:
         (index.py): what the listing shows of each, the count matching `filters`, `next_after`."""
         return self.index.page(limit, after, filters)
 
+    def folder(self, name: str) -> Path:
+        """Where adapter `name` lives (InvalidName for a name the store cannot hold)."""
+        return self.root / fmt.folder_name(fmt.validate_name(name))
+
     def get(self, name: str) -> StoredAdapter:
-        path = self.root / fmt.validate_name(name)
+        path = self.folder(name)
         return StoredAdapter(fmt.read_manifest(path), path)
 
     def exists(self, name: str) -> bool:
-        return (self.root / fmt.validate_name(name) / fmt.MANIFEST).is_file()
+        return (self.folder(name) / fmt.MANIFEST).is_file()
 
     def verify(self, name: str) -> fmt.Manifest:
         """Re-hash every file against the manifest; raise InvalidAdapter on any difference."""
@@ -196,7 +201,7 @@ class AdapterStore:
         stored = self.get(name)
         with self._scratch() as scratch:
             # Copy first so that a concurrent replace cannot mix two versions in one archive.
-            copy = scratch / name
+            copy = scratch / stored.path.name
             shutil.copytree(stored.path, copy)
             return archives.write_archive(copy, Path(out), fmt=archive_format)
 
@@ -236,7 +241,7 @@ class AdapterStore:
     def _swap_in(
         self, name: str, staging: Path, manifest: fmt.Manifest, *, overwrite: bool
     ) -> fmt.Manifest:
-        target = self.root / name
+        target = self.folder(name)
         old: fmt.Manifest | None = None
         if target.exists():
             if not overwrite:
@@ -257,7 +262,7 @@ class AdapterStore:
         return manifest
 
     def _forgotten_version(self, name: str) -> int:
-        path = self._tombstones / name
+        path = self._tombstones / fmt.folder_name(name)
         try:
             return int(path.read_text())
         except (OSError, ValueError):
@@ -265,7 +270,7 @@ class AdapterStore:
 
     def _remember_version(self, name: str, version: int) -> None:
         self._tombstones.mkdir(exist_ok=True)
-        (self._tombstones / name).write_text(str(version))
+        (self._tombstones / fmt.folder_name(name)).write_text(str(version))
 
     def _trash_path(self) -> Path:
         return self.root / f".trash-{uuid.uuid4().hex}"

@@ -37,7 +37,7 @@ def train(args: argparse.Namespace) -> int:
     manifest = train_adapter(
         config, store=store, device=args.device, progress_bar=not args.no_progress
     )
-    where = config.full_output_dir if config.method == "full" else store.root / config.name
+    where = config.full_output_dir if config.method == "full" else store.folder(config.name)
     rows = summary_rows(manifest, Path(str(where)))
     if not args.no_curves:
         png = write_curves(manifest, args.curves_png or Path(f"{config.name}-curves.png"))

@@ -1,5 +1,5 @@
 """/adapters: list (paged, from the store's index), inspect, upload, download, delete, load and
-unload stored adapters."""
+unload stored adapters; a key with adapter patterns only those (app.api.access), others 404."""
 
 from __future__ import annotations
 
@@ -20,15 +20,22 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from adapters_store import Filters, Listed, Manifest
+from adapters_store import format as fmt
 from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
+from app.api.access import (
+    AdminAdapterAccess,
+    ClassifyAdapterAccess,
+    DownloadAdapterAccess,
+    check_adapter,
+    patterns,
+)
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import (
     AdminAccess,
     BatcherDep,
     CacheDep,
     ClassifyAccess,
-    DownloadAccess,
     EngineDep,
     SettingsDep,
     StoreDep,
@@ -95,22 +102,26 @@ def info(
     summary="Stored adapters in name order, a page at a time",
 )
 async def list_adapters(
+    request: Request,
     store: StoreDep,
     cache: CacheDep,
     _access: ClassifyAccess,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="adapters per page")] = PAGE_MAX,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    prefix: Annotated[str | None, Query(max_length=64, description="name prefix")] = None,
+    prefix: Annotated[str | None, Query(max_length=129, description="name prefix")] = None,
     method: Annotated[
         str | None, Query(max_length=64, description="adapter_config: seq_bn, lora, ...")
     ] = None,
     source: Literal["trained", "uploaded", "hub"] | None = None,
 ) -> AdapterList:
     """Served from the store's listing index (no manifest is read). Without `limit`, a page of
-    1,000: the whole store up to that size. `next_cursor` is null on the last page."""
+    1,000: the whole store up to that size. `next_cursor` is null on the last page. A key with
+    adapter patterns gets only the adapters they cover (`total` counts those)."""
     filters = Filters(prefix=prefix or None, method=method or None, source=source)
-    scope = dataclasses.asdict(filters)
+    # A cursor is bound to the query's filters (not the key's patterns: as before them).
+    scope = {k: v for k, v in dataclasses.asdict(filters).items() if k != "patterns"}
     after = decode_cursor(cursor, scope) if cursor else None
+    filters = dataclasses.replace(filters, patterns=patterns(request))
     page = await asyncio.to_thread(store.page, limit, after, filters)
     residents = cache.snapshot()
     return AdapterList(
@@ -120,9 +131,9 @@ async def list_adapters(
     )
 
 
-@router.get("/{name}", response_model=AdapterInfo, responses=error_responses(404, 422))
+@router.get("/{name:adapter}", response_model=AdapterInfo, responses=error_responses(404, 422))
 async def get_adapter(
-    name: str, store: StoreDep, cache: CacheDep, _access: ClassifyAccess
+    name: str, store: StoreDep, cache: CacheDep, _access: ClassifyAdapterAccess
 ) -> AdapterInfo:
     stored = await asyncio.to_thread(store.get, name)
     return info(stored.manifest, cache)
@@ -179,6 +190,7 @@ async def upload_adapter(
             raise InvalidRequest("form field 'file' (the archive) is required")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("form field 'name' is required")
+        check_adapter(request, name)
         overwrite = _flag(form.get("overwrite"))
         with _scratch_dir(store.root) as folder:
             path = await asyncio.to_thread(_save_upload, upload, Path(folder))
@@ -203,6 +215,7 @@ async def upload_adapter(
     summary="Import an adapter from a Hugging Face hub repository",
 )
 async def import_adapter(
+    request: Request,
     body: HubImportRequest,
     store: StoreDep,
     engine: EngineDep,
@@ -212,6 +225,7 @@ async def import_adapter(
 ) -> AdapterInfo:
     """Downloads only the adapter's files, converts `.bin` weights to safetensors (weights-only
     loading), and checks them like an upload; the manifest records the repo and its commit."""
+    check_adapter(request, body.name)
     manifest = await asyncio.to_thread(
         import_from_hub,
         store,
@@ -228,7 +242,7 @@ async def import_adapter(
 
 
 @router.get(
-    "/{name}/archive",
+    "/{name:adapter}/archive",
     response_class=FileResponse,
     responses=error_responses(404, 422),
     summary="Download a stored adapter as an archive (its weights: `download` or `admin` scope)",
@@ -236,13 +250,13 @@ async def import_adapter(
 async def download_adapter(
     name: str,
     store: StoreDep,
-    _access: DownloadAccess,
+    _access: DownloadAdapterAccess,
     format: Literal["zip", "tar.gz"] = "zip",
 ) -> FileResponse:
     folder = Path(tempfile.mkdtemp(prefix="export-"))
     try:
         version = (await asyncio.to_thread(store.get, name)).manifest.version
-        filename = f"{name}-v{version}.{format}"
+        filename = f"{fmt.folder_name(name)}-v{version}.{format}"
         path = await asyncio.to_thread(
             store.export_archive, name, folder / filename, archive_format=format
         )
@@ -253,9 +267,9 @@ async def download_adapter(
     return FileResponse(path, filename=filename, background=cleanup)
 
 
-@router.delete("/{name}", response_model=AdapterInfo, responses=error_responses(404, 422))
+@router.delete("/{name:adapter}", response_model=AdapterInfo, responses=error_responses(404, 422))
 async def delete_adapter(
-    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAdapterAccess
 ) -> AdapterInfo:
     """Remove the adapter from the store and unload it; later requests get 404."""
     manifest = await asyncio.to_thread(store.delete, name)
@@ -263,18 +277,22 @@ async def delete_adapter(
     return info(manifest, cache)
 
 
-@router.post("/{name}/load", response_model=AdapterInfo, responses=error_responses(404, 422))
+@router.post(
+    "/{name:adapter}/load", response_model=AdapterInfo, responses=error_responses(404, 422)
+)
 async def load_adapter(
-    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAdapterAccess
 ) -> AdapterInfo:
     """Make the adapter resident now (idempotent), evicting the least recently used."""
     await batcher.run_exclusive(cache.ensure, name)
     return info((await asyncio.to_thread(store.get, name)).manifest, cache)
 
 
-@router.post("/{name}/unload", response_model=AdapterInfo, responses=error_responses(404, 422))
+@router.post(
+    "/{name:adapter}/unload", response_model=AdapterInfo, responses=error_responses(404, 422)
+)
 async def unload_adapter(
-    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAccess
+    name: str, store: StoreDep, cache: CacheDep, batcher: BatcherDep, _access: AdminAdapterAccess
 ) -> AdapterInfo:
     """Evict the adapter from the device (idempotent); it reloads on its next use."""
     stored = await asyncio.to_thread(store.get, name)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from adapters_store import StoreError
+from app.api.access import check_adapters
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import (
     STATUS_BY_CODE,
@@ -122,6 +123,7 @@ async def classify_texts(
     timing = Timing()
     try:
         check_texts(texts, settings)
+        check_adapters(request, adapters)  # names outside the key's patterns: 404 (app.api.access)
         work = batcher.classify(
             texts=texts, adapters=adapters, truncation=truncation, timing=timing
         )

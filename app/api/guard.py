@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.convertors import CONVERTOR_TYPES
 from starlette.routing import BaseRoute
 
 from app.api.deps import PRINCIPAL_KEY
@@ -82,8 +83,8 @@ def flat_routes(routes: Iterable[BaseRoute]) -> list[Any]:
 
 def _pattern(template: str) -> str:
     parts, last = [], 0
-    for match in PARAM.finditer(template):
-        wildcard = ".*" if match[1] == ":path" else "[^/]+"
+    for match in PARAM.finditer(template):  # each parameter as its convertor matches it
+        wildcard = CONVERTOR_TYPES[match[1][1:]].regex if match[1] else "[^/]+"
         parts += [re.escape(template[last : match.start()]), wildcard]
         last = match.end()
     return "".join([*parts, re.escape(template[last:])])
@@ -94,18 +95,21 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[BaseRoute], settings: Settings) -> None:
         by_method: dict[str, list[Policy]] = {}
+        by_regex: dict[str, list[str]] = {}
         for route in flat_routes(routes):
+            template = getattr(route, "path_format", None) or route.path  # without convertors
             for method in getattr(route, "methods", None) or ():
                 policy = Policy(
-                    route.path,
+                    template,
                     route_scopes(route),
-                    _body_limit(method, route.path, settings),
-                    route.path.startswith("/v2"),
+                    _body_limit(method, template, settings),
+                    template.startswith("/v2"),
                 )
                 by_method.setdefault(method, []).append(policy)
+                by_regex.setdefault(method, []).append(_pattern(route.path))
         self._tables = {
             method: (
-                re.compile("|".join(f"(?P<r{i}>{_pattern(p.template)})" for i, p in enumerate(ps))),
+                re.compile("|".join(f"(?P<r{i}>{r})" for i, r in enumerate(by_regex[method]))),
                 ps,
             )
             for method, ps in by_method.items()

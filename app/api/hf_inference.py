@@ -67,7 +67,7 @@ class HFRequest(BaseModel):
 
 
 @router.post(
-    "/models/{adapter}",
+    "/models/{adapter:adapter}",
     response_model=list[list[Prediction]],
     responses=error_responses(401, 403, 404, 422, 503, 504),
     summary="Hugging Face Inference API: text classification with an adapter",
@@ -78,7 +78,7 @@ async def hf_text_classification(
     body: HFRequest,
     batcher: BatcherDep,
     settings: SettingsDep,
-    _access: ClassifyAccess,
+    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.access)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     function = body.parameters.function_to_apply

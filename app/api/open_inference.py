@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from adapters_store import StoredAdapter
+from app.api.access import ClassifyAdapterAccess
 from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
-from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep, StoreDep
+from app.api.deps import BatcherDep, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
 from app.schemas import OIP_INFER_BODY
 from app.serving.passes import rank
@@ -91,10 +92,10 @@ class ModelVersionNotFound(InvalidRequest):
     code = "adapter_not_found"
 
 
-@router.get("/models/{name}", summary="Model metadata")
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+@router.get("/models/{name:adapter}", summary="Model metadata")
+@router.get("/models/{name:adapter}/versions/{version}", summary="Model metadata (one version)")
 async def model_metadata(
-    name: str, store: StoreDep, _access: ClassifyAccess, version: str | None = None
+    name: str, store: StoreDep, _access: ClassifyAdapterAccess, version: str | None = None
 ) -> dict:
     manifest = (await _stored(store, name, version)).manifest
     return {
@@ -108,10 +109,10 @@ async def model_metadata(
     }
 
 
-@router.get("/models/{name}/ready", summary="The adapter exists and can be served")
-@router.get("/models/{name}/versions/{version}/ready", summary="That version is served")
+@router.get("/models/{name:adapter}/ready", summary="The adapter exists and can be served")
+@router.get("/models/{name:adapter}/versions/{version}/ready", summary="That version is served")
 async def model_ready(
-    name: str, store: StoreDep, _access: ClassifyAccess, version: str | None = None
+    name: str, store: StoreDep, _access: ClassifyAdapterAccess, version: str | None = None
 ) -> dict:
     await _stored(store, name, version)
     return {"name": name, "ready": True}
@@ -121,10 +122,12 @@ INFER_EXTRA = {"requestBody": OIP_INFER_BODY}
 
 
 @router.post(
-    "/models/{name}/infer", summary="Classify a BYTES tensor of texts", openapi_extra=INFER_EXTRA
+    "/models/{name:adapter}/infer",
+    summary="Classify a BYTES tensor of texts",
+    openapi_extra=INFER_EXTRA,
 )
 @router.post(
-    "/models/{name}/versions/{version}/infer",
+    "/models/{name:adapter}/versions/{version}/infer",
     summary="Classify (one version)",
     openapi_extra=INFER_EXTRA,
 )
@@ -134,7 +137,7 @@ async def infer(
     store: StoreDep,
     batcher: BatcherDep,
     settings: SettingsDep,
-    _access: ClassifyAccess,
+    _access: ClassifyAdapterAccess,
     version: str | None = None,
 ) -> Response:
     body = await _read_body(request)  # its size is capped by app.api.guard (413)

@@ -2,7 +2,8 @@
 
 The request body is the training module's `TrainConfig`; the base model is always the
 server's own. The work happens in a worker process (app.worker); these routes only validate,
-record and read job records.
+record and read job records. A key with adapter patterns (app.api.access) trains only adapters
+they cover, and sees only the jobs of those (any other job answers 404 like a missing one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from app.api.access import check_adapter, check_job, job_scan, visible_jobs
 from app.api.deps import AdminAccess
 from app.api.errors import NotReady, error_responses
 from app.jobs.records import Job, JobStatus
@@ -143,11 +145,13 @@ def _time(value: float | None) -> dt.datetime | None:
     summary="Queue a training job for a new adapter",
 )
 def submit_job(
+    request: Request,
     body: Annotated[TrainConfig, Body(openapi_examples=SUBMIT_EXAMPLES)],
     service: JobServiceDep,
     response: Response,
     _: AdminAccess,
 ) -> TrainJobCreated:
+    check_adapter(request, body.name)
     job = service.submit(config=body)
     response.headers["Location"] = f"/train-jobs/{job.id}"
     return TrainJobCreated(id=job.id, status=job.status)
@@ -155,12 +159,14 @@ def submit_job(
 
 @router.get("", response_model=TrainJobList, summary="List training jobs, newest first")
 def list_jobs(
+    request: Request,
     service: JobServiceDep,
     _: AdminAccess,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrainJobList:
-    return TrainJobList(jobs=[render(j) for j in service.list(status=status, limit=limit)])
+    jobs = service.list(status=status, limit=job_scan(request, limit))
+    return TrainJobList(jobs=[render(j) for j in visible_jobs(request, jobs, limit)])
 
 
 class Recipes(BaseModel):
@@ -190,8 +196,8 @@ def get_recipes(_: AdminAccess) -> Recipes:
     responses=error_responses(404),
     summary="One job: status, progress, metrics, error",
 )
-def get_job(job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
-    return render(service.get(job_id))
+def get_job(request: Request, job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
+    return render(check_job(request, service.get(job_id)))
 
 
 @router.post(
@@ -200,5 +206,6 @@ def get_job(job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
     responses=error_responses(404, 409),
     summary="Cancel: a queued job never starts, a running one stops at its next step",
 )
-def cancel_job(job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
+def cancel_job(request: Request, job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
+    check_job(request, service.get(job_id))
     return render(service.cancel(job_id))

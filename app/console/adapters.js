@@ -27,6 +27,12 @@ function metricsText(metrics) {
   return Object.entries(metrics || {}).map(([k, v]) => `${k}: ${formatNumber(v)}`).join(", ");
 }
 
+/** The path of an adapter's routes: a namespaced name (`team-a/sentiment`) keeps its `/`
+ * (the server reads one namespace level), each part URL-encoded. */
+export function adapterPath(name, ...rest) {
+  return ["/adapters", ...name.split("/").map(encodeURIComponent), ...rest].join("/");
+}
+
 function nameFromFile(fileName) {
   const stem = fileName.replace(/\.(zip|tar\.gz|tgz)$/i, "").toLowerCase();
   return stem.replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+/, "").slice(0, 64);
@@ -177,7 +183,7 @@ export function createAdapters(ctx) {
   async function onDownload(a) {
     status($("adapters-status"), `Downloading ${a.name}…`, "busy");
     try {
-      await download(`/adapters/${encodeURIComponent(a.name)}/archive`, `${a.name}.zip`);
+      await download(adapterPath(a.name, "archive"), `${a.name.replace("/", "~")}.zip`);
       status($("adapters-status"), `Downloaded ${a.name}.`, "ok");
     } catch (error) {
       showError($("adapters-status"), error);
@@ -189,7 +195,7 @@ export function createAdapters(ctx) {
     node.disabled = true;
     status($("adapters-status"), `${verb === "load" ? "Loading" : "Unloading"} ${a.name}…`, "busy");
     try {
-      const answer = await request("POST", `/adapters/${encodeURIComponent(a.name)}/${verb}`);
+      const answer = await request("POST", adapterPath(a.name, verb));
       replaceRow(a.name, await answer.json());
       status($("adapters-status"), `${a.name} ${verb}ed.`, "ok");
     } catch (error) {
@@ -209,7 +215,7 @@ export function createAdapters(ctx) {
   async function onDelete(a) {
     status($("adapters-status"), `Deleting ${a.name}…`, "busy");
     try {
-      await request("DELETE", `/adapters/${encodeURIComponent(a.name)}`);
+      await request("DELETE", adapterPath(a.name));
       replaceRow(a.name, null);
       status($("adapters-status"), `Deleted ${a.name}.`, "ok");
       ctx.adaptersChanged();

@@ -119,7 +119,7 @@ def _refused(client, params: dict, *words: str) -> None:
         ({"cursor": "not-a-cursor"}, ["cursor", "next_cursor"]),
         ({"cursor": "eyJhZnRlciI6IDF9"}, ["cursor"]),  # base64 JSON, but not ours
         ({"source": "stolen"}, ["source"]),
-        ({"prefix": "x" * 65}, ["prefix"]),
+        ({"prefix": "x" * 130}, ["prefix"]),  # a namespace, "/" and a name: 129
     ],
 )
 def test_bad_limits_and_cursors_are_422_with_a_reason(client, params, words):

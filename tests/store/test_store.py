@@ -101,7 +101,7 @@ def test_version_keeps_growing_after_delete(store, saved_dir):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "Upper", "-lead", ".hidden", "a/b", "../x", "a" * 65, "sp ace"]
+    "name", ["", "Upper", "-lead", ".hidden", "a/b/c", "a~b", "../x", "a" * 65, "sp ace"]
 )
 def test_invalid_names_rejected(store, saved_dir, name):
     with pytest.raises(InvalidName):
