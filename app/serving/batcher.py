@@ -27,7 +27,7 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
-from app.serving.engine import Engine, Segment
+from app.serving.engine import Engine, Segment, Text
 from app.serving.errors import (
     InferenceFailed,
     QueueFull,
@@ -126,7 +126,7 @@ class Batcher:
     async def classify(
         self,
         *,
-        texts: Sequence[str],
+        texts: Sequence[Text],
         adapters: Sequence[str],
         truncation: bool = True,
         timing: Timing | None = None,
@@ -163,7 +163,7 @@ class Batcher:
 
     # ---- internals -----------------------------------------------------------------------
     async def _tokenize(
-        self, texts: Sequence[str], truncation: bool, deadline: float
+        self, texts: Sequence[Text], truncation: bool, deadline: float
     ) -> list[list[int]]:
         try:
             return await tokenize_in_turns(

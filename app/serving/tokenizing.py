@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-from app.serving.engine import Engine
+from app.serving.engine import Engine, Text
 from app.serving.errors import RequestTimeout
 
 TOKENIZE_CHUNK_CHARS = 32_768  # one turn on the tokenizer thread (a few ms)
@@ -22,7 +22,7 @@ TOKENIZE_CHUNK_CHARS = 32_768  # one turn on the tokenizer thread (a few ms)
 async def tokenize_in_turns(
     executor: Executor,
     engine: Engine,
-    texts: Sequence[str],
+    texts: Sequence[Text],
     *,
     truncation: bool,
     deadline: float,
@@ -40,10 +40,10 @@ async def tokenize_in_turns(
     return ids
 
 
-def chunk_texts(texts: Sequence[str], max_chars: int) -> list[tuple[int, list[str]]]:
+def chunk_texts(texts: Sequence[Text], max_chars: int) -> list[tuple[int, list[Text]]]:
     """Consecutive runs of `texts` of at most `max_chars` characters (a longer text alone),
     each with the index of its first text."""
-    chunks: list[tuple[int, list[str]]] = []
+    chunks: list[tuple[int, list[Text]]] = []
     size = 0
     for index, text in enumerate(texts):
         if not chunks or size + len(text) > max_chars:
