@@ -189,7 +189,7 @@ OIP_INFER_BODY = {
                             "type": "object",
                             "required": ["name", "datatype", "shape", "data"],
                             "properties": {
-                                "name": {"type": "string", "enum": ["text"]},
+                                "name": {"type": "string", "enum": ["text", "text_pair"]},
                                 "datatype": {"type": "string", "enum": ["BYTES"]},
                                 "shape": {"type": "array", "items": {"type": "integer"}},
                                 "data": {"type": "array", "items": {"type": "string"}},
@@ -202,7 +202,14 @@ OIP_INFER_BODY = {
                     },
                     "parameters": {
                         "type": "object",
-                        "properties": {"top_k": {"type": "integer", "minimum": 1}},
+                        "properties": {
+                            "top_k": {"type": "integer", "minimum": 1},
+                            "function_to_apply": {
+                                "type": "string",
+                                "enum": ["softmax", "sigmoid", "none"],
+                            },
+                            "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
                     },
                 },
             }
