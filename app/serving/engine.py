@@ -137,14 +137,13 @@ class Engine(AdapterModules):
         """Token ids per input (with special tokens); TextTooLong when over the limit.
 
         An input is a text or a pair (text, text_pair), encoded as the model's pair input;
-        both kinds may mix in one call. With truncation, a single text is first cut to
-        `char_cap` characters: more than `max_length` tokens can cover, so the ids are the
-        same and the work is bounded. A pair is not cut (its truncation is longest-first: which
-        side loses tokens depends on both full lengths); the request's character limits bound
-        it. `first` is the index of `texts[0]` in its request (for error messages).
+        both kinds may mix in one call. With truncation, texts are first cut to `char_cap`
+        characters (`_cut`): more than `max_length` tokens can cover, so the ids are the same
+        and the work is bounded. `first` is the index of `texts[0]` in its request (for error
+        messages).
         """
         if truncation:
-            texts = [t[: self.char_cap] if isinstance(t, str) else t for t in texts]
+            texts = [self._cut(t) for t in texts]
         encoded = self.tokenizer(
             list(texts),
             truncation=truncation,
@@ -160,6 +159,20 @@ class Engine(AdapterModules):
                         "(send truncation: true to cut it)"
                     )
         return encoded
+
+    def _cut(self, item: Text) -> Text:
+        """`item` cut to what truncation keeps of it. A pair is truncated longest first: when
+        both texts are long, which side keeps the odd token depends on their full lengths, so
+        a text of a pair is cut only when the other surely holds fewer tokens than the cut one
+        (at most max_length + 2 UTF-8 bytes: a token is at least a byte)."""
+        if isinstance(item, str):
+            return item[: self.char_cap]
+        text, pair = item
+        if len(pair.encode()) <= self.max_length + 2:
+            text = text[: self.char_cap]
+        elif len(text.encode()) <= self.max_length + 2:
+            pair = pair[: self.char_cap]
+        return (text, pair)
 
     def base_state(self) -> dict[str, Any]:
         """The base model's tensors (adapters and heads excluded), for integrity checks."""

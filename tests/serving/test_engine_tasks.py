@@ -144,12 +144,22 @@ def test_function_to_apply_overrides_the_task(function, expected):
 
 
 def test_pairs_tokenise_as_the_pipeline_and_the_limit_covers_both(tiny_model_dir):
-    engine = Engine.load(base_model=str(tiny_model_dir), max_length=16)
+    # 17: an odd budget for the pair's texts, so which text is longer decides the split.
+    engine = Engine.load(base_model=str(tiny_model_dir), max_length=17)
     long_a, long_b = "good " * 30, "bad film " * 9 + "x"
     (ids,) = engine.tokenize([(long_a, long_b)])
-    want = engine.tokenizer(long_a, long_b, truncation=True, max_length=16)["input_ids"]
-    assert ids == want and len(ids) == 16
+    want = engine.tokenizer(long_a, long_b, truncation=True, max_length=17)["input_ids"]
+    assert ids == want and len(ids) == 17
     short = ("a good film", "great")
     assert engine.tokenize([short], truncation=False)[0] == engine.tokenizer(*short)["input_ids"]
     with pytest.raises(TextTooLong, match=r"inputs\[3\]"):  # each text fits, the pair does not
         engine.tokenize([("good " * 8, "bad " * 8)], truncation=False, first=3)
+    # A text of a pair over the cut: the same ids as the tokenizer on the whole texts.
+    huge = "a good film " * (engine.char_cap // 6)
+    # Longer in tokens than `huge`, but fewer tokens in its first char_cap characters: cutting
+    # both would give the odd token to the other side.
+    dense = "film " * (engine.char_cap // 5) + "a " * 3000
+    pairs = [(huge, "fine"), ("fine", huge), (huge, dense), (dense, huge)]
+    for pair in pairs:
+        (ids,) = engine.tokenize([pair])
+        assert ids == engine.tokenizer(*pair, truncation=True, max_length=17)["input_ids"]
