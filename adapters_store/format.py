@@ -157,7 +157,8 @@ def read_json(path: Path) -> dict:
 def labels_from_head_config(head_config: dict) -> dict[int, str]:
     """id2label of a classification head, from the adapters library's head_config.json."""
     config = head_config.get("config")
-    if not isinstance(config, dict) or config.get("head_type") != "classification":
+    classification = ("classification", "multilabel_classification")
+    if not isinstance(config, dict) or config.get("head_type") not in classification:
         raise InvalidAdapter("head_config.json must describe a classification head")
     label2id = config.get("label2id") or {}
     num_labels = config.get("num_labels")

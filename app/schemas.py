@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from adapters_store import BaseModelRef, HubOrigin
+from app.serving.engine import Text
+
+
+class TextPair(BaseModel):
+    """One input as the Hugging Face text-classification pipeline takes a sentence pair."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(description="the first text")
+    text_pair: StrictStr | None = Field(None, description="the second text of a pair")
+
+
+Input = StrictStr | TextPair
+FunctionToApply = Literal["softmax", "sigmoid", "none"]
+
+
+def input_texts(inputs: Input | list[Input]) -> list[Text]:
+    """Each input as the engine takes it: a string, or a (text, text_pair) tuple."""
+    items = inputs if isinstance(inputs, list) else [inputs]
+    out: list[Text] = []
+    for index, item in enumerate(items):
+        text = item if isinstance(item, str) else _text_of(item)
+        if "" in ((text,) if isinstance(text, str) else text):
+            raise ValueError(f"inputs[{index}] holds an empty string")
+        out.append(text)
+    if not out:
+        raise ValueError("'inputs' is empty")
+    return out
+
+
+def _text_of(item: TextPair) -> Text:
+    return item.text if item.text_pair is None else (item.text, item.text_pair)
 
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"adapter": "amazon-polarity", "inputs": ["great phone"], "top_k": 1}]
+            "examples": [
+                {"adapter": "amazon-polarity", "inputs": ["great phone"], "top_k": 1},
+                {"adapter": "paraphrase", "inputs": [{"text": "a cat", "text_pair": "a kitten"}]},
+            ]
         },
     )
 
@@ -21,9 +56,19 @@ class ClassifyRequest(BaseModel):
     adapters: list[StrictStr] | None = Field(
         None, min_length=1, max_length=16, description="several adapters, same inputs"
     )
-    inputs: StrictStr | list[StrictStr] = Field(description="one text or a list of texts")
-    top_k: int | None = Field(1, ge=1, description="labels per input; null = all labels")
+    inputs: Input | list[Input] = Field(
+        description="one input or a list; an input is a text or {text, text_pair}"
+    )
+    top_k: int | None = Field(
+        1, ge=1, description="labels per input; null = all (multi-label default: all)"
+    )
     truncation: bool = Field(True, description="cut texts over the token limit (else 422)")
+    function_to_apply: FunctionToApply | None = Field(
+        None, description="scores: softmax, sigmoid or none (raw logits); default per task"
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="multi-label: one threshold for every label"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ClassifyRequest:
@@ -31,21 +76,22 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give exactly one of 'adapter' or 'adapters'")
         if self.adapters is not None and len(set(self.adapters)) != len(self.adapters):
             raise ValueError("'adapters' lists an adapter twice")
-        texts = self.texts
-        if not texts:
-            raise ValueError("'inputs' is empty")
-        for index, text in enumerate(texts):
-            if not text:
-                raise ValueError(f"inputs[{index}] is an empty string")
+        input_texts(self.inputs)
         return self
 
     @property
-    def texts(self) -> list[str]:
-        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+    def texts(self) -> list[Text]:
+        return input_texts(self.inputs)
 
     @property
     def adapter_names(self) -> list[str]:
         return list(self.adapters) if self.adapters is not None else [str(self.adapter)]
+
+    def top_k_for(self, task: str) -> int | None:
+        """`top_k` as sent; unsent, 1 label (single-label) or every label (multi-label)."""
+        if "top_k" not in self.model_fields_set and task == "multi_label":
+            return None
+        return self.top_k
 
 
 class Prediction(BaseModel):
@@ -53,11 +99,20 @@ class Prediction(BaseModel):
     score: float
 
 
+class Score(BaseModel):
+    score: float = Field(description="regression: the head's number (with function_to_apply)")
+
+
 class ClassifyResponse(BaseModel):
     adapter: str
     version: int
-    predictions: list[list[Prediction]] = Field(
-        description="per input, the top_k labels with softmax scores, best first"
+    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    predictions: list[list[Prediction]] | list[Score] = Field(
+        description="per input: the top_k labels with scores, best first (single- and "
+        "multi-label); {score} for regression"
+    )
+    labels: list[list[str]] | None = Field(
+        None, description="multi-label: per input, the labels at or over their threshold"
     )
 
 
@@ -134,7 +189,7 @@ OIP_INFER_BODY = {
                             "type": "object",
                             "required": ["name", "datatype", "shape", "data"],
                             "properties": {
-                                "name": {"type": "string", "enum": ["text"]},
+                                "name": {"type": "string", "enum": ["text", "text_pair"]},
                                 "datatype": {"type": "string", "enum": ["BYTES"]},
                                 "shape": {"type": "array", "items": {"type": "integer"}},
                                 "data": {"type": "array", "items": {"type": "string"}},
@@ -147,7 +202,14 @@ OIP_INFER_BODY = {
                     },
                     "parameters": {
                         "type": "object",
-                        "properties": {"top_k": {"type": "integer", "minimum": 1}},
+                        "properties": {
+                            "top_k": {"type": "integer", "minimum": 1},
+                            "function_to_apply": {
+                                "type": "string",
+                                "enum": ["softmax", "sigmoid", "none"],
+                            },
+                            "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
                     },
                 },
             }

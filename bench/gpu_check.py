@@ -97,16 +97,19 @@ def _logits(engine, name: str, texts: list[str]):
 @part("precision")
 def precision(base: Path, store: Path, name: str, texts: list[str], opts) -> None:
     from app.serving.engine import Engine, Segment
+    from app.serving.tasks import softmax
 
     reference = Engine.load(base_model=str(base), device="cpu", dtype="float32", max_length=128)
     reference.load_adapter(name, store / name)
-    ref_probs = reference.forward([Segment(name, reference.tokenize(texts))])[0]
+    ref_probs = [
+        softmax(r) for r in reference.forward([Segment(name, reference.tokenize(texts))])[0]
+    ]
     ref_logits = _logits(reference, name, texts)
     del reference
     for dtype in ("bfloat16", "float16"):
         engine = Engine.load(base_model=str(base), device=opts.device, dtype=dtype, max_length=128)
         engine.load_adapter(name, store / name)
-        probs = engine.forward([Segment(name, engine.tokenize(texts))])[0]
+        probs = [softmax(r) for r in engine.forward([Segment(name, engine.tokenize(texts))])[0]]
         logits = _logits(engine, name, texts)
         pairs = list(zip(probs, ref_probs, strict=True))
         prob_diff = max(abs(a - b) for r, s in pairs for a, b in zip(r, s, strict=True))

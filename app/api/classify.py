@@ -25,9 +25,11 @@ from app.api.errors import (
 )
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
+from app.serving import tasks
 from app.serving.batcher import Batcher, Timing
+from app.serving.engine import Text
 from app.serving.errors import ServiceError
-from app.serving.passes import Classified, rank
+from app.serving.passes import AdapterResult, Classified
 
 router = APIRouter(tags=["classify"])
 T = TypeVar("T")
@@ -74,25 +76,30 @@ def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
     return domain_error_response(exc, timing_headers(timing))
 
 
-def check_texts(texts: list[str], settings: Settings) -> list[str]:
-    """The service limits of every classify route (inputs, characters per text and in all)."""
+def check_texts(texts: list[Text], settings: Settings) -> list[Text]:
+    """The service limits of every classify route (inputs, characters per input and in all;
+    a pair's characters are both texts')."""
     if len(texts) > settings.max_inputs_per_request:
         raise InvalidRequest(
             f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request"
         )
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
+    sizes = [chars(text) for text in texts]
+    for index, size in enumerate(sizes):
+        if size > settings.max_text_chars:
             raise InvalidRequest(
-                f"inputs[{index}] has {len(text)} characters; the limit is "
-                f"{settings.max_text_chars}"
+                f"inputs[{index}] has {size} characters; the limit is {settings.max_text_chars}"
             )
-    total = sum(map(len, texts))
+    total = sum(sizes)
     if total > settings.max_request_chars:
         raise InvalidRequest(
             f"the inputs hold {total} characters; at most {settings.max_request_chars} per "
             "request: split it"
         )
     return texts
+
+
+def chars(text: Text) -> int:
+    return len(text) if isinstance(text, str) else len(text[0]) + len(text[1])
 
 
 class ClassifyFailed(Exception):
@@ -112,7 +119,7 @@ async def classify_texts(
     batcher: Batcher,
     settings: Settings,
     *,
-    texts: list[str],
+    texts: list[Text],
     adapters: list[str],
     truncation: bool = True,
 ) -> tuple[Classified, Timing]:
@@ -137,15 +144,26 @@ def client_closed() -> JSONResponse:
 
 
 def render(result: Classified, body: ClassifyRequest) -> dict:
-    items = [
-        {
-            "adapter": r.adapter,
-            "version": r.version,
-            "predictions": [rank(p, r.labels, body.top_k) for p in r.probs],
-        }
-        for r in result.results
-    ]
+    items = [_render_one(r, body) for r in result.results]
     return items[0] if body.adapters is None else {"results": items}
+
+
+def _render_one(result: AdapterResult, body: ClassifyRequest) -> dict:
+    """One adapter's answer, shaped by its task (app.serving.tasks)."""
+    head, function = result.head, body.function_to_apply
+    rows = [tasks.scores(head, logits, function) for logits in result.logits]
+    item: dict = {"adapter": result.adapter, "version": result.version, "task": head.task}
+    if head.task == "regression":
+        item["predictions"] = [{"score": row[0]} for row in rows]
+        return item
+    top_k = body.top_k_for(head.task)
+    item["predictions"] = [tasks.rank(row, head.labels, top_k) for row in rows]
+    if head.task == "multi_label":
+        item["labels"] = [
+            [head.label(i) for i in tasks.over_threshold(head, logits, body.threshold)]
+            for logits in result.logits
+        ]
+    return item
 
 
 @router.post(
@@ -161,7 +179,11 @@ async def classify(
     settings: SettingsDep,
     _access: ClassifyAccess,
 ) -> JSONResponse:
-    """Scores are softmax probabilities, best first; `top_k: null` returns every label.
+    """Each input is a text or `{"text", "text_pair"}`. Answers follow the adapter's task:
+    single-label, softmax scores best first (`top_k: null`: every label); multi-label, sigmoid
+    scores of every label and `labels` at or over threshold (`threshold` overrides the stored
+    ones); regression, `{"score"}`. `function_to_apply` (softmax, sigmoid, none = logits)
+    replaces the task's function for the scores.
 
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
     batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.

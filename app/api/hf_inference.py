@@ -3,17 +3,18 @@
 `huggingface_hub.InferenceClient(model=f"{url}/models/{name}", token=API_KEY)
 .text_classification(text)` works unchanged: the body is `{"inputs": str | [str],
 "parameters": {"top_k", "function_to_apply"}}` and the answer is a list per input of
-`{"label", "score"}`, best first (every label unless `top_k`). The texts go through the same
-path as /classify (limits, batcher, errors in the one shape).
+`{"label", "score"}`, best first (every label unless `top_k`). An input may also be a pair
+`{"text", "text_pair"}`, as the pipeline takes it. Scores use the adapter's task's function
+(softmax, sigmoid for multi-label, none for regression: one `{"label": target, "score"}`)
+unless `function_to_apply` names another. The texts go through the same path as /classify
+(limits, batcher, errors in the one shape).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.classify import (
     ClassifyFailed,
@@ -24,9 +25,10 @@ from app.api.classify import (
     timing_headers,
 )
 from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
-from app.api.errors import InvalidRequest, error_responses
-from app.schemas import Prediction
-from app.serving.passes import rank
+from app.api.errors import error_responses
+from app.schemas import FunctionToApply, Input, Prediction, input_texts
+from app.serving import tasks
+from app.serving.engine import Text
 
 router = APIRouter(tags=["protocols"])
 
@@ -35,8 +37,8 @@ class HFParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int | None = Field(None, ge=1, description="labels per input; absent = all labels")
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
-        None, description="only softmax (the default) is served: heads here are single-label"
+    function_to_apply: FunctionToApply | None = Field(
+        None, description="softmax, sigmoid or none (logits); default: the adapter's task's"
     )
 
 
@@ -46,24 +48,20 @@ class HFRequest(BaseModel):
         json_schema_extra={"examples": [{"inputs": "great phone", "parameters": {"top_k": 2}}]},
     )
 
-    inputs: StrictStr | list[StrictStr] = Field(description="one text or a list of texts")
+    inputs: Input | list[Input] = Field(description="one input or a list (text or pair)")
     parameters: HFParameters = Field(default_factory=HFParameters)
     # The hosted API's request options (wait_for_model, use_cache): accepted, nothing to do.
     options: dict[str, bool] | None = None
 
     @field_validator("inputs")
     @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if not texts:
-            raise ValueError("'inputs' is empty")
-        if any(not t for t in texts):
-            raise ValueError("'inputs' holds an empty string")
+    def _not_empty(cls, value: Input | list[Input]) -> Input | list[Input]:
+        input_texts(value)
         return value
 
     @property
-    def texts(self) -> list[str]:
-        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+    def texts(self) -> list[Text]:
+        return input_texts(self.inputs)
 
 
 @router.post(
@@ -81,12 +79,6 @@ async def hf_text_classification(
     _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.access)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
-    function = body.parameters.function_to_apply
-    if function not in (None, "softmax"):
-        raise InvalidRequest(
-            f"function_to_apply {function!r} is not served: adapters here have single-label "
-            "heads scored with softmax"
-        )
     try:
         result, timing = await classify_texts(
             request, batcher, settings, texts=body.texts, adapters=[adapter]
@@ -96,7 +88,8 @@ async def hf_text_classification(
     except ClientDisconnected:
         return client_closed()
     (scored,) = result.results
-    top_k = body.parameters.top_k
-    predictions = [rank(p, scored.labels, top_k) for p in scored.probs]
+    head, params = scored.head, body.parameters
+    rows = [tasks.scores(head, logits, params.function_to_apply) for logits in scored.logits]
+    predictions = [tasks.rank(row, head.labels, params.top_k) for row in rows]
     headers = {**timing_headers(timing), "x-adapter-version": str(scored.version)}
     return JSONResponse(predictions, headers=headers)

@@ -1,17 +1,18 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP API) for text classification.
 
-Each stored adapter is a model: input `text` (BYTES, shape [-1]), outputs `labels` (BYTES) and
-`probabilities` (FP32), both [batch, k] and ranked best first as /classify ranks them (`k` = every
-label, or the request parameter `top_k`). Inputs come as JSON `data` or with the binary tensor
-extension that `tritonclient.http` uses by default; outputs are always JSON. Errors have the
-protocol's shape `{"error": "message"}`, with the status /classify gives the same error.
+Each stored adapter is a model: input `text` (BYTES, shape [-1]) and optionally `text_pair`
+(sentence pairs; app.api.oip_tensors); the outputs depend on the adapter's task
+(app.api.oip_outputs): `labels` (BYTES) and `probabilities` (FP32), both [batch, k] and ranked
+best first as /classify ranks them, `logits`, and `over_threshold` (multi-label) or `score`
+(regression). Parameters `top_k`, `function_to_apply` and `threshold` as on /classify. Inputs
+come as JSON `data` or with the binary tensor extension that `tritonclient.http` uses by default;
+outputs are always JSON. Errors have the protocol's shape `{"error": "message"}`, with the status
+/classify gives the same error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,11 +26,10 @@ from app.api.access import ClassifyAdapterAccess
 from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
 from app.api.deps import BatcherDep, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
+from app.api.oip_outputs import output_metadata, parameters, render_outputs, requested_outputs
+from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
 from app.schemas import OIP_INFER_BODY
-from app.serving.passes import rank
 
-INPUT = "text"
-OUTPUTS = {"labels": "BYTES", "probabilities": "FP32"}
 HEADER_LENGTH = "inference-header-content-length"
 
 
@@ -102,10 +102,11 @@ async def model_metadata(
         "name": name,
         "versions": [str(manifest.version)],
         "platform": "adapters",
-        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [
-            {"name": out, "datatype": kind, "shape": [-1, -1]} for out, kind in OUTPUTS.items()
+        "inputs": [
+            {"name": text, "datatype": "BYTES", "shape": [-1]}
+            for text in ([INPUT, PAIR_INPUT] if manifest.text_pair else [INPUT])
         ],
+        "outputs": output_metadata(manifest.task),
     }
 
 
@@ -142,9 +143,9 @@ async def infer(
 ) -> Response:
     body = await _read_body(request)  # its size is capped by app.api.guard (413)
     payload, texts = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
-    wanted = _requested_outputs(payload)
-    top_k = _top_k(payload)
-    await _stored(store, name, version)
+    params = parameters(payload)
+    manifest = (await _stored(store, name, version)).manifest
+    wanted = requested_outputs(payload, manifest.task)
     try:
         result, _ = await classify_texts(request, batcher, settings, texts=texts, adapters=[name])
     except ClassifyFailed as failure:
@@ -152,20 +153,7 @@ async def infer(
     except ClientDisconnected:
         return oip_error(CLIENT_CLOSED, "the client closed the connection")
     (scored,) = result.results
-    ranked = [rank(p, scored.labels, top_k) for p in scored.probs]
-    columns = {
-        "labels": [[r["label"] for r in row] for row in ranked],
-        "probabilities": [[r["score"] for r in row] for row in ranked],
-    }
-    outputs = [
-        {
-            "name": out,
-            "datatype": OUTPUTS[out],
-            "shape": [len(ranked), len(ranked[0])],
-            "data": [v for row in columns[out] for v in row],
-        }
-        for out in wanted
-    ]
+    outputs = render_outputs(scored, params, wanted)
     answer: dict[str, Any] = {
         "model_name": name,
         "model_version": str(scored.version),
@@ -180,108 +168,3 @@ async def _read_body(request: Request) -> bytes:
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed requests are not supported; send identity encoding")
     return await request.body()
-
-
-def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, list[str]]:
-    """The JSON part and the texts of the one BYTES input (JSON data or binary extension)."""
-    split = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise InvalidRequest(f"bad Inference-Header-Content-Length {header_length!r}")
-        split = int(header_length)
-    try:
-        payload = json.loads(body[:split])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the request is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest("the request's JSON is nested too deeply") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
-        raise InvalidRequest("the request needs an 'inputs' list")
-    inputs = payload["inputs"]
-    if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
-        raise InvalidRequest(f"give exactly one input, named {INPUT!r}")
-    tensor = inputs[0]
-    if tensor.get("datatype") != "BYTES":
-        raise InvalidRequest(f"input {INPUT!r} must have datatype BYTES")
-    texts = _tensor_texts(tensor, body[split:])
-    shape = tensor.get("shape")
-    count = _elements(shape)
-    if count != len(texts) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-        raise InvalidRequest(f"input shape {shape} does not fit {len(texts)} texts ([n] or [n, 1])")
-    if not texts or any(not t for t in texts):
-        raise InvalidRequest("the input holds no texts, or an empty one")
-    return payload, texts
-
-
-def _elements(shape: Any) -> int:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidRequest("input 'shape' must be a list of non-negative integers")
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
-
-
-def _tensor_texts(tensor: dict, binary: bytes) -> list[str]:
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is None:
-        data = tensor.get("data")
-        flat = _flatten(data, depth=2) if isinstance(data, list) else None
-        if flat is None or not all(isinstance(t, str) for t in flat):
-            raise InvalidRequest(f"input {INPUT!r} needs 'data': a list of strings")
-        return flat
-    if not isinstance(size, int) or size != len(binary):
-        raise InvalidRequest("binary_data_size does not match the binary part of the request")
-    return decode_bytes_tensor(binary)
-
-
-def _flatten(data: list, depth: int) -> list | None:
-    """The items of `data` nested at most `depth` lists deep ([n] or [n, 1]), else None."""
-    out: list = []
-    for item in data:
-        if not isinstance(item, list):
-            out.append(item)
-            continue
-        inner = _flatten(item, depth - 1) if depth > 1 else None
-        if inner is None:
-            return None
-        out.extend(inner)
-    return out
-
-
-def decode_bytes_tensor(raw: bytes) -> list[str]:
-    """Triton's BYTES serialisation: each element a 4-byte little-endian length, then bytes."""
-    texts, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidRequest("truncated BYTES tensor")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidRequest("truncated BYTES tensor")
-        try:
-            texts.append(raw[offset : offset + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InvalidRequest("a text of the BYTES tensor is not UTF-8") from None
-        offset += length
-    return texts
-
-
-def _requested_outputs(payload: dict) -> list[str]:
-    requested = payload.get("outputs")
-    if requested is None:
-        return list(OUTPUTS)
-    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise InvalidRequest("'outputs' must be a list of objects")
-    names = [o.get("name") for o in requested]
-    unknown = [n for n in names if n not in OUTPUTS]
-    if unknown:
-        raise InvalidRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(OUTPUTS)}")
-    return names
-
-
-def _top_k(payload: dict) -> int | None:
-    top_k = (payload.get("parameters") or {}).get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise InvalidRequest("parameter top_k must be a positive integer")
-    return top_k

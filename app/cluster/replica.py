@@ -129,7 +129,13 @@ class AdapterReplica:
             reply["error"] = error_payload(exc)
         else:
             part = result.results[0]
-            reply.update(version=part.version, labels=part.labels, probs=part.probs)
+            reply.update(
+                version=part.version,
+                labels=part.labels,
+                logits=part.logits,
+                task=part.task,
+                thresholds=part.thresholds,
+            )
         reply.update(queue_ms=timing.queue_ms, inference_ms=timing.inference_ms)
         reply["resident"] = self.residency()
         return reply

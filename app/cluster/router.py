@@ -161,7 +161,10 @@ class ClusterBatcher:
                 e = reply["error"]
                 raise RemoteError(e["code"], e["message"], e.get("retry_after_s"))
         results = [
-            AdapterResult(r["adapter"], r["version"], r["labels"], r["probs"]) for r in replies
+            AdapterResult(
+                r["adapter"], r["version"], r["labels"], r["logits"], r["task"], r["thresholds"]
+            )
+            for r in replies
         ]
         return Classified(results, queue_ms=timing.queue_ms, inference_ms=timing.inference_ms)
 

@@ -1,5 +1,7 @@
-// Playground: pick adapters, paste texts, see every label's score per text, the version that
-// answered and the latency. The query string (?tab=playground&adapter=..&texts=..) re-runs it.
+// Playground: pick adapters, paste texts (and, for sentence pairs, each text's second text), see
+// every label's score per input, the version that answered and the latency. Multi-label
+// adapters also show the labels at or over threshold; regression adapters show the number.
+// The query string (?tab=playground&adapter=..&texts=..&pairs=..) re-runs it.
 
 import { getJSON, request } from "./api.js";
 import { $, el, formatError, formatNumber, showError, status } from "./dom.js";
@@ -40,43 +42,60 @@ export function createPlayground(ctx) {
       (input) => input.value);
   }
 
-  function texts() {
-    return $("texts").value.split("\n").map((t) => t.trim()).filter(Boolean);
+  function lines(id) {
+    return $(id).value.split("\n").map((t) => t.trim());
   }
 
-  function permalink(names, lines, topK) {
+  /** The inputs: line n of the texts, paired with line n of the second texts when not blank. */
+  function inputs() {
+    const seconds = lines("text-pairs");
+    return lines("texts").flatMap((text, i) => {
+      if (!text) return [];
+      return [seconds[i] ? { text, text_pair: seconds[i] } : text];
+    });
+  }
+
+  function permalink(names, topK, threshold) {
     const params = new URLSearchParams({ tab: "playground" });
     for (const name of names) params.append("adapter", name);
-    params.set("texts", lines.join("\n"));
+    params.set("texts", $("texts").value);
+    if ($("text-pairs").value.trim()) params.set("pairs", $("text-pairs").value);
     if (topK !== "all") params.set("top_k", topK);
+    if (threshold !== "") params.set("threshold", threshold);
     return `?${params}`;
+  }
+
+  function body(names, items, topK, threshold) {
+    const json = { adapters: names, inputs: items, top_k: topK === "all" ? null : Number(topK) };
+    if (threshold !== "") json.threshold = Number(threshold);
+    return json;
   }
 
   async function run() {
     const names = checked();
-    const lines = texts();
+    const items = inputs();
     const line = $("classify-status");
     if (!names.length) return status(line, "Choose at least one adapter.", "error");
-    if (!lines.length) return status(line, "Type at least one text (one per line).", "error");
+    if (!items.length) return status(line, "Type at least one text (one per line).", "error");
     const topK = $("top-k").value;
-    const link = permalink(names, lines, topK);
+    const threshold = $("threshold").value.trim();
+    const link = permalink(names, topK, threshold);
     history.replaceState(null, "", link);
     $("permalink").href = link;
     $("permalink").hidden = false;
-    status(line, `Classifying ${lines.length} text(s) with ${names.length} adapter(s)…`, "busy");
+    status(line, `Classifying ${items.length} input(s) with ${names.length} adapter(s)…`, "busy");
     $("classify-button").disabled = true;
     const started = performance.now();
     try {
       const response = await request("POST", "/classify", {
-        json: { adapters: names, inputs: lines, top_k: topK === "all" ? null : Number(topK) },
+        json: body(names, items, topK, threshold),
       });
-      const body = await response.json();
       const timing = {
         total: performance.now() - started,
         queue: Number(response.headers.get("x-queue-time")),
         inference: Number(response.headers.get("x-inference-time")),
       };
-      render(body.results, lines, timing);
+      render((await response.json()).results, items, timing);
       status(line, `Done in ${timing.total.toFixed(0)} ms.`, "ok");
     } catch (error) {
       $("results").replaceChildren();
@@ -86,7 +105,7 @@ export function createPlayground(ctx) {
     }
   }
 
-  function render(results, lines, timing) {
+  function render(results, items, timing) {
     const latency = `${timing.total.toFixed(1)} ms round trip (queue ${formatNumber(timing.queue)} ms, `
       + `inference ${formatNumber(timing.inference)} ms)`;
     const sections = results.map((result) => el("section", {
@@ -99,13 +118,41 @@ export function createPlayground(ctx) {
         el("th", { scope: "col", text: "Labels and scores" }))),
       el("tbody", {}, result.predictions.map((predictions, i) => el("tr", {
         dataset: { index: i } },
-      el("td", { class: "text", text: lines[i] }),
-      el("td", {}, el("ul", { class: "bars" }, predictions.map(scoreItem)))))))));
+      inputCell(items[i]),
+      el("td", {}, answer(result, predictions, i))))))));
     $("results").replaceChildren(...sections);
   }
 
+  function inputCell(item) {
+    if (typeof item === "string") return el("td", { class: "text", text: item });
+    return el("td", { class: "text" }, item.text,
+      el("span", { class: "pair muted", text: `\n+ ${item.text_pair}` }));
+  }
+
+  /** One input's answer, by the adapter's task. */
+  function answer(result, predictions, i) {
+    if (result.task === "regression") {
+      return el("p", { class: "number" }, "value ",
+        el("span", { class: "score", text: formatScore(predictions.score),
+          dataset: { score: String(predictions.score) } }));
+    }
+    const bars = el("ul", { class: "bars" }, predictions.map(scoreItem));
+    if (result.task !== "multi_label") return bars;
+    const chosen = result.labels[i];
+    for (const item of bars.children) {
+      if (chosen.includes(item.dataset.label)) item.classList.add("over");
+    }
+    const names = chosen.length ? chosen.join(", ") : "none";
+    return [el("p", { class: "over-threshold", dataset: { labels: JSON.stringify(chosen) } },
+      "Over threshold: ", el("strong", { text: names })), bars];
+  }
+
+  function formatScore(score) {
+    return Math.abs(score) >= 1000 ? score.toExponential(4) : score.toFixed(4);
+  }
+
   function scoreItem(prediction) {
-    return el("li", { class: "bar" },
+    return el("li", { class: "bar", dataset: { label: prediction.label } },
       el("span", { class: "label", text: prediction.label }),
       el("meter", { min: 0, max: 1, value: prediction.score,
         "aria-label": `score of ${prediction.label}` }),
@@ -121,8 +168,10 @@ export function createPlayground(ctx) {
       input.checked = wanted.has(input.value);
     }
     if (params.has("texts")) $("texts").value = params.get("texts");
+    $("text-pairs").value = params.get("pairs") || "";
     if (params.has("top_k")) $("top-k").value = params.get("top_k");
-    return names.length > 0 && texts().length > 0;
+    $("threshold").value = params.get("threshold") || "";
+    return names.length > 0 && inputs().length > 0;
   }
 
   $("classify-form").addEventListener("submit", (event) => {

@@ -50,6 +50,8 @@ class Resident:
     nbytes: int
     stamp: tuple[int, int]
     loaded_at: float
+    task: str = "single_label"  # the manifest's (app.serving.tasks)
+    thresholds: dict[int, float] | None = None
 
 
 @dataclass
@@ -245,6 +247,8 @@ class AdapterCache:
             nbytes=nbytes,
             stamp=decoded.stamp,
             loaded_at=time.time(),
+            task=decoded.task,
+            thresholds=decoded.thresholds,
         )
         entry = _Device(decoded=decoded, resident=resident, library=library)
         with self._lock:

@@ -25,7 +25,7 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
-from app.serving.engine import Engine
+from app.serving.engine import Engine, Text
 from app.serving.errors import (
     QueueFull,
     RequestTimeout,
@@ -122,7 +122,7 @@ class Batcher:
     async def classify(
         self,
         *,
-        texts: Sequence[str],
+        texts: Sequence[Text],
         adapters: Sequence[str],
         truncation: bool = True,
         timing: Timing | None = None,
@@ -159,7 +159,7 @@ class Batcher:
 
     # ---- internals -----------------------------------------------------------------------
     async def _tokenize(
-        self, texts: Sequence[str], truncation: bool, deadline: float
+        self, texts: Sequence[Text], truncation: bool, deadline: float
     ) -> list[list[int]]:
         try:
             return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)

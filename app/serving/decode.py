@@ -68,6 +68,8 @@ class Decoded:
     nbytes: int = 0
     config: dict | None = field(default=None, repr=False)  # adapter_config.json's "config"
     head: dict | None = field(default=None, repr=False)  # head_config.json's "config"
+    task: str = "single_label"  # the manifest's task and thresholds (app.serving.tasks)
+    thresholds: dict[int, float] | None = None
 
 
 def stamp_of(store: AdapterStore, name: str) -> Stamp | None:
@@ -132,6 +134,8 @@ def _read(
         nbytes=sum(t.numel() * t.element_size() for t in tensors.values()),
         config=config if isinstance(config, dict) else None,
         head=head if isinstance(head, dict) else None,
+        task=stored.manifest.task,
+        thresholds=stored.manifest.thresholds,
     )
 
 

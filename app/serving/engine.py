@@ -23,8 +23,9 @@ from app.serving.errors import BaseModelLoadError, TextTooLong
 from app.serving.modules import AdapterModules, module_name
 from app.serving.split_groups import Compat, compat_of, plan_pieces
 
-__all__ = ["Engine", "Segment", "choose_device", "choose_dtype", "module_name"]
+__all__ = ["Engine", "Segment", "Text", "choose_device", "choose_dtype", "module_name"]
 log = logging.getLogger(__name__)
+Text = str | tuple[str, str]  # one input: a text, or a sentence pair (text, text_pair)
 
 
 @dataclass(frozen=True)
@@ -131,16 +132,18 @@ class Engine(AdapterModules):
 
     # ---- tokenisation (tokenizer thread) -------------------------------------------------
     def tokenize(
-        self, texts: Sequence[str], *, truncation: bool = True, first: int = 0
+        self, texts: Sequence[Text], *, truncation: bool = True, first: int = 0
     ) -> list[list[int]]:
-        """Token ids per text (with special tokens); TextTooLong when over the limit.
+        """Token ids per input (with special tokens); TextTooLong when over the limit.
 
-        With truncation, each text is first cut to `char_cap` characters: more than
-        `max_length` tokens can cover, so the ids are the same and the work is bounded.
-        `first` is the index of `texts[0]` in its request (for error messages).
+        An input is a text or a pair (text, text_pair), encoded as the model's pair input;
+        both kinds may mix in one call. With truncation, texts are first cut to `char_cap`
+        characters (`_cut`): more than `max_length` tokens can cover, so the ids are the same
+        and the work is bounded. `first` is the index of `texts[0]` in its request (for error
+        messages).
         """
         if truncation:
-            texts = [t[: self.char_cap] for t in texts]
+            texts = [self._cut(t) for t in texts]
         encoded = self.tokenizer(
             list(texts),
             truncation=truncation,
@@ -157,13 +160,28 @@ class Engine(AdapterModules):
                     )
         return encoded
 
+    def _cut(self, item: Text) -> Text:
+        """`item` cut to what truncation keeps of it. A pair is truncated longest first: when
+        both texts are long, which side keeps the odd token depends on their full lengths, so
+        a text of a pair is cut only when the other surely holds fewer tokens than the cut one
+        (at most max_length + 2 UTF-8 bytes: a token is at least a byte)."""
+        if isinstance(item, str):
+            return item[: self.char_cap]
+        text, pair = item
+        if len(pair.encode()) <= self.max_length + 2:
+            text = text[: self.char_cap]
+        elif len(text.encode()) <= self.max_length + 2:
+            pair = pair[: self.char_cap]
+        return (text, pair)
+
     def base_state(self) -> dict[str, Any]:
         """The base model's tensors (adapters and heads excluded), for integrity checks."""
         return {k: v for k, v in self.model.state_dict().items() if is_base_parameter(k)}
 
     # ---- inference (inference thread) ----------------------------------------------------
     def forward(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
-        """Softmax probabilities per segment and row, in the order of `segments`.
+        """Raw logits per segment and row, in the order of `segments` (app.serving.tasks
+        turns them into each task's scores).
 
         Rows whose adapters can share a BatchSplit run in one body pass; each group of
         compatible adapters gets its own (split_groups.py), so any mix of methods is exact.
@@ -180,7 +198,8 @@ class Engine(AdapterModules):
         return out
 
     def _forward_group(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
-        """One body pass (BatchSplit when several adapters), then each head on its slice."""
+        """One body pass (BatchSplit when several adapters), then each head on its slice:
+        its logits, in float32."""
         from adapters import AdapterSetup
         from adapters.composition import BatchSplit
 
@@ -194,7 +213,7 @@ class Engine(AdapterModules):
         out, start = [], 0
         for name, size in zip(names, sizes, strict=True):
             logits = self._head(body, mask, name, slice(start, start + size))
-            out.append(logits.float().softmax(dim=-1).cpu().tolist())
+            out.append(logits.float().cpu().tolist())
             start += size
         return out
 

@@ -21,17 +21,18 @@ from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
 from app.serving.engine import Engine, Segment
 from app.serving.errors import InferenceFailed, ServiceError
 from app.serving.planning import Item, Request, settle
+from app.serving.tasks import Head
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result for one text: softmax probabilities and the adapter version that made them."""
+    """The result for one input: the head's logits, the adapter version and head that made them."""
 
-    probs: list[float]
+    logits: list[float]
     version: int
-    labels: dict[int, str]
+    head: Head
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,13 @@ class AdapterResult:
     adapter: str
     version: int
     labels: dict[int, str]
-    probs: list[list[float]]
+    logits: list[list[float]]  # per input (app.serving.tasks turns them into scores)
+    task: str = "single_label"
+    thresholds: dict[int, float] | None = None
+
+    @property
+    def head(self) -> Head:
+        return Head(self.labels, self.task, self.thresholds)
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def _forward(
         return []
     started = time.perf_counter()
     try:
-        probs = engine.forward([segments[i] for i, _ in group])
+        logits = engine.forward([segments[i] for i, _ in group])
     except Exception:
         log.exception("forward pass failed for adapters %s", [r.name for _, r in group])
         failure = InferenceFailed("inference failed; see the server log")
@@ -106,8 +113,9 @@ def _forward(
             outcomes[index] = failure
         return []
     elapsed = time.perf_counter() - started
-    for (index, resident), rows in zip(group, probs, strict=True):
-        outcomes[index] = [Outcome(p, resident.version, resident.labels) for p in rows]
+    for (index, resident), rows in zip(group, logits, strict=True):
+        head = Head(resident.labels, resident.task, resident.thresholds)
+        outcomes[index] = [Outcome(row, resident.version, head) for row in rows]
     if metrics:
         metrics.batch_size.observe(sum(len(segments[i].ids) for i, _ in group))
         metrics.batch_adapters.observe(len(group))
@@ -162,16 +170,10 @@ def assemble(
             AdapterResult(
                 adapter=name,
                 version=latest.version,
-                labels=latest.labels,
-                probs=[o.probs for o in rows],
+                labels=latest.head.labels,
+                logits=[o.logits for o in rows],
+                task=latest.head.task,
+                thresholds=latest.head.thresholds,
             )
         )
     return Classified(results, queue_ms=queue_ms, inference_ms=inference_ms)
-
-
-def rank(probs: Sequence[float], labels: dict[int, str], top_k: int | None) -> list[dict]:
-    """Pipeline-shaped predictions: [{"label", "score"}] sorted by score, the best `top_k`."""
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])
-    if top_k is not None:
-        order = order[:top_k]
-    return [{"label": labels.get(i, f"LABEL_{i}"), "score": probs[i]} for i in order]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.serving.engine import Engine
+from app.serving.engine import Engine, Text
 from app.serving.errors import RequestTimeout, TextTooLong
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ TURN_CHARS = 65_536  # what one turn of the tokenizer thread takes (a few ms of 
 
 @dataclass(eq=False)
 class Chunk:
-    texts: list[Any]  # str, or whatever Engine.tokenize accepts per input
+    texts: list[Text]  # a text, or a (text, text_pair)
     first: int  # index of texts[0] in its request
     truncation: bool
     future: asyncio.Future
@@ -52,7 +52,7 @@ class Tokenizer:
             self._inbox.put(None)
 
     async def tokenize(
-        self, texts: Sequence[Any], *, truncation: bool, deadline: float
+        self, texts: Sequence[Text], *, truncation: bool, deadline: float
     ) -> list[list[int]]:
         """Token ids of `texts` (TextTooLong from the engine; RequestTimeout past `deadline`)."""
         if not self._started:
@@ -158,14 +158,14 @@ def _settle(turn: list[Chunk], results: list[Any]) -> None:
             chunk.future.set_result(result)
 
 
-def _chars(text: Any) -> int:
+def _chars(text: Text) -> int:
     return len(text) if isinstance(text, str) else sum(map(len, text))
 
 
-def chunk_texts(texts: Sequence[Any], max_chars: int) -> list[tuple[int, list[Any]]]:
+def chunk_texts(texts: Sequence[Text], max_chars: int) -> list[tuple[int, list[Text]]]:
     """Consecutive runs of `texts` of at most `max_chars` characters (a longer text alone),
     each with the index of its first text."""
-    chunks: list[tuple[int, list[Any]]] = []
+    chunks: list[tuple[int, list[Text]]] = []
     size = 0
     for index, text in enumerate(texts):
         chars = _chars(text)

@@ -58,10 +58,11 @@ def client(serve) -> Iterator[TestClient]:
 def reference(store_root: Path, model_dir: Path, name: str, texts: list[str]) -> list[list[float]]:
     """Each text alone through a separate in-process engine: the expected probabilities."""
     from app.serving.engine import Segment
+    from app.serving.tasks import softmax
 
     engine = Engine.load(base_model=str(model_dir))
     engine.load_adapter(name, store_root / name)
-    return [engine.forward([Segment(name, engine.tokenize([t]))])[0][0] for t in texts]
+    return [softmax(engine.forward([Segment(name, engine.tokenize([t]))])[0][0]) for t in texts]
 
 
 def base_digest(engine: Engine) -> str:

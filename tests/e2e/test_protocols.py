@@ -98,7 +98,9 @@ def test_hf_route_lists_and_errors(server):
     assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "validation_error"
     assert post("/models/three", {"inputs": "x" * 301}).status_code == 422
     sigmoid = post("/models/three", {"inputs": "x", "parameters": {"function_to_apply": "sigmoid"}})
-    assert sigmoid.status_code == 422
+    assert sigmoid.status_code == 200 and sum(p["score"] for p in sigmoid.json()[0]) != 1.0
+    relu = post("/models/three", {"inputs": "x", "parameters": {"function_to_apply": "relu"}})
+    assert relu.status_code == 422
 
 
 def test_inference_client_raises_on_unknown_adapter(server, hub_http):
@@ -129,7 +131,7 @@ def test_tritonclient_matches_classify(server, binary):
     assert not client.is_model_ready("nope", headers=auth)
     meta = client.get_model_metadata("three", headers=auth)
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    assert {o["name"] for o in meta["outputs"]} == {"labels", "probabilities"}
+    assert {o["name"] for o in meta["outputs"]} == {"labels", "probabilities", "logits"}
 
     tensor = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
     tensor.set_data_from_numpy(np.array(TEXTS, dtype=object), binary_data=binary)

@@ -12,6 +12,7 @@ import pytest
 
 from adapters_store import AdapterStore
 from app.serving.engine import Engine, Segment
+from app.serving.tasks import softmax
 from tests.support.server import process_env, running_server
 from tests.support.tiny import keyword_dataset
 
@@ -46,7 +47,8 @@ def expected(tiny_model_dir, data_dir) -> dict[tuple[str, str], dict[str, float]
     for name in NAMES:
         engine.load_adapter(name, data_dir / "adapters" / name)
         for text in POOL:
-            (probs,) = engine.forward([Segment(name, engine.tokenize([text]))])[0]
+            (logits,) = engine.forward([Segment(name, engine.tokenize([text]))])[0]
+            probs = softmax(logits)
             out[(name, text)] = {LABELS[name][i]: p for i, p in enumerate(probs)}
     return out
 

@@ -15,6 +15,7 @@ pytest.importorskip("ray.serve")
 
 from adapters_store import AdapterStore
 from app.serving.engine import Engine, Segment
+from app.serving.tasks import softmax
 from tests.support.adapters import AdapterFactory
 from tests.support.ray_cluster import ServeCluster, serve_cluster
 
@@ -57,7 +58,7 @@ class Reference:
         if not self.engine.has_adapter(slot):
             self.engine.load_adapter(slot, stored.path)
         ids = self.engine.tokenize(texts)
-        return [self.engine.forward([Segment(slot, [row])])[0][0] for row in ids]
+        return [softmax(self.engine.forward([Segment(slot, [row])])[0][0]) for row in ids]
 
 
 @pytest.fixture(scope="package")

@@ -13,6 +13,7 @@ from app.serving.batcher import Batcher
 from app.serving.costs import PassCost, calibrate, calibration_shapes, forward_timer
 from app.serving.engine import Engine
 from app.serving.planning import Limits
+from app.serving.tasks import softmax
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_batcher_plans_with_the_calibrated_model(engine, factory, tmp_path, cali
             await batcher.stop()
 
     cost, result = asyncio.run(scenario())
-    assert len(result.results[0].probs) == 3
-    assert all(abs(sum(p) - 1) < 1e-5 for p in result.results[0].probs)
+    assert len(result.results[0].logits) == 3
+    assert all(abs(sum(softmax(p)) - 1) < 1e-5 for p in result.results[0].logits)
     if calibrate_on:  # a fitted model in seconds, with a row cap per timed width
         assert cost != PassCost.from_overhead(limits.split_overhead_tokens)
         assert 0 < cost.predict(1, 16) < 1.0

@@ -18,6 +18,7 @@ from app.serving.cost_learning import CostLearner
 from app.serving.costs import NO_CAP, PassCost, fit_pass_cost
 from app.serving.engine import Engine
 from app.serving.planning import Limits, plan_passes
+from app.serving.tasks import softmax
 
 WIDTHS = (16, 32, 64, 128)
 
@@ -139,7 +140,7 @@ def test_batcher_learns_from_its_own_passes(engine, factory, tmp_path, learn):
             for _ in range(4):
                 calls = [batcher.classify(texts=[t], adapters=["alpha"]) for t in texts]
                 results = await asyncio.gather(*calls)
-                assert all(abs(sum(r.results[0].probs[0]) - 1) < 1e-5 for r in results)
+                assert all(abs(sum(softmax(r.results[0].logits[0])) - 1) < 1e-5 for r in results)
             return batcher.pass_cost, batcher.costs.learner
         finally:
             await batcher.stop()

@@ -12,7 +12,7 @@ from adapters_store import AdapterStore, InvalidAdapter
 from app.serving.adapter_cache import AdapterCache
 from app.serving.engine import Engine, Segment, choose_dtype
 from app.serving.errors import BaseModelLoadError, TextTooLong
-from app.serving.passes import rank
+from app.serving.tasks import rank
 
 TEXTS = [
     "a good film",
@@ -43,7 +43,7 @@ def _alone(engine: Engine, name: str, text: str) -> list[float]:
     batch = engine.tokenizer([text], return_tensors="pt")
     module = engine.module_of(name)  # its slot, or its own module (the library path)
     with torch.inference_mode(), AdapterSetup(module, head_setup=module):
-        return engine.model(**batch).logits.softmax(-1)[0].tolist()
+        return engine.model(**batch).logits[0].tolist()  # forward gives logits
 
 
 def _digests(engine: Engine) -> dict[str, str]:

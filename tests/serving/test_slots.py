@@ -19,6 +19,7 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.engine import Engine, Segment, module_name
 from app.serving.passes import run_batch
+from app.serving.tasks import softmax
 
 TEXTS = ["a good film", "the plot was awful and the acting was poor", "great", "one two three"]
 TOL = 1e-5
@@ -95,7 +96,7 @@ def _serve(engine, cache, plan) -> list[list[list[float]]]:
     result = run_batch(engine, cache, segments, None)
     for outcome in result.outcomes:
         assert not isinstance(outcome, BaseException), outcome
-    return [[o.probs for o in rows] for rows in result.outcomes]
+    return [[softmax(o.logits) for o in rows] for rows in result.outcomes]
 
 
 def _check(engine, cache, alone, plan) -> None:
@@ -227,7 +228,7 @@ def test_an_adapter_named_like_a_module_still_takes_a_slot(
     assert engine.module_of(saved).startswith("slot_")
     for text, probs in zip(TEXTS, got, strict=True):
         (want,) = oracle.forward([Segment(saved, oracle.tokenize([text]))])
-        assert probs == pytest.approx(want[0], abs=TOL)
+        assert probs == pytest.approx(softmax(want[0]), abs=TOL)
 
 
 def test_every_config_of_the_mixed_tests_is_exact_through_a_slot(engine, factory, tmp_path):
@@ -248,7 +249,7 @@ def test_every_config_of_the_mixed_tests_is_exact_through_a_slot(engine, factory
         oracle.load_adapter(manifest.name, store.get(manifest.name).path)
         for text in TEXTS[:2]:
             (rows,) = oracle.forward([Segment(manifest.name, oracle.tokenize([text]))])
-            want[manifest.name, text] = rows[0]
+            want[manifest.name, text] = softmax(rows[0])
         oracle.unload_adapter(manifest.name)
     cache = _cache(engine, store, slots_per_key=1)
     names = sorted(want_name for want_name, _ in want)

@@ -58,10 +58,12 @@ class AdapterFactory:
         config: Any = "seq_bn",
         std: float = 0.5,
         flat_prefix: bool = False,
+        multilabel: bool = False,
     ) -> Path:
         """Write `name` as `save_adapter(..., with_head=True, use_safetensors=True)` does.
 
         `flat_prefix`: a prefix tuning is saved flat, as the trainer stores it (flatten_prefix).
+        `multilabel`: the library's multi-label classification head (one label: regression).
         """
         import torch
 
@@ -71,7 +73,9 @@ class AdapterFactory:
         torch.manual_seed(seed)
         slot = name.replace(".", "_")  # torch module names cannot hold '.'
         self.model.add_adapter(slot, config=config)
-        self.model.add_classification_head(slot, num_labels=len(labels), id2label=labels)
+        self.model.add_classification_head(
+            slot, num_labels=len(labels), id2label=labels, multilabel=multilabel
+        )
         try:
             with torch.no_grad():
                 for pname, param in self.model.named_parameters():
