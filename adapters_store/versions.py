@@ -135,7 +135,8 @@ class Versions:
         with self._lock():
             self._ensure(name, version)
             routes = self.routes(name)
-            return self._write_routes(name, Routes({**routes.aliases, alias: version}, routes.split))
+            aliases = {**routes.aliases, alias: version}
+            return self._write_routes(name, Routes(aliases, routes.split))
 
     def delete_alias(self, name: str, alias: str) -> Routes:
         with self._lock():
