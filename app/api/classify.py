@@ -22,6 +22,7 @@ from app.api.errors import (
     error_response,
     error_responses,
 )
+from app.api.versions import as_requested, resolve_selectors
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving.batcher import Batcher, Timing
@@ -122,10 +123,9 @@ async def classify_texts(
     timing = Timing()
     try:
         check_texts(texts, settings)
-        work = batcher.classify(
-            texts=texts, adapters=adapters, truncation=truncation, timing=timing
-        )
-        return await unless_disconnected(request, work), timing
+        serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
+        work = batcher.classify(texts=texts, adapters=serving, truncation=truncation, timing=timing)
+        return as_requested(await unless_disconnected(request, work), adapters), timing
     except (StoreError, ServiceError) as exc:
         raise ClassifyFailed(exc, timing) from None
 
