@@ -43,6 +43,7 @@ class Versions:
             raise ValueError("keep_versions must be at least 1")
         self.root = root
         self.dir = root / VERSIONS_DIR
+        self._dir = str(self.dir)  # the hot paths (resolve, routes) join strings, not Paths
         self.keep = keep
         self._lock = lock
         self._routes: dict[str, tuple[tuple[int, int, int], Routes]] = {}
@@ -59,6 +60,8 @@ class Versions:
         name, part = parse(selector)
         if part is None or part == LATEST:
             return self.root / name
+        if part.isdecimal():  # what the serving layer asks: no routes to read
+            return self.dir / f"{name}@{part}"
         return self.version_dir(name, self.routes(name).version_of(name, part))
 
     def locate(self, selector: str) -> Path:
@@ -81,7 +84,7 @@ class Versions:
 
     def routes(self, name: str) -> Routes:
         """The aliases and split of `name`: one stat a call, the file read when it changed."""
-        path = self.routes_path(name)
+        path = f"{self._dir}/{name}{ROUTES_SUFFIX}"
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -92,7 +95,8 @@ class Versions:
         if held is not None and held[0] == stamp:
             return held[1]
         try:
-            routes = Routes.from_json(path.read_text(encoding="utf-8"))
+            with open(path, encoding="utf-8") as handle:
+                routes = Routes.from_json(handle.read())
         except FileNotFoundError:
             return Routes()
         except (ValueError, TypeError, AttributeError) as exc:
@@ -112,10 +116,11 @@ class Versions:
                 return name
             part = pick(routes.split, name, key)
         version = routes.version_of(name, part)
-        if not (self.version_dir(name, version) / fmt.MANIFEST).is_file():
+        concrete = f"{name}@{version}"
+        if not os.path.isfile(f"{self._dir}/{concrete}/{fmt.MANIFEST}"):
             with self._lock():
                 self._ensure(name, version)
-        return f"{name}@{version}"
+        return concrete
 
     def describe(self, name: str) -> dict:
         """The versions kept (manifests), the aliases and the split of an existing adapter."""
