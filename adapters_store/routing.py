@@ -36,7 +36,8 @@ def parse(selector: str) -> tuple[str, str | None]:
     fmt.validate_name(name)
     if not at:
         return name, None
-    if not (part.isdecimal() and part.isascii() and 0 < int(part) < 10**9) and not is_alias(part):
+    number = part.isdecimal() and part.isascii() and part[0] != "0" and len(part) < 10
+    if not number and not is_alias(part):
         raise InvalidName(
             f"invalid selector {selector!r}: use name@<version number> or name@<alias>"
         )

@@ -70,7 +70,17 @@ def test_listing_and_index_show_each_adapter_once_at_its_latest(store, saved):
 
 @pytest.mark.parametrize(
     "selector",
-    ["demo@", "demo@@1", "demo@Prod", "demo@0", "demo@1x", "demo@-1", "@1", "demo@\u0661"],
+    [
+        "demo@",
+        "demo@@1",
+        "demo@Prod",
+        "demo@0",
+        "demo@1x",
+        "demo@-1",
+        "demo@01",
+        "@1",
+        "demo@\u0661",
+    ],
 )
 def test_malformed_selectors_are_invalid_names(store, selector):
     with pytest.raises(InvalidName):
