@@ -218,7 +218,7 @@ class AdapterStore:
 
     def cleanup(self) -> int:
         """Remove scratch folders left by dead processes on this host; return how many."""
-        return remove_leftovers(self.root)
+        return remove_leftovers(self.root) + self.versions.cleanup()
 
     # ---- internals -----------------------------------------------------------------------
     def _commit(

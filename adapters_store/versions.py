@@ -212,6 +212,15 @@ class Versions:
             self.routes_path(name).unlink()
         self._routes.pop(name, None)
 
+    def cleanup(self) -> int:
+        """Remove what a writer that died left in `.versions/` (writers hold the lock, so
+        under it nothing there is in use); return how many."""
+        with self._lock():
+            left = [*self.dir.glob(".tmp-*"), *self.dir.glob(".trash-*")]
+            for path in left:
+                shutil.rmtree(path, ignore_errors=True)
+        return len(left)
+
     # ---- internals -----------------------------------------------------------------------
     def _ensure(self, name: str, version: int) -> None:
         """`name@version` has its folder: kept already, or the latest adopted now."""

@@ -197,6 +197,14 @@ def test_delete_forgets_versions_and_routes(store, saved):
         store.delete("demo@3")
 
 
+def test_cleanup_removes_what_a_dead_writer_left(store, saved):
+    _put(store, saved)
+    (store.root / ".versions" / ".tmp-0123").mkdir()
+    (store.root / ".versions" / ".trash-0123").mkdir()
+    assert store.cleanup() == 2
+    assert store.versions.numbers("demo") == [1] and store.get("demo@1").manifest.version == 1
+
+
 def test_delete_one_version(store, saved):
     _put(store, saved, times=3)
     with pytest.raises(VersionInUse):
