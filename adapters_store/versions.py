@@ -125,8 +125,9 @@ class Versions:
     def describe(self, name: str) -> dict:
         """The versions kept (manifests), the aliases and the split of an existing adapter."""
         latest = fmt.read_manifest(self.root / name)
-        with self._lock():
-            self._ensure(name, latest.version)
+        if not (self.version_dir(name, latest.version) / fmt.MANIFEST).is_file():
+            with self._lock():
+                self._ensure(name, latest.version)
         manifests = []
         for number in reversed(self.numbers(name)):
             with contextlib.suppress(AdapterNotFound, InvalidAdapter):
