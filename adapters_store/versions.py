@@ -118,16 +118,14 @@ class Versions:
         version = routes.version_of(name, part)
         concrete = f"{name}@{version}"
         if not os.path.isfile(f"{self._dir}/{concrete}/{fmt.MANIFEST}"):
-            with self._lock():
-                self._ensure(name, version)
+            self._adopt(name, version)
         return concrete
 
     def describe(self, name: str) -> dict:
         """The versions kept (manifests), the aliases and the split of an existing adapter."""
         latest = fmt.read_manifest(self.root / name)
         if not (self.version_dir(name, latest.version) / fmt.MANIFEST).is_file():
-            with self._lock():
-                self._ensure(name, latest.version)
+            self._adopt(name, latest.version)
         manifests = []
         for number in reversed(self.numbers(name)):
             with contextlib.suppress(AdapterNotFound, InvalidAdapter):
@@ -223,6 +221,14 @@ class Versions:
         return len(left)
 
     # ---- internals -----------------------------------------------------------------------
+    def _adopt(self, name: str, version: int) -> None:
+        """`_ensure` from a reader: the lock only when there is something to adopt, so that
+        requests for versions that are gone (404s) never queue on it."""
+        if fmt.read_manifest(self.root / name).version != version:
+            raise AdapterNotFound(f"adapter {name!r} has no version {version}")
+        with self._lock():
+            self._ensure(name, version)
+
     def _ensure(self, name: str, version: int) -> None:
         """`name@version` has its folder: kept already, or the latest adopted now."""
         if (self.version_dir(name, version) / fmt.MANIFEST).is_file():
