@@ -11,7 +11,9 @@ from adapters_store.errors import (
     HubUnavailable,
     InvalidAdapter,
     InvalidName,
+    InvalidRoute,
     StoreError,
+    VersionInUse,
 )
 from adapters_store.format import BaseModelRef, HubOrigin, Manifest, validate_name
 from adapters_store.listing import Filters, Listed, Page
@@ -33,11 +35,13 @@ __all__ = [
     "HubUnavailable",
     "InvalidAdapter",
     "InvalidName",
+    "InvalidRoute",
     "Listed",
     "Manifest",
     "Page",
     "StoreError",
     "StoredAdapter",
+    "VersionInUse",
     "check_base",
     "validate_name",
 ]

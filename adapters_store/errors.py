@@ -61,3 +61,15 @@ class HubUnavailable(StoreError):
     """The hub cannot be reached (offline, network, server error) and nothing is cached."""
 
     code = "hub_unavailable"
+
+
+class InvalidRoute(StoreError):
+    """A malformed alias or traffic split."""
+
+    code = "invalid_route"
+
+
+class VersionInUse(StoreError):
+    """A version (or alias) that an alias or the traffic split still points at."""
+
+    code = "version_in_use"

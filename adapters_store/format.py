@@ -21,7 +21,9 @@ NAME_PATTERN = rf"^{PART}(?:/{PART})?$"
 _NAME_RE = re.compile(NAME_PATTERN)
 # What the HTTP routes put after a name (`/adapters/{name}/archive`, `/v2/models/{name}/ready`):
 # not the second part of a namespaced name, so that a path has one reading.
-ROUTE_WORDS = frozenset({"archive", "load", "unload", "infer", "ready", "versions"})
+ROUTE_WORDS = frozenset(
+    {"archive", "load", "unload", "infer", "ready", "versions", "aliases", "split"}
+)
 NAMESPACE_SEP = "/"
 FOLDER_SEP = "~"  # the namespace separator in a folder name: `team-a~sentiment`
 

@@ -30,6 +30,7 @@ from adapters_store.index import StoreIndex
 from adapters_store.listing import Filters, Page
 from adapters_store.scratch import remove_leftovers, scratch_dir
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
+from adapters_store.versions import DEFAULT_KEEP, Versions
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class AdapterStore:
         max_files: int = archives.DEFAULT_MAX_FILES,
         max_total_bytes: int = archives.DEFAULT_MAX_TOTAL_BYTES,
         max_param_bytes: int = DEFAULT_MAX_PARAM_BYTES,
+        keep_versions: int = DEFAULT_KEEP,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,7 @@ class AdapterStore:
         self.max_param_bytes = max_param_bytes
         self._tombstones = self.root / ".tombstones"
         self.index = StoreIndex(self.root, self._lock)
+        self.versions = Versions(self.root, self._lock, keep_versions)  # name@N, aliases, splits
 
     # ---- reading -------------------------------------------------------------------------
     def list(self) -> list[fmt.Manifest]:
@@ -76,7 +79,8 @@ class AdapterStore:
         return self.root / fmt.folder_name(fmt.validate_name(name))
 
     def get(self, name: str) -> StoredAdapter:
-        path = self.folder(name)
+        """`name` (the latest), or a kept version by selector: `name@3`, `name@prod`."""
+        path = self.versions.locate(name)
         return StoredAdapter(fmt.read_manifest(path), path)
 
     def exists(self, name: str) -> bool:
@@ -206,18 +210,20 @@ class AdapterStore:
             return archives.write_archive(copy, Path(out), fmt=archive_format)
 
     def delete(self, name: str) -> fmt.Manifest:
+        fmt.validate_name(name)
         with self._lock():
             stored = self.get(name)
             trash = self._trash_path()
             os.rename(stored.path, trash)
             self.index.drop(name)
+            self.versions.drop(name)
             self._remember_version(name, stored.manifest.version)
         shutil.rmtree(trash, ignore_errors=True)
         return stored.manifest
 
     def cleanup(self) -> int:
         """Remove scratch folders left by dead processes on this host; return how many."""
-        return remove_leftovers(self.root)
+        return remove_leftovers(self.root) + self.versions.cleanup()
 
     # ---- internals -----------------------------------------------------------------------
     def _commit(
@@ -251,12 +257,10 @@ class AdapterStore:
         last = old.version if old else self._forgotten_version(name)
         manifest.version = last + 1
         _write_json(staging / fmt.MANIFEST, manifest.model_dump(mode="json"))
-        trash = None
-        if target.exists():
-            trash = self._trash_path()
-            os.rename(target, trash)
+        trash = self.versions.retire(name, target, old) if target.exists() else None
         os.rename(staging, target)
         self.index.put(target, manifest)
+        self.versions.record(name, target, manifest.version)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return manifest

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # storage
     data_dir: Path = Path("./data")
     store_dir: Path | None = None  # default: data_dir / "adapters"
+    keep_versions: int = Field(
+        3, ge=1, description="versions kept per adapter (plus those an alias or split uses)"
+    )
 
     # http
     host: str = "127.0.0.1"

@@ -21,6 +21,7 @@ from app.api import (
     hf_inference,
     open_inference,
     train_jobs,
+    versions,
 )
 from app.api.errors import install_error_handlers
 from app.api.guard import install_middleware
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 ROUTERS: list[APIRouter] = [
     health.router,
     classify.router,
+    versions.router,  # before adapters.router: /adapters/{name:path}/versions, aliases, split
     adapters.router,
     train_jobs.router,
     hf_inference.router,  # the Hugging Face Inference API (POST /models/{adapter})
@@ -156,7 +158,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             threads=settings.torch_threads,
         )
     engine: Engine = state.engine
-    store = AdapterStore(settings.adapters_dir, max_param_bytes=settings.max_adapter_param_bytes)
+    store = AdapterStore(
+        settings.adapters_dir,
+        max_param_bytes=settings.max_adapter_param_bytes,
+        keep_versions=settings.keep_versions,
+    )
     removed = store.cleanup()
     if removed:
         log.info("removed %d scratch folder(s) left in %s", removed, store.root)

@@ -24,6 +24,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from adapters_store import format as fmt
 from adapters_store.patterns import matches
+from adapters_store.routing import parse
 from app.api.deps import require_admin, require_classify, require_download
 from app.jobs.records import Job, JobNotFound
 from app.security import Principal
@@ -72,8 +73,8 @@ def check_adapter(request: Request, name: str) -> str:
     name outside them. Without patterns nothing is checked here (the routes behave as before)."""
     allowed = patterns(request)
     if allowed is not None:
-        fmt.validate_name(name)
-        if not matches(allowed, name):
+        bare, _ = parse(name)  # a version selector (name@3, name@prod) is the name's
+        if not matches(allowed, bare):
             raise fmt.not_found(name)
     return name
 

@@ -23,6 +23,7 @@ from app.api.errors import (
     error_response,
     error_responses,
 )
+from app.api.versions import as_requested, resolve_selectors
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving import tasks
@@ -131,10 +132,9 @@ async def classify_texts(
     try:
         check_texts(texts, settings)
         check_adapters(request, adapters)  # names outside the key's patterns: 404 (app.api.access)
-        work = batcher.classify(
-            texts=texts, adapters=adapters, truncation=truncation, timing=timing
-        )
-        return await unless_disconnected(request, work), timing
+        serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
+        work = batcher.classify(texts=texts, adapters=serving, truncation=truncation, timing=timing)
+        return as_requested(await unless_disconnected(request, work), adapters), timing
     except (StoreError, ServiceError) as exc:
         raise ClassifyFailed(exc, timing) from None
 

@@ -29,6 +29,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_name": 422,
     "adapter_not_found": 404,
     "adapter_exists": 409,
+    "invalid_route": 422,
+    "version_in_use": 409,
     "invalid_adapter": 422,
     "archive_rejected": 422,
     "archive_too_large": 413,

@@ -62,7 +62,9 @@ def create_ingress_app(
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine
     state.store = store or AdapterStore(
-        settings.adapters_dir, max_param_bytes=settings.max_adapter_param_bytes
+        settings.adapters_dir,
+        max_param_bytes=settings.max_adapter_param_bytes,
+        keep_versions=settings.keep_versions,
     )
     state.cache, state.batcher = cache, batcher
     state.keyring = settings.keyring()

@@ -79,17 +79,13 @@ async def ready(request: Request) -> dict:
     return {"ready": True}
 
 
+def _selector(name: str, version: str | None) -> str:
+    """A version of the path (a number or an alias) as a store selector: name@version."""
+    return name if version in (None, "") else f"{name}@{version}"
+
+
 async def _stored(store: Any, name: str, version: str | None) -> StoredAdapter:
-    stored = await asyncio.to_thread(store.get, name)
-    if version not in (None, "", str(stored.manifest.version)):
-        raise ModelVersionNotFound(
-            f"adapter {name!r} is at version {stored.manifest.version}, not {version}"
-        )
-    return stored
-
-
-class ModelVersionNotFound(InvalidRequest):
-    code = "adapter_not_found"
+    return await asyncio.to_thread(store.get, _selector(name, version))
 
 
 @router.get("/models/{name:adapter}", summary="Model metadata")
@@ -147,7 +143,10 @@ async def infer(
     manifest = (await _stored(store, name, version)).manifest
     wanted = requested_outputs(payload, manifest.task)
     try:
-        result, _ = await classify_texts(request, batcher, settings, texts=texts, adapters=[name])
+        selector = _selector(name, version)
+        result, _ = await classify_texts(
+            request, batcher, settings, texts=texts, adapters=[selector]
+        )
     except ClassifyFailed as failure:
         return oip_error(failure.status, failure.error.message)
     except ClientDisconnected:

@@ -175,6 +175,7 @@ export function createAdapters(ctx) {
     if (ctx.admin) {
       list.push(a.resident ? button("Unload", "unload", a, onResidency)
         : button("Load", "load", a, onResidency));
+      list.push(button("Versions", "versions", a, () => ctx.showVersions(a.name)));
       list.push(button("Delete", "delete", a, askDelete));
     }
     return list;

@@ -5,6 +5,7 @@ import { $, formatError } from "./dom.js";
 import { createAdapters } from "./adapters.js";
 import { createPlayground } from "./playground.js";
 import { createTraining } from "./training.js";
+import { createVersions } from "./versions.js";
 
 const TABS = ["playground", "adapters", "training"];
 const ctx = {
@@ -141,6 +142,7 @@ function main() {
   panels.adapters = createAdapters(ctx);
   panels.training = createTraining(ctx);
   ctx.adaptersChanged = () => panels.playground.reset();
+  ctx.showVersions = createVersions().open;
   wireTabs();
   wireKey();
   start();

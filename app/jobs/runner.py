@@ -122,7 +122,7 @@ class JobRunner:
     def __init__(self, settings: Settings, *, stop_event: threading.Event) -> None:
         self.settings = settings
         self.jobs = open_job_store(settings)
-        self.store = AdapterStore(settings.adapters_dir)
+        self.store = AdapterStore(settings.adapters_dir, keep_versions=settings.keep_versions)
         self.stop_event = stop_event
         self.requeue: Callable[[str], None] | None = None
 

@@ -76,7 +76,7 @@ def stamp_of(store: AdapterStore, name: str) -> Stamp | None:
     """Which manifest file `name` has now (inode, mtime); None when it is gone.
 
     Raises InvalidName for a name the store cannot hold (never a path outside the store)."""
-    return stamp_of_path(store.folder(name))
+    return stamp_of_path(store.versions.folder(name))
 
 
 def stamp_of_path(folder: Path) -> Stamp | None:

@@ -158,11 +158,12 @@ class JobSystem:
         return "\n-----\n".join(parts)
 
     def store_entries(self) -> list[str]:
-        """Everything in the store folder except its lock file, tombstones and listing index."""
+        """Everything in the store folder except its lock file, tombstones, listing index and
+        kept versions."""
         root = self.store_dir
         if not root.is_dir():
             return []
-        kept = (".lock", ".tombstones", ".index")
+        kept = (".lock", ".tombstones", ".index", ".versions")
         return sorted(p.name for p in root.iterdir() if p.name not in kept)
 
 
