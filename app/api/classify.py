@@ -188,6 +188,13 @@ async def classify(
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
     batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.
     """
+    return await answer(request, body, batcher, settings)
+
+
+async def answer(
+    request: Request, body: ClassifyRequest, batcher: Batcher, settings: Settings
+) -> JSONResponse:
+    """The route's work, also run by the fast path (app.api.fast_path) on the same request."""
     try:
         result, timing = await classify_texts(
             request,
