@@ -23,6 +23,7 @@ from app.api.errors import (
     error_responses,
 )
 from app.config import Settings
+from app.observability.context import classifying
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving.batcher import Batcher, Timing
 from app.serving.errors import ServiceError
@@ -120,14 +121,17 @@ async def classify_texts(
     Raises ClassifyFailed (domain errors, limits included) or ClientDisconnected.
     """
     timing = Timing()
-    try:
-        check_texts(texts, settings)
-        work = batcher.classify(
-            texts=texts, adapters=adapters, truncation=truncation, timing=timing
-        )
-        return await unless_disconnected(request, work), timing
-    except (StoreError, ServiceError) as exc:
-        raise ClassifyFailed(exc, timing) from None
+    with classifying(request.scope, adapters, len(texts), timing) as seen:  # logs and traces
+        try:
+            check_texts(texts, settings)
+            work = batcher.classify(
+                texts=texts, adapters=adapters, truncation=truncation, timing=timing
+            )
+            result = await unless_disconnected(request, work)
+        except (StoreError, ServiceError) as exc:
+            raise ClassifyFailed(exc, timing) from None
+        seen.answered(result)
+    return result, timing
 
 
 def client_closed() -> JSONResponse:
