@@ -12,9 +12,8 @@ import os
 import re
 import time
 from contextvars import ContextVar
+from functools import cache
 from typing import Any
-
-from app.api.deps import PRINCIPAL_KEY
 
 SCOPE_KEY = "adapter_serve.request"
 REQUEST_ID_HEADER = b"x-request-id"
@@ -23,6 +22,15 @@ REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
 current: ContextVar[RequestContext | None] = ContextVar("adapter_serve_request", default=None)
+
+
+@cache
+def principal_key() -> str:
+    """Where the request guard leaves the request's principal (imported late: the training
+    worker formats its log lines with app.observability.logs without the HTTP stack)."""
+    from app.api.deps import PRINCIPAL_KEY
+
+    return PRINCIPAL_KEY
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -69,7 +77,7 @@ class RequestContext:
     @property
     def key_id(self) -> str | None:
         """The short id of the request's key (app.security), once the guard has checked it."""
-        principal = self.scope.get(PRINCIPAL_KEY)
+        principal = self.scope.get(principal_key())
         return None if principal is None else principal.key_id
 
 
