@@ -127,10 +127,13 @@ class Metrics:
 
     def _drop_adapter(self, name: str) -> None:
         """`name` lost its label: its series go (its traffic counts under `other` now)."""
-        for metric in (self.adapter_requests, self.adapter_texts, self.adapter_request_seconds):
-            metric.remove_by_labels({"adapter": name})
-        for key in [k for k in self._adapter if k[0] == name]:
-            del self._adapter[key]
+        statuses = [status for label, status in self._adapter if label == name]
+        for status in statuses:  # every series of `name` was made through self._adapter
+            del self._adapter[(name, status)]
+            self.adapter_requests.remove(name, str(status))
+        if statuses:
+            self.adapter_texts.remove(name)
+            self.adapter_request_seconds.remove(name)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request (method and route from bounded sets)."""
