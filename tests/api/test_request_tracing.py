@@ -182,3 +182,17 @@ def test_adapter_series_keep_the_busiest_names_only(serve):
     assert 'adapter_texts_total{adapter="alpha"} 3.0' in text
     assert 'adapter_texts_total{adapter="other"} 2.0' in text  # beta and gamma; not the 404
     assert 'adapter_requests_total{adapter="other",status="404"} 1.0' in text
+
+
+def test_fastapi_native_telemetry_costs_nothing_per_request(client, monkeypatch):
+    """FastAPI 0.16x asks the global OpenTelemetry providers on every request unless its
+    telemetry is off (issue 19's profile: get_tracer_provider ~6% of the event loop)."""
+    from opentelemetry import metrics, trace
+
+    calls = []
+    for module, name in ((trace, "get_tracer_provider"), (metrics, "get_meter_provider")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda f=original: calls.append(f) or f())
+    for _ in range(3):
+        assert client.post("/classify", json={"adapter": "alpha", "inputs": "x"}).is_success
+    assert calls == []
