@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import logging.config
 import os
 import sys
 
@@ -58,10 +58,10 @@ def main() -> int:
     except ValidationError as exc:
         print(f"error: invalid setting {_first_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from app.observability.logs import logging_config
+
+    log_config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     import uvicorn
 
     from app.main import create_app
@@ -95,7 +95,8 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        log_config=log_config,
+        access_log=False,  # the request observer writes the access line (APP_ACCESS_LOG)
     )
     return 0
 

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # observability (app/observability; docs/operations.md)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line (request id, key id, timings)"
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (http://host:4318): export traces; needs the "
+        "[otel] extra",
+    )
+    metrics_top_adapters: int = Field(
+        20, ge=0, le=1000, description="adapters with their own metrics label (the rest: other)"
+    )
+
     # batching
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)

@@ -29,6 +29,8 @@ from app.config import Settings
 from app.jobs.service import JobService
 from app.jobs.worker import start_embedded_worker, stop_embedded_worker
 from app.metrics import Metrics
+from app.observability.middleware import NATIVE_TELEMETRY_OFF
+from app.observability.tracing import Tracing
 from app.security import KeyRing, check_exposure
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher, Limits
@@ -50,22 +52,31 @@ ROUTERS: list[APIRouter] = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """The FastAPI app. Pass `engine` to reuse a loaded base model (else the lifespan loads it).
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:
+    """The FastAPI app. Pass `engine` to reuse a loaded base model (else the lifespan loads it),
+    `tracing` to trace to a provider of your own (else APP_OTLP_ENDPOINT decides).
 
     Raises StartupRefused (a ValueError) for a keyless server on a non-loopback address unless
-    APP_ALLOW_ANONYMOUS=true, and ValueError for malformed keys.
+    APP_ALLOW_ANONYMOUS=true, ValueError for malformed keys and for APP_OTLP_ENDPOINT without
+    the [otel] extra.
     """
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(top_adapters=settings.metrics_top_adapters)
     app = FastAPI(
         title="adapter-serve",
         version="0.1.0",
         summary="Many text-classification adapters on one frozen base model",
         lifespan=lifespan,
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine
+    state.tracing = tracing
     state.store = state.cache = state.batcher = None
     state.keyring = checked_keyring(settings)
     install_error_handlers(app)
@@ -141,7 +152,8 @@ def refresh_index(store: AdapterStore) -> None:
     try:
         store.index.refresh()
     except (OSError, sqlite3.Error) as exc:  # GET /adapters retries on its own
-        log.warning("could not bring the listing index of %s up to date: %s", store.root, exc)
+        reason = getattr(exc, "strerror", None) or type(exc).__name__  # no path: not str(exc)
+        log.warning("could not bring the store's listing index up to date: %s", reason)
 
 
 @asynccontextmanager
@@ -164,8 +176,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keep_versions=settings.keep_versions,
     )
     removed = store.cleanup()
-    if removed:
-        log.info("removed %d scratch folder(s) left in %s", removed, store.root)
+    if removed:  # no store path in the logs (APP_STORE_DIR says where it is)
+        log.info("removed %d scratch folder(s) left in the adapter store", removed)
     # Beside the start-up, not in it: a store of an older version has no index yet, and a
     # rebuild reads every manifest. GET /adapters waits for it (the store's lock); serving not.
     threading.Thread(target=refresh_index, args=(store,), name="listing-index", daemon=True).start()
@@ -189,3 +201,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.stop()
         state.job_service.close()
         await stop_embedded_worker(state)
+        if state.tracing is not None:
+            await asyncio.to_thread(state.tracing.shutdown)  # exports the spans still pending

@@ -1,18 +1,22 @@
-"""Prometheus metrics, one registry per app instance, and a pure-ASGI request middleware.
+"""Prometheus metrics, one registry per app instance.
 
 A registry per app (not the process-global one) keeps several apps in one process (tests)
-from clashing. Every label has a fixed set of values: requests are labelled by the route
+from clashing. Every label has a bounded set of values: requests are labelled by the route
 template (`/adapters/{name}`, from the request guard or the router), never by the raw path,
-a path that matches no route is `other`, and so is a method outside `METHODS`.
+a path that matches no route is `other`, and so is a method outside `METHODS`; adapters by
+name only for the busiest `top_adapters` (app.observability.top), the rest are `other`.
+`observe_request` is what app.observability.middleware calls once per request: it keeps the
+label children it made, so a request costs dictionary look-ups, not `labels(...)` calls.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from app.observability.top import TopAdapters
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ACTIVATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2)
@@ -24,7 +28,7 @@ METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, top_adapters: int = 20) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -98,37 +102,74 @@ class Metrics:
             self.adapter_evictions.labels(tier)
             self.resident_adapters.labels(tier).set(0)
             self.resident_bytes.labels(tier).set(0)
+        self._adapter_metrics(r, top_adapters)
+        self._http: dict[tuple, tuple[Any, Any]] = {}
+
+    def _adapter_metrics(self, r: CollectorRegistry, top: int) -> None:
+        self.adapter_requests = Counter(
+            "adapter_requests_total",
+            "Classify requests per adapter (the busiest adapters by name, the rest 'other')",
+            ["adapter", "status"],
+            registry=r,
+        )
+        self.adapter_texts = Counter(
+            "adapter_texts_total", "Texts classified per adapter", ["adapter"], registry=r
+        )
+        self.adapter_request_seconds = Histogram(
+            "adapter_request_duration_seconds",
+            "Classify request latency per adapter",
+            ["adapter"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.top_adapters = TopAdapters(top, on_drop=self._drop_adapter)
+        self._adapter: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+    def _drop_adapter(self, name: str) -> None:
+        """`name` lost its label: its series go (its traffic counts under `other` now)."""
+        statuses = [status for label, status in self._adapter if label == name]
+        for status in statuses:  # every series of `name` was made through self._adapter
+            del self._adapter[(name, status)]
+            self.adapter_requests.remove(name, str(status))
+        if statuses:
+            self.adapter_texts.remove(name)
+            self.adapter_request_seconds.remove(name)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request (method and route from bounded sets)."""
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.request_seconds.labels(method, route),
+            )
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_adapters(
+        self, adapters: list[str], texts: int, status: int, seconds: float
+    ) -> None:
+        """One classify request over `adapters` (answered when status < 400)."""
+        top = self.top_adapters
+        for name in adapters:
+            if status < 400:  # an unknown or refused name never takes a label
+                top.count(name, texts)
+            label = top.label(name)
+            key = (label, status)
+            children = self._adapter.get(key)
+            if children is None:
+                children = (
+                    self.adapter_requests.labels(label, str(status)),
+                    self.adapter_texts.labels(label),
+                    self.adapter_request_seconds.labels(label),
+                )
+                self._adapter[key] = children
+            children[0].inc()
+            if status < 400:
+                children[1].inc(texts)
+            children[2].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Count and time every HTTP request by method, route template and status."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            template = scope.get("route_template") or getattr(scope.get("route"), "path", "other")
-            method = METHODS.get(scope.get("method", ""), "other")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.request_seconds.labels(method, template).observe(
-                time.perf_counter() - started
-            )

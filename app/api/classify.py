@@ -25,6 +25,7 @@ from app.api.errors import (
 )
 from app.api.versions import as_requested, resolve_selectors
 from app.config import Settings
+from app.observability.context import classifying
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving import tasks
 from app.serving.batcher import Batcher, Timing
@@ -129,14 +130,19 @@ async def classify_texts(
     Raises ClassifyFailed (domain errors, limits included) or ClientDisconnected.
     """
     timing = Timing()
-    try:
-        check_texts(texts, settings)
-        check_adapters(request, adapters)  # names outside the key's patterns: 404 (app.api.access)
-        serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
-        work = batcher.classify(texts=texts, adapters=serving, truncation=truncation, timing=timing)
-        return as_requested(await unless_disconnected(request, work), adapters), timing
-    except (StoreError, ServiceError) as exc:
-        raise ClassifyFailed(exc, timing) from None
+    with classifying(request.scope, adapters, len(texts), timing) as seen:  # logs and traces
+        try:
+            check_texts(texts, settings)
+            check_adapters(request, adapters)  # outside the key's patterns: 404 (app.api.access)
+            serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
+            work = batcher.classify(
+                texts=texts, adapters=serving, truncation=truncation, timing=timing
+            )
+            result = as_requested(await unless_disconnected(request, work), adapters)
+        except (StoreError, ServiceError) as exc:
+            raise ClassifyFailed(exc, timing) from None
+        seen.answered(result)
+    return result, timing
 
 
 def client_closed() -> JSONResponse:

@@ -30,7 +30,8 @@ from starlette.routing import BaseRoute
 from app.api.deps import PRINCIPAL_KEY
 from app.api.errors import PayloadTooLarge
 from app.config import Settings
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics
+from app.observability.middleware import install_observer
 from app.security import AuthError, KeyRing, is_loopback
 
 SMALL_BODY = 1 << 20  # every route without a cap of its own (job configs, hub imports, ...)
@@ -262,7 +263,7 @@ async def respond(
 
 
 def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics):
-    """The guard inside the metrics middleware (which counts its refusals); call it after the
-    last route is added."""
+    """The guard inside the request observer (which counts and logs its refusals); call it
+    after the last route is added."""
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_observer(app, settings, metrics)

@@ -22,6 +22,7 @@ from app.api.errors import error_response, install_error_handlers
 from app.api.guard import install_middleware
 from app.config import Settings
 from app.metrics import Metrics
+from app.observability.middleware import NATIVE_TELEMETRY_OFF
 
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 ELSEWHERE = (
@@ -53,11 +54,12 @@ def create_ingress_app(
     extra: APIRouter | None = None,
 ) -> FastAPI:
     """The ingress app; `batcher`, `cache` and `engine` are the cluster's stand-ins."""
-    metrics = Metrics()
+    metrics = Metrics(top_adapters=settings.metrics_top_adapters)
     app = FastAPI(
         title="adapter-serve (Ray ingress)",
         version="0.1.0",
         summary="Many text-classification adapters on one frozen base model, on Ray Serve",
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     state = app.state
     state.settings, state.metrics, state.engine = settings, metrics, engine

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -158,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # pydantic ValidationError: one clear line, no traceback
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return 2
+    from app.observability.logs import logging_config  # APP_LOG_FORMAT, as the API's lines
+
+    logging.config.dictConfig(logging_config(settings.log_format, "info"))
     run_consumer(settings, parent_pid=args.parent_pid)
     return 0
 

@@ -141,9 +141,12 @@ class Batcher:
             cold = [name for name in adapters if not self.cache.in_memory(name)]
             decoding = asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
             self._tokenizing += size  # counted against the queue's cap while tokenised
+            tokenizing = time.monotonic()
             try:
                 ids = await self._tokenize(texts, truncation, deadline)
             finally:
+                if timing is not None:
+                    timing.tokenize_ms = (time.monotonic() - tokenizing) * 1000
                 self._tokenizing -= size
                 if decoding is not None:
                     await decoding

@@ -27,6 +27,7 @@ class Timing:
 
     queue_ms: float = 0.0  # waiting for a forward pass (until the error, if none ran)
     inference_ms: float = 0.0  # in forward passes (0 when none ran)
+    tokenize_ms: float = 0.0  # tokenising the request's texts (app.observability spans)
 
 
 @dataclass(frozen=True)

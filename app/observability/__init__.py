@@ -1,0 +1,10 @@
+"""Following requests: request ids, structured logs, traces, per-adapter metric labels.
+
+- `context`: the request being served (id, key id, adapters, timings) and `classifying`.
+- `logs`: the logging filter and formatters (text, JSON), the access line, the dictConfig.
+- `tracing`: optional OpenTelemetry spans (the `[otel]` extra, APP_OTLP_ENDPOINT).
+- `top`: the busiest adapters, which keep their own metrics label.
+- `middleware`: `RequestObserver`, the pure-ASGI middleware that ties them together.
+
+Import the modules, not this package (it imports nothing, so `app.metrics` can use `top`).
+"""

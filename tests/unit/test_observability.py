@@ -1,0 +1,111 @@
+"""Request ids, log formatters and bounded per-adapter metric labels, without a server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+
+from app.metrics import Metrics
+from app.observability.context import RequestContext, current, request_id
+from app.observability.logs import JsonFormatter, TextFormatter, logging_config
+from app.observability.top import OTHER, TopAdapters
+
+
+def _labels(text: str) -> set[str]:
+    return set(re.findall(r'adapter="([^"]+)"', text))
+
+
+def test_request_id_from_headers():
+    assert request_id([(b"x-request-id", b"abc-1")]) == "abc-1"
+    assert request_id([(b"host", b"x"), (b"x-request-id", b"a" * 128)]) == "a" * 128
+    for bad in (b"a" * 129, b"a b", b"a\nb", b"", "é".encode()):
+        generated = request_id([(b"x-request-id", bad)])
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert request_id([]) != request_id([])
+
+
+def test_thousands_of_adapters_keep_a_bounded_label_set():
+    metrics = Metrics(top_adapters=10)
+    rng = random.Random(0)
+    names = [f"team-{i % 50}/adapter-{i}" for i in range(5000)]
+    busy = names[:5]
+    for step in range(30_000):
+        name = busy[step % 5] if step % 3 else rng.choice(names)
+        metrics.observe_adapters([name], 1, 200, 0.001)
+        if step % 7 == 0:  # refused and unknown names never take a label
+            metrics.observe_adapters([f"nope-{step}"], 1, 404, 0.001)
+    text = metrics.render().decode()
+    labels = _labels(text)
+    assert len(labels) <= 11 and OTHER in labels
+    assert set(busy) <= labels  # the busiest keep their own series
+    assert not any(label.startswith("nope-") for label in labels)
+    assert len(metrics.top_adapters.counts) <= metrics.top_adapters.capacity
+
+
+def test_labels_follow_the_traffic_and_dropped_series_go():
+    top = TopAdapters(2, window=100)
+    for _ in range(60):
+        top.count("a")
+        top.count("b")  # rerank at 100: a and b keep their labels
+    assert top.label("a") == "a" and top.label("c") == OTHER
+    for _ in range(300):
+        top.count("c", 5)
+        top.count("d", 5)
+    assert top.labelled == {"c", "d"}
+
+    metrics = Metrics(top_adapters=1)
+    metrics.top_adapters.window = 10
+    for _ in range(10):
+        metrics.observe_adapters(["old"], 1, 200, 0.01)
+    assert "old" in _labels(metrics.render().decode())
+    for _ in range(40):
+        metrics.observe_adapters(["new"], 4, 200, 0.01)
+    assert _labels(metrics.render().decode()) == {"new", OTHER}
+
+
+def test_no_adapter_labels_when_the_top_is_zero():
+    metrics = Metrics(top_adapters=0)
+    for name in ("a", "b"):
+        metrics.observe_adapters([name], 1, 200, 0.01)
+    assert _labels(metrics.render().decode()) == {OTHER}
+
+
+def _record(message: str, **extra) -> logging.LogRecord:
+    record = logging.LogRecord("app.x", logging.INFO, __file__, 1, message, (), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_json_lines_name_the_request_being_served():
+    context = RequestContext("rid-7", {})
+    token = current.set(context)
+    try:
+        line = JsonFormatter().format(_record("hello\nworld", fields={"status": 200, "x": None}))
+    finally:
+        current.reset(token)
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["message"] == "hello\nworld" and out["request_id"] == "rid-7"
+    assert out["status"] == 200 and "x" not in out and "trace_id" not in out
+    assert out["level"] == "INFO" and out["logger"] == "app.x" and out["time"].endswith("+00:00")
+    outside = json.loads(JsonFormatter().format(_record("later")))
+    assert "request_id" not in outside
+
+
+def test_text_lines_show_the_id_and_fields():
+    token = current.set(RequestContext("rid-8", {}))
+    try:
+        line = TextFormatter().format(_record("POST /classify 200", fields={"adapter": ["a", "b"]}))
+    finally:
+        current.reset(token)
+    assert "app.x [rid-8]: POST /classify 200 adapter=a,b" in line
+    assert "[" not in TextFormatter().format(_record("plain"))
+
+
+def test_logging_config_routes_uvicorn_through_the_one_handler():
+    config = logging_config("json", "debug")
+    assert config["root"]["level"] == "DEBUG"
+    assert config["formatters"]["default"]["()"] is JsonFormatter
+    assert all(v["propagate"] and not v["handlers"] for v in config["loggers"].values())
