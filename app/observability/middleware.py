@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.metrics import METHODS, Metrics
 from app.observability.context import SCOPE_KEY, RequestContext, current, request_id
 from app.observability.logs import ACCESS_LOGGER, access_fields
 from app.observability.tracing import Tracing
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # FastAPI's own OpenTelemetry instrumentation (FastAPI >= 0.16x) asks the global providers on
 # every request even when nothing is configured; our middleware makes the spans instead.
@@ -76,9 +77,20 @@ class RequestObserver:
             self.metrics.observe_adapters(context.adapters, context.texts, status, seconds)
         if self.tracing is not None:
             self.tracing.finish(context, method, route, context.started_ns + int(seconds * 1e9))
-        if self.access is not None:
+        if self.access is not None and self.access.isEnabledFor(logging.INFO):
             fields = access_fields(context, method, route, seconds)
-            self.access.info("%s %s %d", method, route, status, extra={"fields": fields})
+            # No caller lookup (Logger.info walks the stack for it): one line per request.
+            line = self.access.makeRecord(
+                self.access.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %d",
+                (method, route, status),
+                None,
+                extra={"fields": fields},
+            )
+            self.access.handle(line)
 
 
 def install_observer(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
