@@ -49,21 +49,27 @@ async def _disconnected(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Await `work`; cancel it and raise ClientDisconnected if the client leaves first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Await `work` in this task; if the client leaves first, cancel it (the batcher drops the
+    request's queued texts) and raise ClientDisconnected. One watcher task, no other hop."""
+    me = asyncio.current_task()
+    assert me is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _disconnected(request)
+        left = True
+        me.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # we are cancelled ourselves (e.g. a forced shutdown)
-        task.cancel()
+        return await work
+    except asyncio.CancelledError:
+        if left and me.uncancel() == 0:  # only our own cancel, not a shutdown's
+            raise ClientDisconnected from None
         raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task})  # let the batcher drop the request's queued texts
-        raise ClientDisconnected
-    return task.result()
 
 
 def timing_headers(timing: Timing) -> dict[str, str]:

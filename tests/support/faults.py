@@ -37,6 +37,7 @@ class Golden:
 
     def add(self, *seeds: int) -> Golden:
         from app.serving.engine import Segment
+        from app.serving.tasks import softmax  # the engine gives logits
 
         for seed in seeds:
             if seed in self.outputs:
@@ -46,7 +47,8 @@ class Golden:
                 self.engine.load_adapter("golden", path)
             forward = self.engine.forward
             self.outputs[seed] = {
-                t: forward([Segment("golden", self.engine.tokenize([t]))])[0][0] for t in self.texts
+                t: softmax(forward([Segment("golden", self.engine.tokenize([t]))])[0][0])
+                for t in self.texts
             }
             self.engine.unload_adapter("golden")
         return self
