@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from app.serving.errors import (
     RequestTooLarge,
     ServiceStopping,
 )
+from app.serving.fairness import FairShare
 from app.serving.passes import BatchResult, Classified, assemble, deliver, fail, run_batch
 from app.serving.planning import (
     Item,
@@ -69,6 +70,7 @@ class Batcher:
         self.limits = limits
         self.metrics = metrics
         self._queue: deque[Item] = deque()
+        self._fair = FairShare()  # tenants' shares of the queue (app.serving.fairness)
         self._wake = asyncio.Event()
         self._expected = 1
         self._tokenizing = 0  # texts x adapters of requests being tokenised
@@ -130,11 +132,13 @@ class Batcher:
         adapters: Sequence[str],
         truncation: bool = True,
         timing: Timing | None = None,
+        tenant: Hashable = None,
     ) -> Classified:
         """Classify `texts` with each adapter; raises domain errors (not found, full, ...).
 
         Cancelling the call (the client went away) drops its queued texts at once, so they
-        never reach a forward pass. `timing` is filled in also when the call fails.
+        never reach a forward pass. `timing` is filled in also when the call fails. Tenants
+        (API key ids) share the queue fairly when it is contended.
         """
         deadline = time.monotonic() + self.limits.timeout_s
         size = len(texts) * len(adapters)
@@ -152,7 +156,7 @@ class Batcher:
                 if decoding is not None:
                     await decoding
             self._check_room(size)
-            request = self._enqueue(ids, adapters, deadline=deadline)
+            request = self._enqueue(ids, adapters, deadline=deadline, tenant=tenant)
             await self._wait(request, timing or Timing())
         except asyncio.CancelledError:
             self._count("cancelled")
@@ -213,7 +217,7 @@ class Batcher:
             )
 
     def _enqueue(
-        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float
+        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float, tenant: Hashable
     ) -> Request:
         size = len(ids) * len(adapters)
         request = Request(
@@ -221,6 +225,7 @@ class Batcher:
             deadline=deadline,
             results=[None] * size,
             remaining=size,
+            tenant=tenant,
         )
         now = time.monotonic()
         for a, name in enumerate(adapters):
@@ -256,6 +261,7 @@ class Batcher:
                 max_batch_size=self.limits.max_batch_size,
                 max_batch_tokens=self.limits.max_batch_tokens,
                 key=self.engine.batch_key,
+                fair=self._fair,
             )
             self._expire(expired)
             self._gauge()
