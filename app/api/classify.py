@@ -22,6 +22,7 @@ from app.api.errors import (
     error_response,
     error_responses,
 )
+from app.api.quotas import admitted, tenant
 from app.config import Settings
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
 from app.serving.batcher import Batcher, Timing
@@ -122,10 +123,15 @@ async def classify_texts(
     timing = Timing()
     try:
         check_texts(texts, settings)
-        work = batcher.classify(
-            texts=texts, adapters=adapters, truncation=truncation, timing=timing
-        )
-        return await unless_disconnected(request, work), timing
+        async with admitted(request, len(texts) * len(adapters)):  # the key's quotas: 429
+            work = batcher.classify(
+                texts=texts,
+                adapters=adapters,
+                truncation=truncation,
+                timing=timing,
+                tenant=tenant(request),
+            )
+            return await unless_disconnected(request, work), timing
     except (StoreError, ServiceError) as exc:
         raise ClassifyFailed(exc, timing) from None
 

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute
 
 from app.api.deps import PRINCIPAL_KEY
 from app.api.errors import PayloadTooLarge
+from app.api.quotas import QuotaMiddleware
 from app.config import Settings
 from app.metrics import Metrics, MetricsMiddleware
 from app.security import AuthError, KeyRing, is_loopback
@@ -258,7 +259,8 @@ async def respond(
 
 
 def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics):
-    """The guard inside the metrics middleware (which counts its refusals); call it after the
-    last route is added."""
+    """The guard inside the metrics middleware (which counts its refusals), the quotas inside
+    the guard (they read the key it found); call it after the last route is added."""
+    app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
