@@ -261,6 +261,8 @@ async def respond(
 def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics):
     """The guard inside the metrics middleware (which counts its refusals), the quotas inside
     the guard (they read the key it found); call it after the last route is added."""
-    app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(
+        QuotaMiddleware, settings=settings, metrics=metrics, inference=INFERENCE_ROUTES
+    )
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -31,13 +31,21 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import PRINCIPAL_KEY
 from app.api.errors import domain_error_response
-from app.api.limiter import Ask, Bucket, LocalLimiter, RateLimited, TooManyInFlight
+from app.api.limiter import (
+    Ask,
+    Bucket,
+    LocalLimiter,
+    RateLimited,
+    TooManyInFlight,
+    refused_inflight,
+)
 from app.config import Settings
 from app.metrics import Metrics
 from app.security import KeyLimits, Principal
 
 QUOTAS_KEY = "adapter_serve.quotas"
 LEASE_MARGIN_S = 30.0  # a hold outlives the request timeout by this much before it lapses
+DRAIN_BYTES = 64 * 1024  # a refused request's body up to this is read, keeping the connection
 
 
 class Quotas:
@@ -73,17 +81,32 @@ class Quotas:
         if rps is not None:
             await self._take(Ask(principal.key_id, (Bucket("rps", rps, 1),)))
 
+    def check_room(self, principal: Principal) -> None:
+        """Refuse a key that holds its share of the queue or its texts in flight already (in
+        this process; a Redis-shared in-flight limit is checked with the texts)."""
+        tenant = principal.key_id
+        if self.local.holding(tenant) >= self.share:
+            raise self._over_share()
+        inflight = self.limits(principal).inflight
+        local = self.limiter if isinstance(self.limiter, LocalLimiter) else None
+        if inflight is not None and local is not None and local.holding(tenant) >= inflight:
+            self._count()
+            raise refused_inflight(inflight)
+
+    def _over_share(self) -> TooManyInFlight:
+        self._count()
+        return TooManyInFlight(
+            f"this API key holds its share of the queue ({self.share} texts); retry when some "
+            "finish"
+        )
+
     @contextlib.asynccontextmanager
     async def texts(self, principal: Principal, n: int) -> AsyncIterator[None]:
         """Hold `n` texts of the key while the body runs (RateLimited when over a limit)."""
         tenant, limits = principal.key_id, self.limits(principal)
         held = self.local.holding(tenant)
         if held and held + n > self.share:
-            self._count()
-            raise TooManyInFlight(
-                f"this API key holds its share of the queue ({self.share} texts); retry when "
-                "some finish"
-            )
+            raise self._over_share()
         share = self.local.take_now(Ask(tenant, inflight=n))
         try:
             hold = None
@@ -134,11 +157,24 @@ def tenant(request: Request) -> str | None:
 
 
 class QuotaMiddleware:
-    """Pure ASGI, inside the request guard: the requests/s check before the body is read."""
+    """Pure ASGI, inside the request guard: the checks that need no body, before it is read.
 
-    def __init__(self, app: Any, *, settings: Settings, metrics: Metrics | None = None) -> None:
+    Requests/s on every route that needs a key; on the inference routes (`inference`, route
+    templates) also a key already at its texts in flight or its share of the queue, which
+    would be refused whatever the body holds: a flood's refusals then cost no body parsing.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        inference: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.quotas = Quotas(settings, metrics)
+        self.inference = inference
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -147,8 +183,11 @@ class QuotaMiddleware:
             if principal is not None:
                 try:
                     await self.quotas.check_request(principal)
+                    if scope.get("route_template") in self.inference:
+                        self.quotas.check_room(principal)
                 except RateLimited as exc:
-                    await refusal(scope, exc)(scope, receive, send)
+                    keep_alive = await drained(scope, receive)
+                    await refusal(scope, exc, keep_alive)(scope, receive, send)
                     return
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -164,9 +203,23 @@ class QuotaMiddleware:
         await self.app(scope, receive, sent)
 
 
-def refusal(scope: dict, exc: RateLimited) -> JSONResponse:
-    """The 429 in the route's error shape; the connection closes (the body was not read)."""
-    headers = {"Connection": "close"}
+async def drained(scope: dict, receive: Any) -> bool:
+    """Read and drop a small body (the connection can then stay open); False when it is big
+    or chunked: the answer closes the connection instead of reading it."""
+    headers = dict(scope["headers"])
+    declared = headers.get(b"content-length", b"0")
+    if b"transfer-encoding" in headers or not declared.isdigit() or int(declared) > DRAIN_BYTES:
+        return False
+    more = int(declared) > 0
+    while more:
+        message = await receive()
+        more = message["type"] == "http.request" and message.get("more_body", False)
+    return True
+
+
+def refusal(scope: dict, exc: RateLimited, keep_alive: bool = False) -> JSONResponse:
+    """The 429 in the route's error shape."""
+    headers = {} if keep_alive else {"Connection": "close"}
     if scope.get("route_template", "").startswith("/v2"):  # the Open Inference Protocol's
         headers["Retry-After"] = str(exc.retry_after_s)
         return JSONResponse({"error": exc.message}, status_code=429, headers=headers)
