@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="the part of max_queue one API key may hold in one process (429 above), so "
         "a flooding key meets its own limit before the queue is full for everyone",
     )
+    quota_refusal_delay_s: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="a 429 is answered after this long (at most its Retry-After), so clients "
+        "that retry at once cannot turn refusals into a CPU flood",
+    )
 
     # pass planning (sized to this device)
     pass_cost_calibration: bool = Field(

@@ -116,10 +116,12 @@ class LocalLimiter:
             raise refused_inflight(limit)
         for bucket, tokens in zip(ask.buckets, levels, strict=True):
             self.buckets[(ask.tenant, bucket.name)] = (tokens - bucket.cost, now)
-        if not ask.inflight:
-            return None
-        self.held[ask.tenant] = held + ask.inflight
-        return Hold(ask.tenant, ask.inflight)
+        return self.hold(ask.tenant, ask.inflight) if ask.inflight else None
+
+    def hold(self, tenant: str, n: int) -> Hold:
+        """Count `n` more texts in flight for `tenant`, unchecked."""
+        self.held[tenant] = self.held.get(tenant, 0) + n
+        return Hold(tenant, n)
 
     async def release(self, hold: Hold) -> None:
         self.release_now(hold)

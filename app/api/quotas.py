@@ -58,6 +58,7 @@ class Quotas:
             inflight=settings.default_key_inflight,
         )
         self.share = max(1, math.floor(settings.key_queue_share * settings.max_queue))
+        self.delay_s = settings.quota_refusal_delay_s
         self.metrics = metrics
         self.local = LocalLimiter()  # the queue share: this process's own queue
         self.limiter: Any = LocalLimiter()
@@ -106,22 +107,28 @@ class Quotas:
         tenant, limits = principal.key_id, self.limits(principal)
         held = self.local.holding(tenant)
         if held and held + n > self.share:
-            raise self._over_share()
-        share = self.local.take_now(Ask(tenant, inflight=n))
+            refused = self._over_share()
+            await self.pause(refused)
+            raise refused
+        share = self.local.hold(tenant, n)
         try:
             hold = None
             if limits.tps is not None or limits.inflight is not None:
                 buckets = (Bucket("tps", limits.tps, n),) if limits.tps is not None else ()
                 in_flight = n if limits.inflight is not None else 0
-                hold = await self._take(Ask(tenant, buckets, limits.inflight, in_flight))
+                try:
+                    hold = await self._take(Ask(tenant, buckets, limits.inflight, in_flight))
+                except RateLimited as exc:  # the share is not held while the answer waits
+                    self.local.release_now(share)
+                    await self.pause(exc)
+                    raise
             try:
                 yield
             finally:
                 if hold is not None:
                     await asyncio.shield(self.limiter.release(hold))
         finally:
-            if share is not None:
-                self.local.release_now(share)
+            self.local.release_now(share)
 
     async def _take(self, ask: Ask) -> Any:
         try:
@@ -133,6 +140,12 @@ class Quotas:
     def _count(self) -> None:
         if self.metrics is not None:
             self.metrics.rejected.labels("rate_limited").inc()
+
+    async def pause(self, exc: RateLimited) -> None:
+        """Wait before a refusal is answered: a client retrying at once then costs one
+        request per pause, not a busy loop (the wait costs no CPU)."""
+        if self.delay_s > 0:
+            await asyncio.sleep(min(self.delay_s, exc.retry_after_s))
 
     async def close(self) -> None:
         await self.limiter.close()
@@ -187,6 +200,7 @@ class QuotaMiddleware:
                         self.quotas.check_room(principal)
                 except RateLimited as exc:
                     keep_alive = await drained(scope, receive)
+                    await self.quotas.pause(exc)
                     await refusal(scope, exc, keep_alive)(scope, receive, send)
                     return
         elif scope["type"] == "lifespan":
