@@ -41,6 +41,7 @@ class Client:
     def __init__(self, port: int, key: str) -> None:
         self.port, self.key = port, key
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.queue_ms = 0.0  # the last answer's x-queue-time: waiting for a forward pass
 
     async def post(self, path: str, payload: dict) -> int:
         if self.streams is None:
@@ -55,6 +56,8 @@ class Client:
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
         await reader.readexactly(length)
+        queued = re.search(rb"(?i)\r\nx-queue-time: *([\d.]+)", head)
+        self.queue_ms = float(queued.group(1)) if queued else 0.0
         if re.search(rb"(?i)\r\nconnection: *close", head):
             self.close()
         return int(head[9:12])
@@ -90,9 +93,11 @@ async def flood(port: int, key: str, clients: int, seconds: float, texts: int) -
     return statuses
 
 
-async def light(port: int, key: str, *, count: int = 0, until: float = 0.0) -> tuple:
+async def light(
+    port: int, key: str, *, count: int = 0, until: float = 0.0, queue_ms: list | None = None
+) -> tuple:
     """One request at a time: `count` of them, or until `until` (monotonic); (latencies,
-    statuses)."""
+    statuses); each answer's x-queue-time goes to `queue_ms`."""
     client = Client(port, key)
     latencies, statuses = [], Counter()
     try:
@@ -103,6 +108,8 @@ async def light(port: int, key: str, *, count: int = 0, until: float = 0.0) -> t
             status = await client.post("/classify", {"adapter": ADAPTER, "inputs": [TEXTS[0]]})
             if status == 200:
                 latencies.append(time.perf_counter() - started)
+                if queue_ms is not None:
+                    queue_ms.append(client.queue_ms / 1000)
             else:
                 statuses[status] += 1
     finally:
@@ -158,11 +165,16 @@ def run(opts) -> dict:
         with running_server(data_dir=data_dir, base_model=base, env=env) as server:
             port = server.port
             asyncio.run(light(port, keys["light"], count=20))  # warm-up
-            alone, alone_errors = asyncio.run(light(port, keys["light"], count=opts.alone))
+            queued_alone, queued_under = [], []
+            alone, alone_errors = asyncio.run(
+                light(port, keys["light"], count=opts.alone, queue_ms=queued_alone)
+            )
             proc = start_flood(port, keys["flood"], opts)
             time.sleep(1.0)  # the flood is under way
             until = time.monotonic() + opts.seconds - 2.0
-            under, under_errors = asyncio.run(light(port, keys["light"], until=until))
+            under, under_errors = asyncio.run(
+                light(port, keys["light"], until=until, queue_ms=queued_under)
+            )
             flood_out, _ = proc.communicate(timeout=opts.seconds + 60)
             headers = {"Authorization": f"Bearer {keys['light']}"}
             metrics = httpx.get(server.url + "/metrics", headers=headers, timeout=10).text
@@ -170,6 +182,12 @@ def run(opts) -> dict:
     result = {
         "light_alone": {"requests": len(alone), "p50_ms": percentile(alone, 0.5)},
         "light_flood": {"requests": len(under), "p50_ms": percentile(under, 0.5)},
+        "light_queue_ms": {
+            "alone_p50": percentile(sorted(queued_alone), 0.5),
+            "alone_p99": percentile(sorted(queued_alone), 0.99),
+            "flood_p50": percentile(sorted(queued_under), 0.5),
+            "flood_p99": percentile(sorted(queued_under), 0.99),
+        },
         "light_errors": {str(k): v for k, v in (alone_errors + under_errors).items()},
         "flood_statuses": json.loads(flood_out.strip().splitlines()[-1]),
         "server_rejected": rejected,
