@@ -55,14 +55,12 @@ def test_a_flood_cannot_starve_a_light_key_across_batches():
     """Each batch serves the light key's next row while the flood's backlog is huge."""
     fair = FairShare()
     queue = _queue([("flood", 5)] * 200)
-    light_batches = []
     for batch_index in range(10):
         light = _queue([("light", 5)])[0]
         light.slot = 1000 + batch_index
         queue.append(light)
         slots, _ = _take(queue, fair, size=8)
         assert light.slot in slots
-        light_batches.append(batch_index)
     assert len(queue) == 200 - 10 * 7
 
 
