@@ -134,6 +134,27 @@ class Settings(BaseSettings):
         description="Host header values a keyless server answers besides loopback ones (* = any)",
     )
 
+    # per-key quotas (app/api/quotas.py): defaults for keys without rps=/tps=/inflight= options
+    default_key_rps: float | None = Field(None, gt=0, description="requests/s (unset: no limit)")
+    default_key_tps: float | None = Field(
+        None, gt=0, description="texts/s, a text counting once per adapter (unset: no limit)"
+    )
+    default_key_inflight: int | None = Field(None, ge=1, description="texts in flight (no limit)")
+    key_queue_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the part of max_queue one API key may hold in one process (429 above), so "
+        "a flooding key meets its own limit before the queue is full for everyone",
+    )
+    quota_refusal_delay_s: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="a 429 is answered after this long (at most its Retry-After), so clients "
+        "that retry at once cannot turn refusals into a CPU flood",
+    )
+
     # pass planning (sized to this device)
     pass_cost_calibration: bool = Field(
         True, description="time forward shapes at start-up and plan passes from the fit"

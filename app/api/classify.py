@@ -23,6 +23,7 @@ from app.api.errors import (
     error_response,
     error_responses,
 )
+from app.api.quotas import admitted, tenant
 from app.api.versions import as_requested, resolve_selectors
 from app.config import Settings
 from app.observability.context import classifying
@@ -141,10 +142,15 @@ async def classify_texts(
             check_texts(texts, settings)
             check_adapters(request, adapters)  # outside the key's patterns: 404 (app.api.access)
             serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
-            work = batcher.classify(
-                texts=texts, adapters=serving, truncation=truncation, timing=timing
-            )
-            result = as_requested(await unless_disconnected(request, work), adapters)
+            async with admitted(request, len(texts) * len(adapters)):  # the key's quotas: 429
+                work = batcher.classify(
+                    texts=texts,
+                    adapters=serving,
+                    truncation=truncation,
+                    timing=timing,
+                    tenant=tenant(request),
+                )
+                result = as_requested(await unless_disconnected(request, work), adapters)
         except (StoreError, ServiceError) as exc:
             raise ClassifyFailed(exc, timing) from None
         seen.answered(result)

@@ -43,6 +43,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "text_too_long": 422,
     "payload_too_large": 413,
     "queue_full": 503,
+    "rate_limited": 429,  # a key over its requests/s or texts/s (app.api.quotas)
+    "too_many_in_flight": 429,  # a key at its texts in flight or its share of the queue
     "cache_full": 503,
     "unavailable": 503,
     "not_ready": 503,
@@ -145,6 +147,7 @@ _DESCRIPTIONS = {
     409: "Name conflict",
     413: "Upload too large",
     422: "Invalid request",
+    429: "The API key is over a quota (see Retry-After)",
     503: "Queue full or not ready (see Retry-After)",
     504: "Timed out",
 }

@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute
 from app.api.deps import PRINCIPAL_KEY
 from app.api.errors import PayloadTooLarge
 from app.api.fast_path import FastClassify
+from app.api.quotas import QuotaMiddleware
 from app.config import Settings
 from app.metrics import Metrics
 from app.observability.middleware import install_observer
@@ -264,8 +265,12 @@ async def respond(
 
 
 def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics):
-    """The guard inside the request observer (which counts and logs its refusals); call it
-    after the last route is added. Innermost, the fast path of `POST /classify`."""
+    """The guard inside the request observer (which counts and logs its refusals), the quotas
+    inside the guard (they read the key it found), innermost the fast path of `POST /classify`;
+    call it after the last route is added."""
     app.add_middleware(FastClassify)
+    app.add_middleware(
+        QuotaMiddleware, settings=settings, metrics=metrics, inference=INFERENCE_ROUTES
+    )
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
     install_observer(app, settings, metrics)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,7 @@ class ClusterBatcher:
         adapters: Sequence[str],
         truncation: bool = True,
         timing: Timing | None = None,
+        tenant: Hashable = None,  # fair shares are per replica batcher; not passed on (yet)
     ) -> Classified:
         timing = timing or Timing()
         for name in adapters:

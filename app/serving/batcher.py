@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from adapters_store import AdapterStore
@@ -32,6 +32,7 @@ from app.serving.errors import (
     RequestTooLarge,
     ServiceStopping,
 )
+from app.serving.fairness import FairShare
 from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
 from app.serving.planning import (
@@ -66,6 +67,7 @@ class Batcher:
         self.limits = limits
         self.metrics = metrics
         self._queue: deque[Item] = deque()
+        self._fair = FairShare()  # tenants' shares of the queue (app.serving.fairness)
         self._wake = asyncio.Event()
         self._expected = 1
         self._tokenizing = 0  # texts x adapters of requests being tokenised
@@ -126,11 +128,13 @@ class Batcher:
         adapters: Sequence[str],
         truncation: bool = True,
         timing: Timing | None = None,
+        tenant: Hashable = None,
     ) -> Classified:
         """Classify `texts` with each adapter; raises domain errors (not found, full, ...).
 
         Cancelling the call (the client went away) drops its queued texts at once, so they
-        never reach a forward pass. `timing` is filled in also when the call fails.
+        never reach a forward pass. `timing` is filled in also when the call fails. Tenants
+        (API key ids) share the queue fairly when it is contended.
         """
         deadline = time.monotonic() + self.limits.timeout_s
         size = len(texts) * len(adapters)
@@ -151,7 +155,7 @@ class Batcher:
                 if decoding is not None:
                     await decoding
             self._check_room(size)
-            request = self._enqueue(ids, adapters, deadline=deadline)
+            request = self._enqueue(ids, adapters, deadline=deadline, tenant=tenant)
             await self._wait(request, timing or Timing())
         except asyncio.CancelledError:
             self._count("cancelled")
@@ -209,7 +213,7 @@ class Batcher:
             )
 
     def _enqueue(
-        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float
+        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float, tenant: Hashable
     ) -> Request:
         size = len(ids) * len(adapters)
         request = Request(
@@ -217,6 +221,7 @@ class Batcher:
             deadline=deadline,
             results=[None] * size,
             remaining=size,
+            tenant=tenant,
         )
         now = time.monotonic()
         for a, name in enumerate(adapters):
@@ -251,6 +256,7 @@ class Batcher:
                 max_batch_size=self.limits.max_batch_size,
                 max_batch_tokens=self.limits.max_batch_tokens,
                 key=self.engine.batch_key,
+                fair=self._fair,
             )
             self._expire(expired)
             self._gauge()

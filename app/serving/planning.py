@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.serving.costs import PassCost
+from app.serving.fairness import FairShare, one_tenant, take_fair
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Request:
     done: bool = False
     items: list[Item] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)  # adapter -> version of its rows
+    tenant: Hashable = None  # whose request (the API key's id): the queue is shared fairly
 
 
 @dataclass(eq=False)
@@ -75,6 +77,7 @@ def collect(
     max_batch_size: int,
     max_batch_tokens: int,
     key: Callable[[str], Hashable] | None = None,
+    fair: FairShare | None = None,
 ) -> tuple[list[Item], list[Item]]:
     """Take the next batch off the front of `queue`: (batch, expired).
 
@@ -84,26 +87,48 @@ def collect(
     `key` (adapter -> the body pass its rows run in), `max_batch_size` and the token cap hold
     per key instead: rows of different keys never share a body pass, so a batch that mixes
     them may hold a full pass of each. The batch stops at the first item that does not fit.
+    With `fair` and rows of several tenants queued, the batch is shared between the tenants
+    instead (`app.serving.fairness.take_fair`; each tenant's rows stay in order).
     """
+    room = BatchRoom(max_batch_size, max_batch_tokens, key)
+    if fair is not None and not one_tenant(queue):
+        return take_fair(queue, fair, now=now, admit=room.admit)
+    if fair is not None:
+        fair.served.clear()
     batch: list[Item] = []
     expired: list[Item] = []
-    rows: dict[Hashable, int] = {}
-    widths: dict[Hashable, int] = {}
     while queue:
         item = queue[0]
         if item.request.done or item.request.deadline <= now:
             expired.append(queue.popleft())
             continue
-        group = key(item.adapter) if key is not None else None
-        count = rows.get(group, 0)
-        if count >= max_batch_size:
-            break
-        new_width = max(widths.get(group, 0), len(item.ids))
-        if count and new_width * (count + 1) > max_batch_tokens:
+        if not room.admit(item):
             break
         batch.append(queue.popleft())
-        rows[group], widths[group] = count + 1, new_width
     return batch, expired
+
+
+class BatchRoom:
+    """The caps of one batch being filled: rows and padded tokens per body-pass key."""
+
+    def __init__(
+        self, max_rows: int, max_tokens: int, key: Callable[[str], Hashable] | None
+    ) -> None:
+        self.max_rows, self.max_tokens, self.key = max_rows, max_tokens, key
+        self.rows: dict[Hashable, int] = {}
+        self.widths: dict[Hashable, int] = {}
+
+    def admit(self, item: Item) -> bool:
+        """Whether `item` still fits; counted in when it does."""
+        group = self.key(item.adapter) if self.key is not None else None
+        count = self.rows.get(group, 0)
+        if count >= self.max_rows:
+            return False
+        width = max(self.widths.get(group, 0), len(item.ids))
+        if count and width * (count + 1) > self.max_tokens:
+            return False
+        self.rows[group], self.widths[group] = count + 1, width
+        return True
 
 
 def settle(item: Item, outcome: Any) -> list[Item]:

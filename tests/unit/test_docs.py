@@ -27,7 +27,9 @@ def test_every_relative_link_resolves(doc: Path) -> None:
         path, _, anchor = target.partition("#")
         dest = (doc.parent / path).resolve() if path else doc
         missing_anchor = (
-            dest.exists() and anchor and dest.suffix == ".md"
+            dest.exists()
+            and anchor
+            and dest.suffix == ".md"
             and anchor not in _anchors(dest.read_text())
         )
         if not dest.exists() or missing_anchor:

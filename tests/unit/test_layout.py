@@ -116,8 +116,9 @@ def all_imports(root: Path = REPO) -> dict[str, set[str]]:
 
 
 def _violations(imports: dict[str, set[str]], rule) -> list[str]:
-    return sorted(f"{mod} imports {dep}" for mod, deps in imports.items() for dep in deps
-                  if rule(mod, dep))
+    return sorted(
+        f"{mod} imports {dep}" for mod, deps in imports.items() for dep in deps if rule(mod, dep)
+    )
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -150,31 +151,44 @@ def test_the_circle_finder_finds_a_circle_when_one_is_added(tmp_path: Path) -> N
 
 
 def test_the_store_imports_neither_app_nor_training() -> None:
-    assert _violations(
-        all_imports(),
-        lambda mod, dep: _under(mod, "adapters_store")
-        and (_under(dep, "app") or _under(dep, "training")),
-    ) == []
+    assert (
+        _violations(
+            all_imports(),
+            lambda mod, dep: (
+                _under(mod, "adapters_store") and (_under(dep, "app") or _under(dep, "training"))
+            ),
+        )
+        == []
+    )
 
 
 def test_training_never_imports_app() -> None:
-    assert _violations(
-        all_imports(), lambda mod, dep: _under(mod, "training") and _under(dep, "app")
-    ) == []
+    assert (
+        _violations(all_imports(), lambda mod, dep: _under(mod, "training") and _under(dep, "app"))
+        == []
+    )
 
 
 def test_only_the_jobs_room_imports_the_trainer() -> None:
-    assert _violations(
-        all_imports(),
-        lambda mod, dep: _under(mod, "app")
-        and not _under(mod, "app.jobs")
-        and _under(dep, "training.trainer"),
-    ) == []
+    assert (
+        _violations(
+            all_imports(),
+            lambda mod, dep: (
+                _under(mod, "app")
+                and not _under(mod, "app.jobs")
+                and _under(dep, "training.trainer")
+            ),
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("web", ["fastapi", "starlette"])
 def test_only_the_http_layer_imports_the_web_framework(web: str) -> None:
-    assert _violations(
-        all_imports(),
-        lambda mod, dep: _under(dep, web) and not (_under(mod, "app.api") or mod == "app.main"),
-    ) == []
+    assert (
+        _violations(
+            all_imports(),
+            lambda mod, dep: _under(dep, web) and not (_under(mod, "app.api") or mod == "app.main"),
+        )
+        == []
+    )

@@ -1,0 +1,112 @@
+"""Fair shares of the batch queue between tenants (planning.collect with a FairShare)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from app.serving.fairness import FairShare
+from app.serving.planning import Item, Request, collect
+
+NOW = 100.0
+
+
+def _queue(spec: list[tuple[str, int]], *, late: frozenset[int] = frozenset()) -> deque[Item]:
+    """spec: (tenant, tokens) per row, one request per row, in arrival order."""
+    items = deque()
+    for slot, (tenant, tokens) in enumerate(spec):
+        deadline = NOW - 1 if slot in late else NOW + 10
+        request = Request(future=None, deadline=deadline, results=[], remaining=1, tenant=tenant)
+        items.append(Item(request, slot, "a", list(range(tokens)), enqueued=NOW - 1 + slot / 1e3))
+    return items
+
+
+def _take(queue, fair, size=4, tokens=10_000):
+    batch, expired = collect(
+        queue, now=NOW, max_batch_size=size, max_batch_tokens=tokens, fair=fair
+    )
+    return [item.slot for item in batch], [item.slot for item in expired]
+
+
+FAIR_CASES = [
+    # (name, queue spec, batch size, first batch's slots)
+    ("one tenant is plain FIFO", [("a", 3)] * 6, 4, [0, 1, 2, 3]),
+    ("a light key behind a flood is in the next batch", [("f", 3)] * 40 + [("l", 3)], 4, None),
+    ("two backlogs alternate", [("a", 3)] * 4 + [("b", 3)] * 4, 4, [0, 4, 1, 5]),
+    ("tokens, not rows, are shared", [("a", 9)] * 3 + [("b", 3)] * 6, 5, [0, 3, 4, 5, 1]),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "size", "expected"), FAIR_CASES)
+def test_fair_collect(name, spec, size, expected):
+    queue = _queue(spec)
+    slots, _ = _take(queue, FairShare(), size=size)
+    if expected is None:  # the light row (the last) is in the first batch
+        assert len(spec) - 1 in slots and len(slots) == size
+    else:
+        assert slots == expected
+    assert len(queue) == len(spec) - len(slots)
+    left = [item.slot for item in queue]
+    assert left == sorted(left)  # the rest stays in arrival order
+
+
+def test_a_flood_cannot_starve_a_light_key_across_batches():
+    """Each batch serves the light key's next row while the flood's backlog is huge."""
+    fair = FairShare()
+    queue = _queue([("flood", 5)] * 200)
+    for batch_index in range(10):
+        light = _queue([("light", 5)])[0]
+        light.slot = 1000 + batch_index
+        queue.append(light)
+        slots, _ = _take(queue, fair, size=8)
+        assert light.slot in slots
+    assert len(queue) == 200 - 10 * 7
+
+
+def test_shares_even_out_over_time():
+    """Two backlogged tenants get equal tokens over many batches (within one row)."""
+    fair = FairShare()
+    queue = _queue([("a", 4)] * 100 + [("b", 7)] * 100)
+    served = {"a": 0, "b": 0}
+    for _ in range(12):
+        batch, _ = collect(queue, now=NOW, max_batch_size=6, max_batch_tokens=10_000, fair=fair)
+        for item in batch:
+            served[item.request.tenant] += len(item.ids)
+    assert abs(served["a"] - served["b"]) <= 7
+
+
+def test_an_idle_tenant_banks_no_credit():
+    """A tenant back after idling starts level with the others, not with a big lead."""
+    fair = FairShare()
+    queue = _queue([("a", 5)] * 30 + [("b", 5)] * 30)
+    for _ in range(3):
+        _take(queue, fair, size=4)
+    queue = deque(item for item in queue if item.request.tenant == "a")  # b went idle
+    _take(queue, fair, size=4)
+    back = _queue([("b", 5)] * 10)
+    for item in back:
+        item.slot += 100
+    queue.extend(back)  # b is back: it alternates with a, no burst of banked credit
+    batch, _ = collect(queue, now=NOW, max_batch_size=4, max_batch_tokens=10_000, fair=fair)
+    assert [item.request.tenant for item in batch].count("b") == 2
+
+
+def test_expired_rows_of_every_tenant_are_dropped():
+    queue = _queue([("a", 3), ("a", 3), ("b", 3), ("b", 3)], late=frozenset({1, 2}))
+    slots, expired = _take(queue, FairShare(), size=8)
+    assert sorted(slots) == [0, 3] and sorted(expired) == [1, 2] and not queue
+
+
+def test_a_tenant_whose_next_row_does_not_fit_waits_in_order():
+    """The token cap closes a tenant for this batch without reordering its rows."""
+    queue = _queue([("a", 2), ("b", 2), ("a", 50), ("a", 2), ("b", 2)])
+    slots, _ = _take(queue, FairShare(), size=8, tokens=20)
+    assert slots == [0, 1, 4]
+    assert [item.slot for item in queue] == [2, 3]
+
+
+def test_without_a_fair_share_the_queue_is_fifo():
+    queue = _queue([("f", 3)] * 40 + [("l", 3)])
+    slots, _ = _take(queue, None, size=4)
+    assert slots == [0, 1, 2, 3]
