@@ -8,11 +8,12 @@ from pathlib import Path
 
 from adapters_store import AdapterStore, Manifest, StoreError
 from adapters_store import format as fmt
+from adapters_store.format import CURVES_PNG
 from training.errors import TrainingError
 from training.modeling import swap_dir
 
-CARD_METRICS = ("accuracy", "f1_macro", "eval_loss", "train_runtime_s", "train_samples_per_s")
-CURVES_PNG = "learning_curves.png"
+CARD_METRICS = ("accuracy", "f1_macro", "f1", "f1_micro", "pearson", "spearman", "mse",
+                "eval_loss", "train_runtime_s", "train_samples_per_s")  # fmt: skip
 
 
 def export_adapter(
