@@ -34,8 +34,10 @@ def _folder(root: Path, rows_fn) -> Path:
 
 def _train(tmp: Path, base: Path, data: Path, name: str, **fields):
     store = AdapterStore(tmp / "store")
-    config = TrainConfig(name=name, base_model=str(base), dataset=str(data), max_length=32,
-                         adapter_config=LORA, learning_rate=1e-2, num_epochs=4, **fields)  # fmt: skip
+    config = TrainConfig(
+        name=name, base_model=str(base), dataset=str(data), max_length=32,
+        adapter_config=LORA, learning_rate=1e-2, num_epochs=4, **fields,
+    )  # fmt: skip
     return store, config, train_adapter(config, store=store)
 
 
