@@ -143,3 +143,25 @@ def test_unusable_label_shapes_name_the_column_and_the_shapes(tmp_path, rows, ta
     text = caught.value.message
     assert "label column 'y'" in text and message in text and "\n" not in text
     assert "lists of integers or strings (multi_label)" in text
+
+
+def test_label_names_come_from_the_dataset_features():
+    """A hub dataset declares its label names (ClassLabel): no label_names needed."""
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    from training.labels import resolve_label_names
+    from training.tasks import infer_task
+
+    single = Dataset.from_dict(
+        {"text": ["a", "b"], "label": [0, 1]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])}),
+    )
+    assert infer_task(single, "label") == "single_label"
+    assert resolve_label_names(single, "label", None) == ["neg", "pos"]
+    names = ["anger", "joy", "fear"]
+    multi = Dataset.from_dict(
+        {"text": ["a", "b"], "labels": [[0, 2], [1]]},
+        features=Features({"text": Value("string"), "labels": List(ClassLabel(names=names))}),
+    )
+    assert infer_task(multi, "labels") == "multi_label"
+    assert resolve_label_names(multi, "labels", None, "multi_label") == names
