@@ -174,6 +174,10 @@ class Labelled:
     pairs: list[str] | None
     targets: list[Any]  # class ids, multi-hot vectors or floats, per the task
 
+    def __iter__(self) -> Any:
+        """Unpacks as (texts, targets), as load_labelled's tuple did before pairs existed."""
+        return iter((self.texts, self.targets))
+
 
 def load_labelled(
     dataset: str,
