@@ -49,6 +49,8 @@ class PreparedData:
     eval: Any
     label_names: list[str]
     task: Task = "single_label"
+    # regression: the train targets' (mean, std); the model learns (y - mean) / std
+    target_scale: tuple[float, float] | None = None
 
 
 def columns_of(config: TrainConfig) -> Columns:
@@ -83,11 +85,13 @@ def sample(ds: Any, limit: int | None, seed: int) -> Any:
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def label_encoder(names: list[str], task: Task) -> Any:
-    """value -> training target: a class id, a multi-hot float vector, or a float."""
+def label_encoder(names: list[str], task: Task, scale: tuple[float, float] | None = None) -> Any:
+    """value -> training target: a class id, a multi-hot float vector, or a float
+    (standardised with `scale` = (mean, std) when given)."""
     index = {name: i for i, name in enumerate(names)}
     if task == "regression":
-        return float
+        mean, std = scale or (0.0, 1.0)
+        return lambda v: (float(v) - mean) / std
     if task == "multi_label":
         return lambda v: multi_hot(v, index, len(names))
     return lambda v: index[v] if isinstance(v, str) else int(v)
@@ -99,10 +103,10 @@ def texts_of(batch: dict[str, list], column: str | None) -> list[str] | None:
 
 def encode(
     ds: Any, tokenizer: Any, *, columns: Columns, names: list[str], max_length: int,
-    task: Task = "single_label",
+    task: Task = "single_label", scale: tuple[float, float] | None = None,
 ) -> Any:  # fmt: skip
     """Tokenise the text (and pair) columns, truncated to max_length; targets in 'labels'."""
-    target = label_encoder(names, task)
+    target = label_encoder(names, task, scale)
 
     def _batch(batch: dict[str, list]) -> dict[str, list]:
         texts, pairs = texts_of(batch, columns.text), texts_of(batch, columns.text_pair)
@@ -158,14 +162,27 @@ def prepare_data(
     checked = checked or check_data(config)
     train = sample(checked.train, config.max_train_samples, config.seed)
     eval_ds = sample(checked.eval, config.max_eval_samples, config.seed)
+    scale = target_scale(train[config.label_column]) if checked.task == "regression" else None
     kwargs = {"columns": columns_of(config), "names": checked.label_names,
-              "max_length": config.max_length, "task": checked.task}  # fmt: skip
+              "max_length": config.max_length, "task": checked.task, "scale": scale}  # fmt: skip
     return PreparedData(
         train=encode(train, tokenizer, **kwargs),
         eval=encode(eval_ds, tokenizer, **kwargs),
         label_names=checked.label_names,
         task=checked.task,
+        target_scale=scale,
     )
+
+
+def target_scale(values: list[float]) -> tuple[float, float]:
+    """(mean, std) of regression targets: the head learns standardised targets (a 0-5 score
+    from a zero-initialised output takes many steps just to reach the mean), and the scale is
+    folded back into the head's last layer before it is saved (training.heads)."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std())
+    return float(array.mean()), std if std > 0 else 1.0
 
 
 @dataclass

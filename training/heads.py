@@ -29,6 +29,20 @@ def add_head(model: Any, key: str, label_names: list[str], task: str) -> None:
     )
 
 
+def fold_target_scale(model: Any, key: str, scale: tuple[float, float] | None) -> None:
+    """Make the head output raw targets: its last linear layer predicted (y - mean) / std, so
+    W <- W * std and b <- b * std + mean. Exact; serving then reads the value directly."""
+    if scale is None:
+        return
+    import torch
+
+    mean, std = scale
+    last = [m for m in model.heads[key].modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(std)
+        last.bias.mul_(std).add_(mean)
+
+
 def head_fields(config: Any, prepared: Any, details: dict[str, Any]) -> dict[str, Any]:
     """The manifest's task, thresholds (multi-label: per label index, tuned on the eval
     split at the best step) and text_pair."""

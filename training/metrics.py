@@ -155,19 +155,26 @@ class TrainerMetrics:
     """A `compute_metrics` for transformers.Trainer; keeps the last per-label details
     (thresholds, per-label F1) apart from the scalar metrics the Trainer logs."""
 
-    def __init__(self, task: str, num_labels: int) -> None:
-        self.task, self.num_labels = task, num_labels
+    def __init__(
+        self, task: str, num_labels: int, scale: tuple[float, float] | None = None
+    ) -> None:
+        self.task, self.num_labels, self.scale = task, num_labels, scale
         self.last_details: dict[str, Any] = {}
 
     def __call__(self, eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
+        if self.scale is not None:  # standardised regression targets: back to their units
+            mean, std = self.scale
+            logits, labels = np.asarray(logits) * std + mean, np.asarray(labels) * std + mean
         out = task_metrics(self.task, logits, labels, num_labels=self.num_labels)
         self.last_details = {k: out.pop(k) for k in ("thresholds", "per_label") if k in out}
         return out
 
 
-def trainer_metrics(num_labels: int, task: str = "single_label") -> TrainerMetrics:
+def trainer_metrics(
+    num_labels: int, task: str = "single_label", scale: tuple[float, float] | None = None
+) -> TrainerMetrics:
     """A `compute_metrics` for transformers.Trainer (logits -> the task's metrics)."""
-    return TrainerMetrics(task, num_labels)
+    return TrainerMetrics(task, num_labels, scale)

@@ -17,7 +17,7 @@ from training.callbacks import Progress, ReportCallback, ShouldStop, silence_ada
 from training.config import TrainConfig, parse_adapter_config
 from training.curves import BestKeeper, CurveRecorder
 from training.errors import TrainingCancelled, TrainingError
-from training.heads import add_head, final_metrics, head_fields
+from training.heads import add_head, final_metrics, fold_target_scale, head_fields
 from training.metrics import SELECT_METRIC, trainer_metrics
 from training.modeling import (
     count_parameters,
@@ -70,6 +70,7 @@ def train_adapter(
         if run.report.cancelled:
             raise TrainingCancelled("training was cancelled")
         eval_metrics = _best_eval(run)
+        fold_target_scale(base.model, model_key(config.name), prepared.target_scale)
         _stop_check(should_stop)
         if progress is not None:
             progress({**_state_event(run.trainer.state), "phase": "save"})
@@ -131,7 +132,7 @@ def _build_trainer(
 
     args = training_arguments(config, plan, work, device=device, progress_bar=progress_bar)
     metric = SELECT_METRIC[prepared.task]
-    compute = trainer_metrics(len(prepared.label_names), prepared.task)
+    compute = trainer_metrics(len(prepared.label_names), prepared.task, prepared.target_scale)
     keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step,
                         metric=metric, details=lambda: compute.last_details)  # fmt: skip
     run = _Run(None, ReportCallback(None, None), CurveRecorder(metric), keeper)
@@ -225,6 +226,7 @@ def _training_record(
     record.update(
         label_names=prepared.label_names,
         task=prepared.task,
+        target_scale=prepared.target_scale,
         train_samples=len(prepared.train),
         eval_samples=len(prepared.eval),
         device=device,

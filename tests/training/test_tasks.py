@@ -86,6 +86,11 @@ def test_regression_is_inferred_from_fractional_targets(tmp_path, tiny_model_dir
     loaded, rows, again = _rescore(store, config, manifest)
     assert again["pearson"] == pytest.approx(manifest.metrics["pearson"], abs=1e-5)
     assert again["spearman"] == pytest.approx(manifest.metrics["spearman"], abs=1e-5)
+    # trained on standardised targets, stored with the scale folded into the head: the stored
+    # head answers in the targets' units (the MSE is that of the training-time evaluation)
+    mean, std = manifest.training["target_scale"]
+    assert mean == pytest.approx(0.25 + 0.5 * 1.5, abs=0.2) and std > 0.3
+    assert again["mse"] == pytest.approx(manifest.metrics["mse"], rel=1e-4)
     assert [sorted(o) for o in predict(loaded, rows.texts[:2])] == [["score"]] * 2
 
 
