@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, bootstrap
-from bench.quality_tasks import TASK_DATASETS, run_task_cell, task_table
+from bench.quality_tasks import TASK_DATASETS, reporter, run_task_cell, task_table
 
 # ../shared/data beside the checkout (a git worktree may sit one level deeper)
 SHARED_DATA = next(
@@ -164,7 +164,7 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     store = AdapterStore(work / "store")
     config = cell_config(args, spec, method, work)
     start = time.perf_counter()
-    manifest = train_adapter(config, store=store, device="cpu", progress=_reporter(spec, method))
+    manifest = train_adapter(config, store=store, device="cpu", progress=reporter(spec, method))
     wall = time.perf_counter() - start
     print(json.dumps({"trained": spec.name, "method": method, "wall_s": wall,
                       "metrics": manifest.metrics, "curves": manifest.training["curves"]}),
@@ -187,28 +187,6 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     }  # fmt: skip
     row["cross"] = _cross(args, spec, scorer, work) if args.cross else {}
     return row
-
-
-SHOWN = ("eval_accuracy", "eval_f1", "eval_f1_macro", "eval_pearson")
-
-
-def _reporter(spec: DataSpec, method: str) -> Any:
-    """One stderr line per evaluation, so a cell of an hour shows where it is."""
-    started = time.perf_counter()
-
-    def report(event: dict[str, Any]) -> None:
-        if event.get("phase") != "eval":
-            return
-        metrics = event.get("eval") or {}
-        shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in SHOWN if k in metrics) or "-"
-        print(
-            f"# {spec.name} {method}: step {event['step']}/{event['total_steps']}, "
-            f"eval {shown}, {time.perf_counter() - started:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return report
 
 
 def _folder_weights(folder: str) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,30 @@ def score(loaded: Any, rows: Any) -> dict[str, Any]:
     return predict.evaluate(loaded, rows.texts, rows.targets, pairs=rows.pairs, batch_size=64)
 
 
+SHOWN = ("eval_accuracy", "eval_f1", "eval_f1_macro", "eval_pearson")
+
+
+def reporter(spec: Any, method: str) -> Any:
+    """One stderr line per evaluation, so a cell of an hour shows where it is."""
+    started = time.perf_counter()
+
+    def report(event: dict[str, Any]) -> None:
+        if event.get("phase") != "eval":
+            return
+        metrics = event.get("eval") or {}
+        shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in SHOWN if k in metrics) or "-"
+        print(
+            f"# {spec.name} {method}: step {event['step']}/{event['total_steps']}, "
+            f"eval {shown}, {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
+
+
 def run_task_cell(args: argparse.Namespace, name: str, method: str, work: Path) -> dict[str, Any]:
     from adapters_store import AdapterStore
-    from bench.quality import _reporter
     from training.data import Columns, load_labelled
     from training.trainer import train_adapter
 
@@ -103,7 +125,7 @@ def run_task_cell(args: argparse.Namespace, name: str, method: str, work: Path) 
     store = AdapterStore(work / "store")
     config = cell_config(args, spec, method, work)
     start = time.perf_counter()
-    manifest = train_adapter(config, store=store, device="cpu", progress=_reporter(spec, method))
+    manifest = train_adapter(config, store=store, device="cpu", progress=reporter(spec, method))
     wall = time.perf_counter() - start
     print(json.dumps({"trained": name, "method": method, "wall_s": wall,
                       "metrics": manifest.metrics}), flush=True)  # fmt: skip
