@@ -170,3 +170,16 @@ def test_label_names_come_from_the_dataset_features():
     )
     assert infer_task(multi, "labels") == "multi_label"
     assert resolve_label_names(multi, "labels", None, "multi_label") == names
+
+
+def test_model_card_of_a_multi_label_adapter(multi, tmp_path):
+    from training.export import export_adapter
+
+    store, _, manifest = multi
+    out = export_adapter(store, "emo", tmp_path / "card")
+    card = (out / "README.md").read_text()
+    assert "multi-label classification head" in card
+    threshold = manifest.thresholds[0]
+    assert f"- 0: `negative` (threshold {threshold:g}, tuned on the eval split)" in card
+    assert "logits.sigmoid()" in card and "| f1_micro |" in card
+    assert (out / "learning_curves.png").is_file()
