@@ -33,9 +33,10 @@ HEAD_CONFIG = "head_config.json"
 HEAD_WEIGHTS = "model_head.safetensors"
 MANIFEST = "manifest.json"
 MODEL_CARD = "README.md"
+CURVES_PNG = "learning_curves.png"  # a trained adapter's learning curves (training.plots)
 REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)
 # Files we accept beside the required ones; anything else in an import is refused.
-OPTIONAL_FILES = (MANIFEST, MODEL_CARD)
+OPTIONAL_FILES = (MANIFEST, MODEL_CARD, CURVES_PNG)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 SAFETENSORS_FILES = (ADAPTER_WEIGHTS, HEAD_WEIGHTS)
 MAX_TENSORS = 10_000  # per weights file; an adapter has tens to hundreds

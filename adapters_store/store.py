@@ -26,6 +26,7 @@ from adapters_store import format as fmt
 from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES, converted_copy, needs_conversion
 from adapters_store.errors import AdapterExists, AdapterNotFound, InvalidAdapter
 from adapters_store.fit import check_param_bytes, param_bytes
+from adapters_store.heads import head_fields
 from adapters_store.index import StoreIndex
 from adapters_store.listing import Filters, Page
 from adapters_store.scratch import remove_leftovers, scratch_dir
@@ -107,6 +108,7 @@ class AdapterStore:
         metrics: dict[str, float] | None = None,
         training: dict[str, Any] | None = None,
         overwrite: bool = False,
+        head: dict[str, Any] | None = None,
     ) -> fmt.Manifest:
         """Copy a folder written by `save_adapter(..., use_safetensors=True)` into the store."""
         fmt.validate_name(name)
@@ -123,7 +125,7 @@ class AdapterStore:
             name=name,
             base_model=base_model,
             adapter_config=adapter_config or info["adapter_config"],
-            labels=info["labels"],
+            **head_fields(info, None, head),
             metrics=metrics or {},
             source=source,
             training=training,
@@ -168,7 +170,7 @@ class AdapterStore:
             name=name,
             base_model=base,
             adapter_config=info["adapter_config"],
-            labels=info["labels"],
+            **head_fields(info, prior),
             metrics=prior.metrics if prior else {},
             training=prior.training if prior else None,
             source="hub" if hub else "uploaded",
@@ -231,7 +233,7 @@ class AdapterStore:
     ) -> fmt.Manifest:
         with self._scratch(keep=True) as staging:
             try:
-                for file_name in (*fmt.REQUIRED_FILES, fmt.MODEL_CARD):
+                for file_name in (*fmt.REQUIRED_FILES, fmt.MODEL_CARD, fmt.CURVES_PNG):
                     if (src / file_name).is_file():
                         shutil.copyfile(src / file_name, staging / file_name)
                 manifest.param_bytes = param_bytes(staging)

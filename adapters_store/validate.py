@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from adapters_store import format as fmt
 from adapters_store.errors import BaseModelMismatch, InvalidAdapter
+from adapters_store.heads import head_labels, head_task
 
 
 def inspect_folder(src: Path) -> dict[str, Any]:
-    """Check files, JSON, safetensors; return adapter config name, labels, base model."""
+    """Check files, JSON, safetensors; return adapter config name, labels, task, base model."""
     if not src.is_dir():
         raise InvalidAdapter(f"{src} is not a directory")
     names = {p.name for p in src.iterdir()}
@@ -38,7 +39,8 @@ def inspect_folder(src: Path) -> dict[str, Any]:
     hidden = adapter_config.get("hidden_size")
     return {
         "adapter_config": fmt.adapter_config_name(adapter_config),
-        "labels": fmt.labels_from_head_config(head_config),
+        "labels": head_labels(head_config),
+        "task": head_task(head_config),
         "base_model": fmt.BaseModelRef(
             id=str(adapter_config.get("model_name") or "unknown"),
             model_type=adapter_config.get("model_type"),

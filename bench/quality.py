@@ -17,7 +17,8 @@ evaluation during training prints a progress line (step, selection accuracy) to 
 
 Data sets: rotten_tomatoes, sst2, amazon_polarity_subsets, and ``blitzer:<domain>`` (books,
 dvd, electronics, kitchen_housewares), read from ../shared/data (never copied into the repo;
-the Blitzer domains are split into a temporary folder).
+the Blitzer domains are split into a temporary folder); goemotions, stsb, mrpc: bench/quality_tasks.
+
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, bootstrap
+from bench.quality_tasks import TASK_DATASETS, reporter, run_task_cell, task_table
 
 # ../shared/data beside the checkout (a git worktree may sit one level deeper)
 SHARED_DATA = next(
@@ -115,8 +117,9 @@ def cell_config(args: argparse.Namespace, spec: DataSpec, method: str, work: Pat
 def test_rows(test_file: str, max_test: int | None, seed: int) -> tuple[list[str], list[int]]:
     from training.data import Columns, load_labelled
 
-    return load_labelled(test_file, split="train", columns=Columns("text", "label"),
+    rows = load_labelled(test_file, split="train", columns=Columns("text", "label"),
                          names=LABELS, max_samples=max_test, seed=seed)  # fmt: skip
+    return rows.texts, rows.targets
 
 
 def load_scorer(config: Any, store: Any) -> Any:
@@ -161,7 +164,7 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     store = AdapterStore(work / "store")
     config = cell_config(args, spec, method, work)
     start = time.perf_counter()
-    manifest = train_adapter(config, store=store, device="cpu", progress=_reporter(spec, method))
+    manifest = train_adapter(config, store=store, device="cpu", progress=reporter(spec, method))
     wall = time.perf_counter() - start
     print(json.dumps({"trained": spec.name, "method": method, "wall_s": wall,
                       "metrics": manifest.metrics, "curves": manifest.training["curves"]}),
@@ -184,23 +187,6 @@ def run_cell(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) 
     }  # fmt: skip
     row["cross"] = _cross(args, spec, scorer, work) if args.cross else {}
     return row
-
-
-def _reporter(spec: DataSpec, method: str) -> Any:
-    """One stderr line per evaluation, so a cell of an hour shows where it is."""
-    started = time.perf_counter()
-
-    def report(event: dict[str, Any]) -> None:
-        if event.get("phase") != "eval":
-            return
-        metrics = event.get("eval") or {}
-        accuracy = metrics.get("eval_accuracy")
-        shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        print(f"# {spec.name} {method}: step {event['step']}/{event['total_steps']}, "
-              f"eval accuracy {shown}, {time.perf_counter() - started:.0f} s",
-              file=sys.stderr, flush=True)  # fmt: skip
-
-    return report
 
 
 def _folder_weights(folder: str) -> int:
@@ -280,21 +266,23 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets.disable_progress_bars()
     torch.set_num_threads(args.threads)
-    started, rows = time.perf_counter(), []
+    started, rows, task_rows = time.perf_counter(), [], []
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
           f"load {os.getloadavg()}; overrides: max_train={args.max_train} epochs={args.epochs} "
           f"max_steps={args.max_steps} lr={args.lr}", flush=True)  # fmt: skip
     for name in args.datasets.split(","):
         for method in args.methods.split(","):
             with _workdir(args.keep) as tmp:
-                spec = data_spec(name, tmp, args.data_root)
-                row = run_cell(args, spec, method, tmp)
-            rows.append(row)
+                if name in TASK_DATASETS:
+                    row = run_task_cell(args, name, method, tmp)
+                else:
+                    row = run_cell(args, data_spec(name, tmp, args.data_root), method, tmp)
+            (task_rows if name in TASK_DATASETS else rows).append(row)
             print(json.dumps(row), flush=True)
             if args.out is not None:
                 with args.out.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
-    print(table(rows))
+    print(table(rows) if rows else "", task_table(task_rows) if task_rows else "", sep="\n")
     print(f"# wall {time.perf_counter() - started:.0f} s, load {os.getloadavg()}")
     return 0
 

@@ -66,6 +66,13 @@ def _help(field: str, default: Any) -> str:
         return "seq_bn, double_seq_bn, par_bn, lora, prefix_tuning, ia3, or a JSON object"
     if field == "learning_rate":
         return "default: the recipe's, per method (seq_bn 1e-3, lora 1e-3, ia3 3e-3, ...)"
+    if field == "task":
+        return (
+            "default: inferred from the label column (lists: multi_label, fractional "
+            "numbers: regression, else single_label)"
+        )
+    if field == "text_pair_column":
+        return "a second text column: train on sentence pairs (text, text_pair)"
     if field == "recipe":
         return "default (measured, per method) or article (AdapterHub's notebook exactly)"
     if field in _RECIPE_FIELDS:
@@ -88,10 +95,10 @@ def build_parser(
     train.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.add_argument(
-        "--curves-png", type=Path, default=None,
-        help="where to write the learning-curve PNG (default: ./<name>-curves.png)",
+        "--plot", "--curves-png", dest="plot", type=Path, default=None, metavar="PATH",
+        help="also write the learning-curve PNG here (it is always stored beside the adapter "
+        "as learning_curves.png, and exported with it)",
     )  # fmt: skip
-    train.add_argument("--no-curves", action="store_true", help="write no learning-curve PNG")
 
     ev = sub.add_parser("eval", help="evaluate a stored adapter on a dataset split")
     ev.add_argument("name")
@@ -100,6 +107,7 @@ def build_parser(
     ev.add_argument("--dataset-config", default=None)
     ev.add_argument("--text-column", default=None, help="default: the training column")
     ev.add_argument("--label-column", default=None, help="default: the training column")
+    ev.add_argument("--text-pair-column", default=None, help="default: the training column")
     ev.add_argument("--max-samples", type=int, default=None)
     ev.add_argument("--batch-size", type=int, default=32)
     _add_model_flags(ev)
@@ -108,6 +116,13 @@ def build_parser(
     pr.add_argument("name")
     pr.add_argument("texts", nargs="+", metavar="TEXT")
     pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument(
+        "--pair",
+        nargs="+",
+        default=None,
+        metavar="TEXT_PAIR",
+        help="the second text of each input (sentence-pair adapters)",
+    )
     _add_model_flags(pr)
 
     ex = sub.add_parser("export", help="write a hub-ready folder with a model card")

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import AdapterStore, Manifest
+from adapters_store.format import CURVES_PNG
 from training.config import TrainConfig
 from training.printing import print_json_lines, print_table
 
-_CLI_ONLY = {"command", "store", "device", "no_progress", "curves_png", "no_curves"}
+SUMMARY_SCORES = ("accuracy", "f1_macro", "f1", "f1_micro", "pearson", "spearman", "mse",
+                  "eval_loss")  # fmt: skip
+_CLI_ONLY = {"command", "store", "device", "no_progress", "plot"}
 
 
 def _quiet_datasets() -> None:
@@ -37,10 +40,13 @@ def train(args: argparse.Namespace) -> int:
     manifest = train_adapter(
         config, store=store, device=args.device, progress_bar=not args.no_progress
     )
-    where = config.full_output_dir if config.method == "full" else store.folder(config.name)
-    rows = summary_rows(manifest, Path(str(where)))
-    if not args.no_curves:
-        png = write_curves(manifest, args.curves_png or Path(f"{config.name}-curves.png"))
+    full = config.method == "full"
+    where = Path(str(config.full_output_dir if full else store.folder(config.name)))
+    rows = summary_rows(manifest, where)
+    png = args.plot.resolve() if args.plot else where / CURVES_PNG
+    if args.plot:
+        write_curves(manifest, args.plot)
+    if png.is_file():
         rows.append(("learning curves", str(png)))
     print_table(rows)
     return 0
@@ -64,19 +70,22 @@ def summary_rows(manifest: Manifest, where: Path) -> list[tuple[str, Any]]:
         ("method", training.get("method", "adapter")),
         ("adapter config", manifest.adapter_config),
         ("base model", manifest.base_model.id),
-        ("labels", ", ".join(labels)),
+        ("labels", _labels_line(labels)),
         ("train / eval samples", f"{training.get('train_samples')} / {samples}"),
         ("recipe", _recipe_line(training)),
         ("steps", _steps_line(training)),
         ("trainable params", f"{training.get('trainable_params', 0):,} of {total:,}"),
-        ("accuracy", f"{metrics.get('accuracy', float('nan')):.4f}"),
-        ("f1_macro", f"{metrics.get('f1_macro', float('nan')):.4f}"),
-        ("eval_loss", f"{metrics.get('eval_loss', float('nan')):.4f}"),
+        ("task", manifest.task + (" (sentence pairs)" if manifest.text_pair else "")),
+        *[(k, f"{v:.4f}") for k, v in metrics.items() if k in SUMMARY_SCORES],
         ("train time", f"{metrics.get('train_runtime_s', float('nan')):.1f} s"),
         ("samples/s", f"{metrics.get('train_samples_per_s', float('nan')):.1f}"),
         ("saved size", f"{manifest.size_bytes / 1e6:.2f} MB"),
         ("saved to", str(where)),
     ]
+
+
+def _labels_line(labels: list[str]) -> str:
+    return ", ".join(labels) if len(labels) <= 12 else ", ".join(labels[:12]) + ", ..."
 
 
 def _recipe_line(training: dict[str, Any]) -> str:
@@ -106,26 +115,22 @@ def evaluate(args: argparse.Namespace) -> int:
     columns = data.Columns(
         args.text_column or training.get("text_column", "text"),
         args.label_column or training.get("label_column", "label"),
+        args.text_pair_column or training.get("text_pair_column"),
     )
     split = args.split or ("train" if Path(args.dataset).is_file() else "test")
     labels = [manifest.labels[i] for i in sorted(manifest.labels)]
-    texts, gold = data.load_labelled(
-        args.dataset,
-        split=split,
-        columns=columns,
-        names=labels,
-        dataset_config=args.dataset_config,
-        max_samples=args.max_samples,
-    )
+    rows = data.load_labelled(
+        args.dataset, split=split, columns=columns, names=labels, task=manifest.task,
+        dataset_config=args.dataset_config, max_samples=args.max_samples,
+    )  # fmt: skip
     loaded = load_stored(store, args.name, base_model=args.base_model, device=args.device)
-    metrics = run_eval(loaded, texts, gold, batch_size=args.batch_size)
-    rows = [("adapter", f"{args.name} (version {manifest.version})"),
-            ("dataset", f"{args.dataset} [{split}]"),
-            ("samples", int(metrics["samples"])),
-            ("accuracy", f"{metrics['accuracy']:.4f}"),
-            ("f1_macro", f"{metrics['f1_macro']:.4f}"),
-            ("eval_loss", f"{metrics['eval_loss']:.4f}")]  # fmt: skip
-    print_table(rows)
+    metrics = run_eval(loaded, rows.texts, rows.targets, pairs=rows.pairs,
+                       batch_size=args.batch_size)  # fmt: skip
+    shown = [(k, f"{v:.4f}") for k, v in metrics.items() if k not in ("samples", "per_label")]
+    print_table([("adapter", f"{args.name} (version {manifest.version})"),
+                 ("task", manifest.task + (" (sentence pairs)" if manifest.text_pair else "")),
+                 ("dataset", f"{args.dataset} [{split}]"),
+                 ("samples", int(metrics["samples"])), *shown])  # fmt: skip
     return 0
 
 
@@ -138,7 +143,10 @@ def predict(args: argparse.Namespace) -> int:
         raise TrainingError("--top-k must be at least 1")
     store = AdapterStore(args.store)
     loaded = load_stored(store, args.name, base_model=args.base_model, device=args.device)
-    print_json_lines(run_predict(loaded, list(args.texts), top_k_labels=args.top_k))
+    pairs = list(args.pair) if args.pair else None
+    if pairs is not None and len(pairs) != len(args.texts):
+        raise TrainingError("--pair needs one text pair per text")
+    print_json_lines(run_predict(loaded, list(args.texts), top_k_labels=args.top_k, pairs=pairs))
     return 0
 
 

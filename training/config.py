@@ -27,6 +27,9 @@ class TrainConfig(BaseModel):
     text_column: str = "text"
     label_column: str = "label"
     label_names: list[str] | None = None
+    # None: inferred from the label column (training.tasks); set: forced.
+    task: Literal["single_label", "multi_label", "regression"] | None = None
+    text_pair_column: str | None = None  # sentence pairs: tokenised as (text, text_pair)
     adapter_config: str = "seq_bn"
     method: Literal["adapter", "full"] = "adapter"
     # None below: the recipe decides (training.recipes; `recipes.fill` resolves them).
@@ -70,8 +73,6 @@ class TrainConfig(BaseModel):
     def _labels(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        if len(value) < 2:
-            raise ValueError("label_names needs at least 2 labels")
         if len(set(value)) != len(value):
             raise ValueError("label_names must be unique")
         if any(not str(v).strip() for v in value):
@@ -90,6 +91,17 @@ class TrainConfig(BaseModel):
         if value is not None and value.strip().lower() in ("", "none"):
             return None
         return value
+
+    @field_validator("text_pair_column")
+    @classmethod
+    def _pair_column(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+    @model_validator(mode="after")
+    def _label_count(self) -> TrainConfig:
+        if self.label_names is not None and len(self.label_names) < 2 and self.task != "regression":
+            raise ValueError("label_names needs at least 2 labels (1: the target of regression)")
+        return self
 
     @model_validator(mode="after")
     def _method(self) -> TrainConfig:

@@ -18,12 +18,17 @@ adapter is the best evaluated one, not the last, without writing Trainer checkpo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
 
 METRIC = "accuracy"
 MAX_TRAIN_POINTS = 1000
+# Eval scores kept per point, when the task has them (single-label: accuracy, f1_macro and,
+# binary, f1; multi-label: f1_macro, f1_micro, accuracy = exact match; regression: pearson,
+# spearman).
+EVAL_SCORES = ("accuracy", "f1_macro", "f1", "f1_micro", "pearson", "spearman")
 
 
 def _number(value: Any) -> float | None:
@@ -44,13 +49,15 @@ def train_point(state: Any, logs: dict[str, Any]) -> dict[str, Any]:
 
 
 def eval_point(state: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
+    point = {
         "step": int(state.global_step),
         "epoch": round(float(state.epoch or 0.0), 4),
         "loss": _number(metrics.get("eval_loss")),
         "accuracy": _number(metrics.get("eval_accuracy")),
         "f1_macro": _number(metrics.get("eval_f1_macro")),
     }
+    point.update({k: _number(metrics[f"eval_{k}"]) for k in EVAL_SCORES if f"eval_{k}" in metrics})
+    return point
 
 
 def thin(points: list[dict[str, Any]], limit: int = MAX_TRAIN_POINTS) -> list[dict[str, Any]]:
@@ -63,7 +70,8 @@ def thin(points: list[dict[str, Any]], limit: int = MAX_TRAIN_POINTS) -> list[di
 
 
 class CurveRecorder(TrainerCallback):
-    def __init__(self) -> None:
+    def __init__(self, metric: str = METRIC) -> None:
+        self.metric = metric
         self.train: list[dict[str, Any]] = []
         self.eval: list[dict[str, Any]] = []
 
@@ -82,7 +90,7 @@ class CurveRecorder(TrainerCallback):
 
     def curves(self, *, best_step: int | None, stopped_early: bool) -> dict[str, Any]:
         return {
-            "metric": METRIC,
+            "metric": self.metric,
             "best_step": best_step,
             "stopped_early": stopped_early,
             "train": thin(self.train),
@@ -98,8 +106,14 @@ class BestKeeper(TrainerCallback):
     slow start after warm-up) is not cut off there.
     """
 
-    def __init__(self, model: Any, *, patience: int, min_step: int = 0) -> None:
+    def __init__(
+        self, model: Any, *, patience: int, min_step: int = 0, metric: str = METRIC,
+        details: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
         self.model = model
+        self.metric = metric  # eval_<metric>: higher is better
+        self.details = details  # per-label extras of the latest evaluation (thresholds, ...)
+        self.best_details: dict[str, Any] = {}
         self.patience = patience
         self.min_step = min_step  # no early stop before this step (slow starters)
         self.best_score: float | None = None
@@ -118,9 +132,10 @@ class BestKeeper(TrainerCallback):
         if step in self.evaluated_steps:
             return control
         self.evaluated_steps.add(step)
-        score = _number(metrics.get(f"eval_{METRIC}"))
+        score = _number(metrics.get(f"eval_{self.metric}"))
         if score is not None and (self.best_score is None or score > self.best_score):
             self.best_score, self.best_step, self.best_metrics = score, step, metrics
+            self.best_details = dict(self.details()) if self.details else {}
             self.stale = 0
             self._snapshot = self._take()
             return control

@@ -3,14 +3,14 @@
 A dataset is a Hugging Face hub id (loaded with ``datasets.load_dataset``; never a builtin
 loader name such as ``text`` or ``csv``, which would read the current directory), a local
 ``.jsonl/.json/.csv/.parquet`` file (one split, called ``train``), or a local directory whose
-files ``<split>.<ext>`` are its splits (e.g. ``train.jsonl`` + ``test.jsonl``). Every problem a
-user can cause is raised as a TrainingError with a message that says what to change.
+files ``<split>.<ext>`` are its splits (e.g. ``train.jsonl`` + ``test.jsonl``); see
+training.loading. The label column decides the task (training.tasks); a text-pair column makes
+the inputs sentence pairs. Every problem a user can cause is raised as a TrainingError with a
+message that says what to change.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,29 @@ from typing import Any
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.labels import check_label_values, label_values, resolve_label_names
-
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+from training.loading import (  # noqa: F401  (re-exported: the module's public names)
+    BUILDERS,
+    builtin_loaders,
+    check_data_roots,
+    check_hub_id,
+    is_empty_file,
+    load_split,
+    local_splits,
+    looks_local,
+    missing_split,
+)
+from training.tasks import Task, flat_values, infer_task, multi_hot
 
 
 @dataclass
 class Columns:
     text: str
     label: str
+    text_pair: str | None = None
+
+    @property
+    def all(self) -> list[str]:
+        return [self.text, self.label] + ([self.text_pair] if self.text_pair else [])
 
 
 @dataclass
@@ -33,156 +48,34 @@ class PreparedData:
     train: Any  # datasets.Dataset: input_ids, attention_mask, ..., labels
     eval: Any
     label_names: list[str]
+    task: Task = "single_label"
+    # regression: the train targets' (mean, std); the model learns (y - mean) / std
+    target_scale: tuple[float, float] | None = None
 
 
-# ---- locating and loading ------------------------------------------------------------------
-def looks_local(dataset: str) -> bool:
-    """A path (existing, or written like a path / file name) rather than a hub id."""
-    path = Path(dataset).expanduser()
-    return (
-        path.exists()
-        or path.suffix.lower() in BUILDERS
-        or dataset.startswith(("/", "./", "../", "~"))
-    )
-
-
-def local_splits(dataset: str) -> dict[str, Path]:
-    """The split files of a local dataset (a file is the single split 'train')."""
-    path = Path(dataset).expanduser()
-    if not path.exists():
-        raise TrainingError(f"dataset file not found: {dataset}", code="dataset_not_found")
-    if path.is_dir():
-        splits = {p.stem: p for p in sorted(path.iterdir()) if p.suffix.lower() in BUILDERS}
-        if not splits:
-            kinds = ", ".join(BUILDERS)
-            raise TrainingError(f"dataset directory {dataset} holds no {kinds} split files")
-        return splits
-    if path.suffix.lower() not in BUILDERS:
-        kinds = ", ".join(BUILDERS)
-        raise TrainingError(f"unsupported dataset file type {path.suffix!r}: use {kinds}")
-    return {"train": path}
-
-
-# A hub dataset id: owner/name, each part letters, digits, '_', '-', '.' (no '..' or '--').
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-
-
-def builtin_loaders() -> set[str]:
-    """The `datasets` library's builtin loaders (text, csv, json, parquet, imagefolder, ...):
-    given as a dataset name, they read files under the current directory, not a hub dataset."""
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    return set(_PACKAGED_DATASETS_MODULES)
-
-
-def check_hub_id(dataset: str, *, strict: bool) -> None:
-    """Refuse a dataset name that is no hub dataset: a builtin loader name always, and anything
-    but `owner/name` when `strict` (the server's rule; the CLI also takes legacy ids like imdb)."""
-    if dataset.strip().lower() in builtin_loaders():
-        raise TrainingError(
-            f"{dataset!r} is a datasets builtin loader, not a dataset: pass a data file instead",
-            code="dataset_forbidden",
-        )
-    bad = not _HUB_ID.match(dataset) or ".." in dataset or "--" in dataset
-    if strict and bad:
-        raise TrainingError(
-            f"{dataset[:100]!r} is neither a data file under the data roots nor a hub dataset "
-            "id of the form owner/name",
-            code="dataset_forbidden",
-        )
-
-
-def check_data_roots(dataset: str, data_roots: Iterable[str | Path] | None) -> None:
-    """Refuse a local dataset outside the allowed roots (when roots are given)."""
-    if data_roots is None or not looks_local(dataset):
-        return
-    roots = [Path(r).expanduser().resolve() for r in data_roots]
-    target = Path(dataset).expanduser().resolve()
-    if not any(target == root or target.is_relative_to(root) for root in roots):
-        raise TrainingError(
-            f"dataset path {dataset} is outside the allowed data roots", code="dataset_forbidden"
-        )
-
-
-def load_split(dataset: str, split: str, *, dataset_config: str | None = None) -> Any:
-    """One raw split, from a local file/directory or the hub."""
-    if looks_local(dataset):
-        splits = local_splits(dataset)
-        if split not in splits:
-            raise missing_split(dataset, split, list(splits))
-        return _load_file(splits[split])
-    return _load_hub(dataset, split, dataset_config)
-
-
-def missing_split(dataset: str, split: str, available: Sequence[str]) -> TrainingError:
-    hint = ""
-    if Path(dataset).is_file():
-        hint = (
-            " (a single file is one split: pass eval split 'none' to hold out a fraction of it, "
-            "a path to another file, or a directory with train/test files)"
-        )
-    names = ", ".join(available)
-    return TrainingError(f"split {split!r} not found in {dataset}; available: {names}{hint}")
-
-
-def _load_file(path: Path) -> Any:
-    from datasets import load_dataset
-
-    builder = BUILDERS[path.suffix.lower()]
-    if is_empty_file(path):
-        raise TrainingError(f"dataset {path} is empty", code="empty_dataset")
-    try:
-        ds = load_dataset(builder, data_files={"train": str(path)}, split="train")
-    except Exception as exc:  # the builders raise many types for malformed files
-        raise TrainingError(f"cannot read {path}: {_first_line(exc)}") from None
-    if len(ds) == 0:
-        raise TrainingError(f"dataset {path} is empty", code="empty_dataset")
-    return ds
-
-
-def is_empty_file(path: Path) -> bool:
-    """No rows: a zero-byte file, blank lines only, or a CSV with a header and no rows."""
-    builder = BUILDERS[path.suffix.lower()]
-    if path.stat().st_size == 0:
-        return True
-    if builder == "parquet":
-        return False
-    with path.open("rb") as f:
-        lines = [line for _, line in zip(range(3), (ln for ln in f if ln.strip()), strict=False)]
-    return len(lines) <= (1 if builder == "csv" else 0)
-
-
-def _load_hub(dataset: str, split: str, dataset_config: str | None) -> Any:
-    from datasets import load_dataset
-
-    check_hub_id(dataset, strict=False)  # datasets >= 4 runs no loading scripts at all
-    try:
-        ds = load_dataset(dataset, dataset_config, split=split)
-    except Exception as exc:  # offline, unknown id, unknown split, bad config...
-        raise TrainingError(
-            f"cannot load dataset {dataset!r} split {split!r} from the Hugging Face hub: "
-            f"{_first_line(exc)}",
-            code="dataset_not_found",
-        ) from None
-    if len(ds) == 0:
-        raise TrainingError(f"dataset {dataset!r} split {split!r} is empty", code="empty_dataset")
-    return ds
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+def columns_of(config: TrainConfig) -> Columns:
+    return Columns(config.text_column, config.label_column, config.text_pair_column)
 
 
 # ---- columns and labels --------------------------------------------------------------------
 def check_columns(ds: Any, columns: Columns, where: str) -> None:
-    for column in (columns.text, columns.label):
+    for column in columns.all:
         if column not in ds.column_names:
             available = ", ".join(ds.column_names)
             raise TrainingError(
                 f"unknown column {column!r} in {where}; available columns: {available}",
                 code="unknown_column",
             )
+
+
+def check_eval_labels(ds: Any, column: str, names: list[str], task: Task, where: str) -> None:
+    """The eval split's labels must have the training data's shape and fit its label set."""
+    if infer_task(ds, column, task) != task:
+        raise TrainingError(f"label column {column!r} in {where} does not hold {task} labels")
+    if task == "regression":
+        return
+    values = flat_values(ds, column) if task == "multi_label" else label_values(ds, column)
+    check_label_values(values, names, column=column, where=where)
 
 
 # ---- preparing ----------------------------------------------------------------------------
@@ -192,14 +85,33 @@ def sample(ds: Any, limit: int | None, seed: int) -> Any:
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def encode(ds: Any, tokenizer: Any, *, columns: Columns, names: list[str], max_length: int) -> Any:
-    """Tokenise the text column (truncated to max_length) and map labels to ids in 'labels'."""
+def label_encoder(names: list[str], task: Task, scale: tuple[float, float] | None = None) -> Any:
+    """value -> training target: a class id, a multi-hot float vector, or a float
+    (standardised with `scale` = (mean, std) when given)."""
     index = {name: i for i, name in enumerate(names)}
+    if task == "regression":
+        mean, std = scale or (0.0, 1.0)
+        return lambda v: (float(v) - mean) / std
+    if task == "multi_label":
+        return lambda v: multi_hot(v, index, len(names))
+    return lambda v: index[v] if isinstance(v, str) else int(v)
+
+
+def texts_of(batch: dict[str, list], column: str | None) -> list[str] | None:
+    return None if column is None else ["" if t is None else str(t) for t in batch[column]]
+
+
+def encode(
+    ds: Any, tokenizer: Any, *, columns: Columns, names: list[str], max_length: int,
+    task: Task = "single_label", scale: tuple[float, float] | None = None,
+) -> Any:  # fmt: skip
+    """Tokenise the text (and pair) columns, truncated to max_length; targets in 'labels'."""
+    target = label_encoder(names, task, scale)
 
     def _batch(batch: dict[str, list]) -> dict[str, list]:
-        texts = ["" if t is None else str(t) for t in batch[columns.text]]
-        out = tokenizer(texts, truncation=True, max_length=max_length)
-        out["labels"] = [index[v] if isinstance(v, str) else int(v) for v in batch[columns.label]]
+        texts, pairs = texts_of(batch, columns.text), texts_of(batch, columns.text_pair)
+        out = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        out["labels"] = [target(v) for v in batch[columns.label]]
         return dict(out)
 
     return ds.map(_batch, batched=True, remove_columns=ds.column_names, desc="Tokenising")
@@ -207,7 +119,7 @@ def encode(ds: Any, tokenizer: Any, *, columns: Columns, names: list[str], max_l
 
 def raw_splits(config: TrainConfig) -> tuple[Any, Any]:
     """(train, eval) raw splits; eval is held out from train when eval_split is None."""
-    columns = Columns(config.text_column, config.label_column)
+    columns = columns_of(config)
     train = load_split(config.dataset, config.train_split, dataset_config=config.dataset_config)
     check_columns(train, columns, f"split {config.train_split!r} of {config.dataset}")
     if config.eval_split is None:
@@ -231,32 +143,57 @@ class CheckedData:
     train: Any  # raw datasets.Dataset splits, columns and labels checked
     eval: Any
     label_names: list[str]
+    task: Task = "single_label"
 
 
 def check_data(config: TrainConfig) -> CheckedData:
     """Load the raw splits and check columns and labels (no tokenizer, no model needed)."""
     train, eval_ds = raw_splits(config)
-    names = resolve_label_names(train, config.label_column, config.label_names)
-    eval_values = label_values(eval_ds, config.label_column)
-    check_label_values(eval_values, names, column=config.label_column, where="the eval split")
-    return CheckedData(train, eval_ds, names)
+    task = infer_task(train, config.label_column, config.task)
+    names = resolve_label_names(train, config.label_column, config.label_names, task)
+    check_eval_labels(eval_ds, config.label_column, names, task, "the eval split")
+    return CheckedData(train, eval_ds, names, task)
 
 
 def prepare_data(
     config: TrainConfig, tokenizer: Any, checked: CheckedData | None = None
 ) -> PreparedData:
-    """Tokenised train/eval datasets with integer 'labels', and the label names."""
-    columns = Columns(config.text_column, config.label_column)
+    """Tokenised train/eval datasets with 'labels' targets, the label names and the task."""
     checked = checked or check_data(config)
-    train, eval_ds, names = checked.train, checked.eval, checked.label_names
-    train = sample(train, config.max_train_samples, config.seed)
-    eval_ds = sample(eval_ds, config.max_eval_samples, config.seed)
-    kwargs = {"columns": columns, "names": names, "max_length": config.max_length}
+    train = sample(checked.train, config.max_train_samples, config.seed)
+    eval_ds = sample(checked.eval, config.max_eval_samples, config.seed)
+    scale = target_scale(train[config.label_column]) if checked.task == "regression" else None
+    kwargs = {"columns": columns_of(config), "names": checked.label_names,
+              "max_length": config.max_length, "task": checked.task, "scale": scale}  # fmt: skip
     return PreparedData(
         train=encode(train, tokenizer, **kwargs),
         eval=encode(eval_ds, tokenizer, **kwargs),
-        label_names=names,
+        label_names=checked.label_names,
+        task=checked.task,
+        target_scale=scale,
     )
+
+
+def target_scale(values: list[float]) -> tuple[float, float]:
+    """(mean, std) of regression targets: the head learns standardised targets (a 0-5 score
+    from a zero-initialised output takes many steps just to reach the mean), and the scale is
+    folded back into the head's last layer before it is saved (training.heads)."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std())
+    return float(array.mean()), std if std > 0 else 1.0
+
+
+@dataclass
+class Labelled:
+    texts: list[str]
+    pairs: list[str] | None
+    targets: list[Any]  # class ids, multi-hot vectors or floats, per the task
+
+    def __iter__(self) -> Any:
+        """Unpacks as (texts, targets), as load_labelled's tuple did before pairs existed."""
+        return iter((self.texts, self.targets))
 
 
 def load_labelled(
@@ -265,17 +202,19 @@ def load_labelled(
     split: str,
     columns: Columns,
     names: list[str],
+    task: Task = "single_label",
     dataset_config: str | None = None,
     max_samples: int | None = None,
     seed: int = 42,
-) -> tuple[list[str], list[int]]:
-    """Texts and label ids of one split, checked against a fixed label set (for eval)."""
+) -> Labelled:
+    """Texts (and pairs) and targets of one split, checked against a fixed label set."""
     ds = load_split(dataset, split, dataset_config=dataset_config)
     check_columns(ds, columns, f"split {split!r} of {dataset}")
-    values = label_values(ds, columns.label)
-    check_label_values(values, names, column=columns.label, where=f"split {split!r}")
+    check_eval_labels(ds, columns.label, names, task, f"split {split!r}")
     ds = sample(ds, max_samples, seed)
-    index = {name: i for i, name in enumerate(names)}
-    texts = ["" if t is None else str(t) for t in ds[columns.text]]
-    labels = [index[v] if isinstance(v, str) else int(v) for v in ds[columns.label]]
-    return texts, labels
+    target = label_encoder(names, task)
+    return Labelled(
+        texts=texts_of(ds.to_dict(), columns.text) or [],
+        pairs=texts_of(ds.to_dict(), columns.text_pair),
+        targets=[target(v) for v in ds[columns.label]],
+    )

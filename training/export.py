@@ -8,11 +8,12 @@ from pathlib import Path
 
 from adapters_store import AdapterStore, Manifest, StoreError
 from adapters_store import format as fmt
+from adapters_store.format import CURVES_PNG
 from training.errors import TrainingError
 from training.modeling import swap_dir
 
-CARD_METRICS = ("accuracy", "f1_macro", "eval_loss", "train_runtime_s", "train_samples_per_s")
-CURVES_PNG = "learning_curves.png"
+CARD_METRICS = ("accuracy", "f1_macro", "f1", "f1_micro", "pearson", "spearman", "mse",
+                "eval_loss", "train_runtime_s", "train_samples_per_s")  # fmt: skip
 
 
 def export_adapter(
@@ -81,12 +82,12 @@ def model_card(manifest: Manifest, *, repo_id: str | None = None) -> str:
     body = [
         f"# Adapter `{manifest.name}` for `{base}`",
         "",
-        f"A `{manifest.adapter_config}` adapter with a classification head, trained with the "
-        "[adapters](https://github.com/adapter-hub/adapters) library.",
+        f"A `{manifest.adapter_config}` adapter with a {_head_words(manifest)} head, trained "
+        "with the [adapters](https://github.com/adapter-hub/adapters) library.",
         "",
         "## Labels",
         "",
-        *[f"- {i}: `{label}`" for i, label in enumerate(labels)],
+        *[f"- {i}: `{label}`{_threshold(manifest, i)}" for i, label in enumerate(labels)],
         "",
         "## Metrics",
         "",
@@ -154,13 +155,38 @@ def _usage_section(manifest: Manifest, base: str, repo_id: str | None) -> list[s
         f'name = model.load_adapter("{source}", load_as="{_key(manifest.name)}", '
         "use_safetensors=True)",
         "model.eval()",
-        'inputs = tokenizer(["a sentence to classify"], return_tensors="pt")',
+        _inputs_line(manifest),
         "with AdapterSetup(name, head_setup=name):",
-        "    probs = model(**inputs).logits.softmax(-1)",
+        _output_line(manifest),
         "labels = model.get_labels_dict(name)  # {id: label}",
         "```",
         "",
     ]
+
+
+def _threshold(manifest: Manifest, index: int) -> str:
+    value = (manifest.thresholds or {}).get(index)
+    return "" if value is None else f" (threshold {value:g}, tuned on the eval split)"
+
+
+def _head_words(manifest: Manifest) -> str:
+    words = {"single_label": "classification", "multi_label": "multi-label classification",
+             "regression": "regression"}[manifest.task]  # fmt: skip
+    return words + (" (sentence pairs)" if manifest.text_pair else "")
+
+
+def _inputs_line(manifest: Manifest) -> str:
+    if manifest.text_pair:
+        return 'inputs = tokenizer(["a first sentence"], ["its pair"], return_tensors="pt")'
+    return 'inputs = tokenizer(["a sentence to classify"], return_tensors="pt")'
+
+
+def _output_line(manifest: Manifest) -> str:
+    if manifest.task == "multi_label":  # each label against its threshold (manifest.json)
+        return "    probs = model(**inputs).logits.sigmoid()  # per label; see thresholds"
+    if manifest.task == "regression":
+        return "    scores = model(**inputs).logits[:, 0]  # the predicted value"
+    return "    probs = model(**inputs).logits.softmax(-1)"
 
 
 def _key(name: str) -> str:

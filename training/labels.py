@@ -5,17 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from training.errors import TrainingError
+from training.tasks import REGRESSION_TARGET, flat_values, regression_values
 
 MAX_CLASSES = 1000
 
 
-def resolve_label_names(ds: Any, column: str, label_names: list[str] | None) -> list[str]:
-    """The label set: given names, else ClassLabel names, sorted strings, or LABEL_i."""
-    values = label_values(ds, column)
+def resolve_label_names(
+    ds: Any, column: str, label_names: list[str] | None, task: str = "single_label"
+) -> list[str]:
+    """The label set: given names, else ClassLabel names, sorted strings, or LABEL_i.
+
+    Regression: one target name (the given one, else "score"); multi-label: the labels of
+    all rows' lists together."""
+    if task == "regression":
+        regression_values(ds, column)
+        return list(label_names or [REGRESSION_TARGET])[:1]
+    values = flat_values(ds, column) if task == "multi_label" else label_values(ds, column)
     if all(isinstance(v, str) for v in values):
         names = label_names or sorted(values)
     else:
-        feature_names = getattr(ds.features.get(column), "names", None)
+        feature = ds.features.get(column)
+        feature_names = getattr(getattr(feature, "feature", feature), "names", None)
         top = max(values) + 1
         if not (label_names or feature_names) and top > MAX_CLASSES:
             raise TrainingError(f"label column {column!r} has label {top - 1}; max {MAX_CLASSES}")
@@ -29,7 +39,7 @@ def resolve_label_names(ds: Any, column: str, label_names: list[str] | None) -> 
 
 
 def label_values(ds: Any, column: str) -> list[Any]:
-    values = ds.unique(column)
+    values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in ds.unique(column)]
     if any(v is None for v in values):
         raise TrainingError(f"label column {column!r} has missing values")
     is_int = [isinstance(v, int) and not isinstance(v, bool) for v in values]

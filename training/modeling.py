@@ -169,12 +169,14 @@ def save_full(
     labels: list[str],
     metrics: dict[str, float],
     training: dict[str, Any],
+    head: dict[str, Any] | None = None,
 ) -> Manifest:
     """Write the fully fine-tuned model to `config.full_output_dir` (never the adapter store).
 
     The folder holds ``model.safetensors`` + ``config.json`` (an AdapterModel with the
     classification head named after the run; it reloads with
-    ``AutoAdapterModel.from_pretrained(dir)``), the tokenizer files, and our ``manifest.json``.
+    ``AutoAdapterModel.from_pretrained(dir)``), the tokenizer files, ``learning_curves.png`` and
+    our ``manifest.json``.
     The returned Manifest has ``adapter_config="full"``, ``base_model`` = the model it was
     fine-tuned from, and ``files`` listing every file in the folder; it is not in any store.
     The folder appears atomically (written beside it, then renamed).
@@ -187,6 +189,9 @@ def save_full(
     try:
         base.model.save_pretrained(tmp, safe_serialization=True)
         base.tokenizer.save_pretrained(tmp)
+        from training.plots import write_curves_file
+
+        write_curves_file(training, tmp, title=f"{config.name} (full fine-tuning)")
         manifest = Manifest(
             name=config.name,
             base_model=ref,
@@ -195,6 +200,7 @@ def save_full(
             metrics=metrics,
             source="trained",
             training=training,
+            **(head or {}),
         )
         _write_manifest(tmp, manifest)
         swap_dir(tmp, out)

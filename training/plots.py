@@ -9,10 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from adapters_store.format import CURVES_PNG
+
+SCORE_LINES = (
+    ("accuracy", "o-", "accuracy", "tab:green"),
+    ("f1_macro", "s--", "macro-F1", "tab:purple"),
+    ("f1", "^:", "F1", "tab:red"),
+    ("f1_micro", "v-.", "micro-F1", "tab:brown"),
+    ("pearson", "o-", "Pearson", "tab:cyan"),
+    ("spearman", "s--", "Spearman", "tab:olive"),
+)
+
 
 def _points(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     kept = [r for r in rows if isinstance(r.get(key), int | float)]
     return [int(r["step"]) for r in kept], [float(r[key]) for r in kept]
+
+
+def write_curves_file(training: dict[str, Any], folder: str | Path, *, title: str) -> Path | None:
+    """`folder`/learning_curves.png from a training record's curves (None without curves)."""
+    curves = training.get("curves")
+    if not isinstance(curves, dict) or not (curves.get("train") or curves.get("eval")):
+        return None
+    return write_curves_png(curves, Path(folder) / CURVES_PNG, title=title)
 
 
 def write_curves_png(curves: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
@@ -28,8 +47,10 @@ def write_curves_png(curves: dict[str, Any], path: str | Path, *, title: str = "
     loss_ax.plot(*_points(train, "loss"), label="train loss", color="tab:blue", linewidth=1)
     loss_ax.plot(*_points(evals, "loss"), "o-", label="eval loss", color="tab:orange")
     loss_ax.set(xlabel="step", ylabel="loss", title="loss")
-    score_ax.plot(*_points(evals, "accuracy"), "o-", label="eval accuracy", color="tab:green")
-    score_ax.plot(*_points(evals, "f1_macro"), "s--", label="eval macro-F1", color="tab:purple")
+    for key, style, label, color in SCORE_LINES:
+        steps, values = _points(evals, key)
+        if values:
+            score_ax.plot(steps, values, style, label=f"eval {label}", color=color)
     score_ax.set(xlabel="step", ylabel="score", title="evaluation")
     best = curves.get("best_step")
     for ax in (loss_ax, score_ax):

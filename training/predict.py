@@ -10,7 +10,7 @@ import numpy as np
 from adapters_store import AdapterStore, BaseModelRef, Manifest, StoreError, check_base
 from training.callbacks import silence_adapters_warning
 from training.errors import TrainingError
-from training.metrics import classification_metrics
+from training.metrics import sigmoid, task_metrics
 from training.modeling import load_base, model_key, resolve_device
 
 DEFAULT_MAX_LENGTH = 512
@@ -23,6 +23,7 @@ class LoadedAdapter:
     manifest: Manifest
     key: str
     device: str
+    adapter: bool = True  # False: a fully fine-tuned model, `key` names its active head
 
     @property
     def labels(self) -> list[str]:
@@ -68,21 +69,27 @@ def predict_logits(
     loaded: LoadedAdapter,
     texts: list[str],
     *,
+    pairs: list[str] | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
 ) -> np.ndarray:
-    """Logits (n, num_labels) with the adapter chosen per forward (AdapterSetup)."""
+    """Logits (n, num_labels) with the adapter chosen per forward (AdapterSetup); `pairs`:
+    the second text of each input (sentence-pair adapters)."""
+    import contextlib
+
     import torch
     from adapters import AdapterSetup
 
     length = max_length or loaded.max_length
     chunks = []
-    with torch.inference_mode(), AdapterSetup(loaded.key, head_setup=loaded.key):
+    setup = AdapterSetup(loaded.key, head_setup=loaded.key) if loaded.adapter else None
+    with torch.inference_mode(), setup or contextlib.nullcontext():
         for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
+            end = start + batch_size
             enc = loaded.tokenizer(
-                batch, truncation=True, max_length=length, padding=True, return_tensors="pt"
-            )
+                texts[start:end], None if pairs is None else pairs[start:end],
+                truncation=True, max_length=length, padding=True, return_tensors="pt",
+            )  # fmt: skip
             out = loaded.model(**{k: v.to(loaded.device) for k, v in enc.items()})
             chunks.append(out.logits.float().cpu().numpy())
     if not chunks:
@@ -108,18 +115,44 @@ def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[dict[str, A
 
 
 def predict(
-    loaded: LoadedAdapter, texts: list[str], *, top_k_labels: int = 1
-) -> list[list[dict[str, Any]]]:
-    return top_k(softmax(predict_logits(loaded, texts)), loaded.labels, top_k_labels)
+    loaded: LoadedAdapter, texts: list[str], *, top_k_labels: int = 1,
+    pairs: list[str] | None = None,
+) -> list[Any]:  # fmt: skip
+    """Per input: single_label the top-k labels; multi_label every label's sigmoid score
+    and the labels above their thresholds; regression {"score": value}."""
+    logits = predict_logits(loaded, texts, pairs=pairs)
+    manifest = loaded.manifest
+    if manifest.task == "regression":
+        return [{"score": float(row[0])} for row in logits]
+    if manifest.task == "multi_label":
+        probs = sigmoid(logits)
+        limits = thresholds_of(manifest)
+        return [
+            {"labels": [loaded.labels[i] for i in np.flatnonzero(row >= limits)],
+             "scores": top_k(row[None, :], loaded.labels, len(loaded.labels))[0]}
+            for row in probs
+        ]  # fmt: skip
+    return top_k(softmax(logits), loaded.labels, top_k_labels)
+
+
+def thresholds_of(manifest: Manifest) -> np.ndarray:
+    stored = manifest.thresholds or {}
+    return np.asarray([stored.get(i, 0.5) for i in sorted(manifest.labels)])
 
 
 def evaluate(
-    loaded: LoadedAdapter, texts: list[str], labels: list[int], *, batch_size: int = 32
-) -> dict[str, float]:
-    """accuracy, f1_macro, eval_loss (mean cross-entropy) and the example count."""
-    logits = predict_logits(loaded, texts, batch_size=batch_size)
-    gold = np.asarray(labels)
-    log_probs = np.log(np.clip(softmax(logits.astype(np.float64)), 1e-12, None))
-    loss = float(-log_probs[np.arange(len(gold)), gold].mean())
-    metrics = classification_metrics(logits.argmax(axis=-1), gold, len(loaded.labels))
-    return {**metrics, "eval_loss": loss, "samples": float(len(gold))}
+    loaded: LoadedAdapter, texts: list[str], labels: list[Any], *, batch_size: int = 32,
+    pairs: list[str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The task's metrics (multi-label at the stored thresholds), eval_loss for single-label
+    (mean cross-entropy), and the example count."""
+    logits = predict_logits(loaded, texts, pairs=pairs, batch_size=batch_size)
+    task = loaded.manifest.task
+    limits = thresholds_of(loaded.manifest) if task == "multi_label" else None
+    metrics = task_metrics(task, logits, labels, num_labels=len(loaded.labels), thresholds=limits)
+    metrics.pop("thresholds", None)
+    if task == "single_label":
+        gold = np.asarray(labels)
+        log_probs = np.log(np.clip(softmax(logits.astype(np.float64)), 1e-12, None))
+        metrics["eval_loss"] = float(-log_probs[np.arange(len(gold)), gold].mean())
+    return {**metrics, "samples": float(len(labels))}

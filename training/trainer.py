@@ -17,7 +17,8 @@ from training.callbacks import Progress, ReportCallback, ShouldStop, silence_ada
 from training.config import TrainConfig, parse_adapter_config
 from training.curves import BestKeeper, CurveRecorder
 from training.errors import TrainingCancelled, TrainingError
-from training.metrics import trainer_metrics
+from training.heads import add_head, final_metrics, fold_target_scale, head_fields
+from training.metrics import SELECT_METRIC, trainer_metrics
 from training.modeling import (
     count_parameters,
     flatten_prefix,
@@ -27,6 +28,7 @@ from training.modeling import (
     save_adapter_files,
     save_full,
 )
+from training.plots import write_curves_file
 from training.recipes import Schedule, schedule
 from training.validation import validate_config
 
@@ -59,7 +61,7 @@ def train_adapter(
     base = load_base(config.base_model)
     prepared = data_mod.prepare_data(config, base.tokenizer, checked)
     _stop_check(should_stop)
-    counts = _setup_model(base.model, config, prepared.label_names)
+    counts = _setup_model(base.model, config, prepared.label_names, prepared.task)
     plan = schedule(config, len(prepared.train))
     with tempfile.TemporaryDirectory(prefix="train-") as work:
         run = _build_trainer(config, plan, base, prepared, work, device, progress_bar)
@@ -68,17 +70,21 @@ def train_adapter(
         if run.report.cancelled:
             raise TrainingCancelled("training was cancelled")
         eval_metrics = _best_eval(run)
+        fold_target_scale(base.model, model_key(config.name), prepared.target_scale)
         _stop_check(should_stop)
         if progress is not None:
             progress({**_state_event(run.trainer.state), "phase": "save"})
-    metrics = _metrics(train_metrics, eval_metrics)
+    head = head_fields(config, prepared, run.keeper.best_details)
+    metrics = final_metrics(train_metrics, eval_metrics, prepared, run.keeper.best_details)
     training = _training_record(config, counts, prepared, device)
     training.update(_run_record(run, plan))
     ref = BaseModelRef(id=base.model_id, fingerprint=base.fingerprint)
     if config.method == "full":
         return save_full(base, config, ref=ref, labels=prepared.label_names, metrics=metrics,
-                         training=training)  # fmt: skip
-    return _store_adapter(base.model, config, store, ref=ref, metrics=metrics, training=training)
+                         training=training, head=head)  # fmt: skip
+    return _store_adapter(
+        base.model, config, store, ref=ref, metrics=metrics, training=training, head=head
+    )
 
 
 def _stop_check(should_stop: ShouldStop | None) -> None:
@@ -86,15 +92,16 @@ def _stop_check(should_stop: ShouldStop | None) -> None:
         raise TrainingCancelled("training was cancelled")
 
 
-def _setup_model(model: Any, config: TrainConfig, label_names: list[str]) -> dict[str, int]:
+def _setup_model(
+    model: Any, config: TrainConfig, label_names: list[str], task: str
+) -> dict[str, int]:
     from transformers import set_seed
 
     set_seed(config.seed)
-    id2label = dict(enumerate(label_names))
     key = model_key(config.name)
     if config.method == "adapter":
         model.add_adapter(key, config=_adapter_config(config))
-    model.add_classification_head(key, num_labels=len(label_names), id2label=id2label)
+    add_head(model, key, label_names, task)
     if config.method == "adapter":
         model.train_adapter(key)
     else:
@@ -124,8 +131,11 @@ def _build_trainer(
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     args = training_arguments(config, plan, work, device=device, progress_bar=progress_bar)
-    keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step)
-    run = _Run(None, ReportCallback(None, None), CurveRecorder(), keeper)
+    metric = SELECT_METRIC[prepared.task]
+    compute = trainer_metrics(len(prepared.label_names), prepared.task, prepared.target_scale)
+    keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step,
+                        metric=metric, details=lambda: compute.last_details)  # fmt: skip
+    run = _Run(None, ReportCallback(None, None), CurveRecorder(metric), keeper)
     cls = AdapterTrainer if config.method == "adapter" else Trainer
     run.trainer = cls(
         model=base.model,
@@ -133,7 +143,7 @@ def _build_trainer(
         train_dataset=prepared.train,
         eval_dataset=prepared.eval,
         data_collator=DataCollatorWithPadding(base.tokenizer),
-        compute_metrics=trainer_metrics(len(prepared.label_names)),
+        compute_metrics=compute,
         callbacks=[run.recorder, run.keeper, run.report],
     )
     run.trainer.remove_callback(PrinterCallback)
@@ -180,7 +190,7 @@ def _best_eval(run: _Run) -> dict[str, Any]:
     if int(state.global_step) not in run.keeper.evaluated_steps:
         run.trainer.evaluate()
     run.keeper.restore()
-    if run.keeper.best_metrics is None:  # no accuracy at all (cannot happen with our metrics)
+    if run.keeper.best_metrics is None:  # no score at all (cannot happen with our metrics)
         return run.trainer.evaluate()
     return run.keeper.best_metrics
 
@@ -209,23 +219,14 @@ def _state_event(state: Any) -> dict[str, Any]:
     }
 
 
-def _metrics(train: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, float]:
-    return {
-        "accuracy": float(evaluation["eval_accuracy"]),
-        "f1_macro": float(evaluation["eval_f1_macro"]),
-        "eval_loss": float(evaluation["eval_loss"]),
-        "train_loss": float(train.get("train_loss", float("nan"))),
-        "train_runtime_s": float(train["train_runtime"]),
-        "train_samples_per_s": float(train["train_samples_per_second"]),
-    }
-
-
 def _training_record(
     config: TrainConfig, counts: dict[str, int], prepared: Any, device: str
 ) -> dict[str, Any]:
     record = config.model_dump(mode="json")
     record.update(
         label_names=prepared.label_names,
+        task=prepared.task,
+        target_scale=prepared.target_scale,
         train_samples=len(prepared.train),
         eval_samples=len(prepared.eval),
         device=device,
@@ -242,10 +243,12 @@ def _store_adapter(
     ref: BaseModelRef,
     metrics: dict[str, float],
     training: dict[str, Any],
+    head: dict[str, Any],
 ) -> Manifest:
     flatten_prefix(model, model_key(config.name))  # training is over: keep what serving needs
     with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
         save_adapter_files(model, tmp, model_key(config.name))
+        write_curves_file(training, tmp, title=f"{config.name} ({config.adapter_config_name})")
         try:
             return store.add(
                 config.name,
@@ -256,6 +259,7 @@ def _store_adapter(
                 metrics=metrics,
                 training=training,
                 overwrite=config.overwrite,
+                head=head,
             )
         except AdapterExists as exc:
             raise TrainingError(exc.message, code="adapter_exists") from None

@@ -44,7 +44,32 @@ SUBMIT_EXAMPLES = {  # training settings left out: the default recipe (training.
     },
     "hub": {
         "summary": "A Hugging Face hub dataset (when APP_ALLOW_HUB_DATASETS is true)",
-        "value": {"name": "imdb", "dataset": "stanfordnlp/imdb", "max_train_samples": 2000},
+        "value": {
+            "name": "imdb",
+            "dataset": "stanfordnlp/imdb",
+            "max_train_samples": 2000,
+            "label_names": ["negative", "positive"],
+        },
+    },
+    "multi_label": {
+        "summary": "Multi-label: a label column of lists (task inferred; thresholds tuned)",
+        "value": {
+            "name": "emotions",
+            "dataset": "goemotions",
+            "eval_split": "validation",
+            "label_column": "labels",
+        },
+    },
+    "pairs_regression": {
+        "summary": "Sentence pairs with a similarity score (regression)",
+        "value": {
+            "name": "similarity",
+            "dataset": "stsb/train.jsonl",
+            "eval_split": None,
+            "text_pair_column": "text_pair",
+            "label_column": "score",
+            "task": "regression",
+        },
     },
 }
 
@@ -74,14 +99,23 @@ class EvalPoint(BaseModel):
     step: int
     epoch: float | None = None
     loss: float | None = Field(None, description="eval loss")
-    accuracy: float | None = None
-    f1_macro: float | None = None
+    accuracy: float | None = Field(None, description="single-label; multi-label: exact match")
+    f1_macro: float | None = Field(None, description="single- and multi-label")
+    f1: float | None = Field(None, description="two labels: F1 of label 1")
+    f1_micro: float | None = Field(None, description="multi-label")
+    pearson: float | None = Field(None, description="regression")
+    spearman: float | None = Field(None, description="regression")
 
 
 class Curves(BaseModel):
     """Learning curves: draw `train` (loss per logged step) and `eval` (per evaluation)."""
 
-    metric: str = Field("accuracy", description="the eval metric that picks the best step")
+    metric: str = Field(
+        "accuracy",
+        description="the eval metric that picks the best step: accuracy (single-label), "
+        "f1_macro (multi-label, at per-label thresholds tuned on the eval split), pearson "
+        "(regression)",
+    )
     best_step: int | None = Field(None, description="the stored weights' step, once finished")
     stopped_early: bool = False
     train: list[TrainPoint] = Field(default_factory=list)

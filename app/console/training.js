@@ -3,6 +3,7 @@
 
 import { getJSON, postJSON, request } from "./api.js";
 import { Curve, jobCharts, pointsOf } from "./chart.js";
+import { showMetrics } from "./job_metrics.js";
 import { $, el, formatBytes, formatError, formatNumber, formatTime, showError, status } from "./dom.js";
 
 const RECIPE = [
@@ -94,6 +95,9 @@ export function createTraining(ctx) {
     if (!d) return;
     options($("job-text-column"), d.columns, d.text_column);
     options($("job-label-column"), d.columns, d.label_column);
+    options($("job-text-pair-column"), ["", ...d.columns],
+      d.columns.includes("text_pair") ? "text_pair" : "");
+    $("job-text-pair-column").options[0].textContent = "none (single texts)";
     const evals = [el("option", { value: "", text: "hold out a fraction of the training rows" })];
     for (const other of datasets) {
       if (other !== d) evals.push(el("option", { value: other.path, text: other.name }));
@@ -123,6 +127,8 @@ export function createTraining(ctx) {
     };
     const labels = $("job-label-names").value.split(",").map((s) => s.trim()).filter(Boolean);
     if (labels.length) config.label_names = labels;
+    if ($("job-text-pair-column").value) config.text_pair_column = $("job-text-pair-column").value;
+    if ($("job-task").value) config.task = $("job-task").value;
     for (const input of $("recipe").querySelectorAll("input[data-key]")) {
       if (input.value.trim() !== "") config[input.dataset.key] = Number(input.value);
     }
@@ -218,7 +224,7 @@ export function createTraining(ctx) {
         text: el("p", { class: "job-progress-text" }),
         charts: el("div", { class: "charts" }),
         error: el("p", { class: "error job-error", hidden: true }),
-        metrics: el("p", { class: "metrics", hidden: true }),
+        metrics: el("div", { class: "metrics", hidden: true }),
         actions: el("div", { class: "row job-actions" }),
       };
       node.append(...Object.values(node.parts));
@@ -244,9 +250,7 @@ export function createTraining(ctx) {
     part.charts.replaceChildren(...(part.charts.hidden ? [] : jobCharts(curve, p.total_steps)));
     part.error.hidden = !job.error;
     part.error.textContent = job.error || "";
-    const metrics = Object.entries(job.metrics || {});
-    part.metrics.hidden = !metrics.length;
-    part.metrics.textContent = metrics.map(([k, v]) => `${k}: ${formatNumber(v)}`).join(", ");
+    showMetrics(part.metrics, job);
     const actionKey = `${job.status}/${job.cancel_requested}`;
     if (part.actions.dataset.key !== actionKey) {
       part.actions.dataset.key = actionKey;

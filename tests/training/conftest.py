@@ -41,8 +41,10 @@ def store_dir(tmp_path) -> Path:
     return tmp_path / "store"
 
 
-def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m training ...` in a subprocess, offline, from the repo root."""
+def run_cli(
+    *args: str | Path, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m training ...` in a subprocess, offline, from the repo root (or `cwd`)."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -53,7 +55,7 @@ def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProc
     }
     return subprocess.run(
         [sys.executable, "-m", "training", *map(str, args)],
-        cwd=REPO,
+        cwd=cwd or REPO,
         env=env,
         capture_output=True,
         text=True,

@@ -72,6 +72,7 @@ def test_metrics_against_hand_computed_values():
     assert classification_metrics([1, 1], [0, 1], 2) == {
         "accuracy": 0.5,
         "f1_macro": pytest.approx((0 + 2 / 3) / 2),
+        "f1": pytest.approx(2 / 3),  # binary: F1 of class 1 (GLUE's MRPC F1)
     }
     with pytest.raises(ValueError):
         accuracy([], [])

@@ -97,7 +97,7 @@ def test_labels_outside_the_label_set_are_refused(tmp_path, labels, names, messa
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ([0.5, 1.5], "must hold integers or strings, found float"),
+        ([True, False], "holds values of type bool"),  # fractions: regression (test_tasks)
         ([1, None], "has missing values"),
         ([0, 0], "only one label"),
         ([-1, 1], "negative label -1"),

@@ -99,9 +99,11 @@ def test_manifest_records_base_labels_metrics_and_training(trained, tiny_model_d
     assert training["trainable_params"] == saved  # exactly the adapter + head tensors
     assert training["trainable_params"] < training["total_params"] / 5
     assert store.verify("keywords") == manifest
-    assert sorted(manifest.files) == sorted(
-        ["adapter_config.json", "adapter.safetensors", "head_config.json", "model_head.safetensors"]
-    )
+    assert sorted(manifest.files) == sorted([
+        "adapter_config.json", "adapter.safetensors", "head_config.json",
+        "model_head.safetensors", "learning_curves.png",  # the curves, stored beside it
+    ])  # fmt: skip
+    assert manifest.task == "single_label" and manifest.thresholds is None
 
 
 def test_progress_events(trained):
