@@ -30,6 +30,9 @@ class Listed(BaseModel):
     hub: fmt.HubOrigin | None = None
     created_at: str
     size_bytes: int
+    task: str = "single_label"
+    thresholds: dict[int, float] | None = None
+    text_pair: bool = False
 
     @classmethod
     def of(cls, manifest: fmt.Manifest) -> Listed:

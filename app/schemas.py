@@ -133,6 +133,9 @@ class AdapterInfo(BaseModel):
     created_at: str
     resident: bool
     last_used: str | None = None
+    task: str = Field("single_label", description="single_label, multi_label or regression")
+    thresholds: dict[int, float] | None = Field(None, description="multi_label: per label")
+    text_pair: bool = Field(False, description="trained on sentence pairs")
 
 
 class HubImportRequest(BaseModel):

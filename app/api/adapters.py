@@ -92,6 +92,9 @@ def info(
         created_at=manifest.created_at,
         resident=resident is not None and resident.version == manifest.version,
         last_used=datetime.fromtimestamp(last, UTC).isoformat() if last else None,
+        task=manifest.task,
+        thresholds=manifest.thresholds,
+        text_pair=manifest.text_pair,
     )
 
 

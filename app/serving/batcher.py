@@ -247,7 +247,8 @@ class Batcher:
                 self._wake.clear()
                 if delay != math.inf:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                        async with asyncio.timeout(delay):  # no task per wait (wait_for's)
+                            await self._wake.wait()
                     self._wake.set()  # re-check the queue either way
                 continue
             batch, expired = collect(
@@ -276,13 +277,9 @@ class Batcher:
         groups, result = ran
         for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
             self._deliver([batch[i] for i in rows], outcome, result)
-        self._learn(batch, result)
-
-    def _learn(self, batch: list[Item], result: BatchResult) -> None:
-        if any(isinstance(outcome, BaseException) for outcome in result.outcomes):
-            return  # some rows did not run: the timing is not of this shape
-        width = max(len(item.ids) for item in batch)
-        self.costs.observe(len(batch), width, result.forward_s)
+        if not any(isinstance(outcome, BaseException) for outcome in result.outcomes):
+            width = max(len(item.ids) for item in batch)  # every row ran: a pass of this shape
+            self.costs.observe(len(batch), width, result.forward_s)
 
     def _expire(self, expired: list[Item]) -> None:
         for item in expired:

@@ -43,6 +43,12 @@ def test_task_heads_upload_and_unsupported_heads_are_422(serve, factory, tmp_pat
             "supported head types: classification, multilabel_classification" in (error["message"])
         )
         store = AdapterStore(client.app.state.store.root)
+        listed = {a["name"]: a for a in client.get("/adapters").json()["adapters"]}
+        shown = client.get("/adapters/emo").json()
+    # The listing and the adapter's own page say each adapter's task.
+    assert listed["emo"]["task"] == shown["task"] == "multi_label"
+    assert listed["emo"]["thresholds"] == shown["thresholds"] == {"0": 0.5, "1": 0.5, "2": 0.5}
+    assert listed["sim"]["task"] == "regression" and listed["sim"]["thresholds"] is None
     emo_manifest, sim_manifest = store.get("emo").manifest, store.get("sim").manifest
     assert emo_manifest.task == "multi_label" and emo_manifest.labels == labels
     assert emo_manifest.thresholds == {0: 0.5, 1: 0.5, 2: 0.5}
