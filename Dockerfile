@@ -68,7 +68,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_GENERATE_API_KEY=true \
     HF_HOME=/cache/huggingface \
     TOKENIZERS_PARALLELISM=false \
-    OMP_WAIT_POLICY=PASSIVE \
     TORCH_VARIANT=${TORCH_VARIANT}
 WORKDIR /home/app
 # Numeric (the app user made above), so that the host and Kubernetes' runAsNonRoot resolve it.

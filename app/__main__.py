@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging.config
 import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -38,19 +39,18 @@ def generate_key(settings) -> None:
     )
 
 
-# Before torch loads OpenMP: its threads then sleep between forward passes instead of spinning
-# (spinning burned most of a core per idle thread at low load, and under CPU contention it made
-# a tiny forward 10x slower; docs/benchmarks.md, issue 19). An operator's own value wins.
-THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def quiet_threads() -> None:
-    for name, value in THREAD_ENV.items():
-        os.environ.setdefault(name, value)
+# Set before torch loads OpenMP (docs/serving.md, issue 19). On a GPU the forward runs on the
+# device, and OpenMP threads that spin after every CPU op only take cores from the event loop
+# and the tokenizer: they sleep there. On a CPU the spin is what makes a forward fast (MiniLM
+# 1.4-1.8x slower without it), so torch's default stays. An operator's own value always wins.
+def quiet_threads(device: str) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenise on our own thread
+    gpu = device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
+    if gpu:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main() -> int:
-    quiet_threads()
     from app.config import Settings
 
     try:
@@ -58,6 +58,7 @@ def main() -> int:
     except ValidationError as exc:
         print(f"error: invalid setting {_first_error(exc)}", file=sys.stderr)
         return 2
+    quiet_threads(settings.device)
     from app.observability.logs import logging_config
 
     log_config = logging_config(settings.log_format, settings.log_level)
