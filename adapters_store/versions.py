@@ -117,7 +117,7 @@ class Versions:
             part = pick(routes.split, name, key)
         version = routes.version_of(name, part)
         concrete = f"{name}@{version}"
-        if not os.path.isfile(f"{self._dir}/{concrete}/{fmt.MANIFEST}"):
+        if not os.path.isfile(f"{self._dir}/{fmt.folder_name(name)}@{version}/{fmt.MANIFEST}"):
             self._adopt(name, version)
         return concrete
 

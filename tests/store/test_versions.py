@@ -237,3 +237,19 @@ def test_concurrent_replaces_keep_distinct_complete_versions(tmp_path, saved):
     assert store.versions.numbers("demo") == [9, 10, 11, 12]
     for n in (9, 10, 11, 12):
         assert store.verify(f"demo@{n}").version == n
+
+
+def test_namespaced_adapters_keep_versions_aliases_and_splits(store, saved):
+    """`team-a/demo` (one folder `team-a~demo`) has versions like any name, never a nested path."""
+    assert _put(store, saved, name="team-a/demo", times=4) == 4
+    assert store.versions.numbers("team-a/demo") == [2, 3, 4]
+    assert store.get("team-a/demo@3").manifest.version == 3
+    store.versions.set_alias("team-a/demo", "prod", 2)
+    assert store.versions.resolve("team-a/demo@prod") == "team-a/demo@2"
+    store.versions.set_split("team-a/demo", [("3", 100)])
+    assert store.versions.resolve("team-a/demo") == "team-a/demo@3"
+    assert (
+        not (store.root / "team-a").exists() and not (store.root / ".versions" / "team-a").exists()
+    )
+    assert (store.root / ".versions" / "team-a~demo@2").is_dir()
+    assert [a.name for a in store.list()] == ["team-a/demo"]
