@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
+from app.serving.tasks import softmax
 from tests.ray.conftest import ADAPTERS, TEXTS, Reference
 from tests.support.adapters import AdapterFactory
 from tests.support.ray_cluster import ServeCluster
@@ -128,7 +129,8 @@ def test_a_replaced_adapter_is_served_at_its_new_version_by_every_replica(
     assert set(after) == set(before)  # the same replicas, each re-read the store
     for reply in after.values():
         assert reply["version"] == 2
-        for got, exp in zip(reply["probs"], want, strict=True):
+        for logits, exp in zip(reply["logits"], want, strict=True):  # a replica sends logits
+            got = softmax(logits)
             assert max(abs(g - e) for g, e in zip(got, exp, strict=True)) <= TOL
     via_http = httpx.post(
         ray_serve.url + "/classify",
