@@ -1,23 +1,25 @@
 """Import an adapter from a Hugging Face hub repository into the store.
 
-The hub's listing of the repo is read first: the adapter's files (exact names, in the
-repo's root or one plain `subfolder`; glob characters are refused) must be under the file-count
-and size caps as listed, before anything is downloaded. Only those files are then downloaded
-(`huggingface_hub.snapshot_download`, pinned to the listed commit, into the usual hub cache;
-without a reachable hub only the cache is read), copied out of the cache, converted from `.bin` to
-safetensors where needed, and imported exactly like an uploaded archive: names, file count and
-sizes, base model, and the caller's fit check. The manifest records `source: hub` with the repo,
-the requested revision and the commit it resolved to.
+The repo id, revision (a branch, tag or 40-hex commit) and subfolder are checked as text first
+(`hub_refs`: the hub library joins them into cache paths). The hub's listing of the repo is read
+next: the adapter's files (exact names, in the repo's root or one plain `subfolder`; glob
+characters are refused) must be under the file-count and size caps as listed, before anything is
+downloaded. Only those files are then downloaded (`huggingface_hub.snapshot_download`, pinned to
+the listed commit, into the usual hub cache; without a reachable hub only the cache is read),
+copied out of the cache (every path resolved, and refused outside the repo's folder of the
+cache), converted from `.bin` to safetensors where needed, and imported exactly like an uploaded
+archive: names, file count and sizes, base model, and the caller's fit check. The manifest
+records `source: hub` with the repo, the requested revision and the commit it resolved to.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from adapters_store import format as fmt
+from adapters_store import hub_refs
 from adapters_store.archive import DEFAULT_MAX_FILES, DEFAULT_MAX_TOTAL_BYTES
 from adapters_store.convert import PICKLED_WEIGHTS
 from adapters_store.errors import (
@@ -37,20 +39,6 @@ def _patterns(subfolder: str | None) -> list[str]:
     return [prefix + name for name in WANTED]
 
 
-_SUBFOLDER = re.compile(r"^[A-Za-z0-9_. -]+(/[A-Za-z0-9_. -]+)*/?$")
-
-
-def _check_subfolder(subfolder: str | None) -> None:
-    if not subfolder:
-        return
-    rel = PurePosixPath(subfolder)
-    if not _SUBFOLDER.match(subfolder) or ".." in rel.parts:
-        raise HubError(
-            f"subfolder {subfolder[:200]!r} must be a folder path inside the repo: letters, "
-            "digits, '_', '-', '.', spaces and '/' (no glob patterns, no '..')"
-        )
-
-
 def list_files(
     repo_id: str, *, revision: str | None, subfolder: str | None, token: str | None
 ) -> tuple[str, dict[str, int | None]] | None:
@@ -66,6 +54,8 @@ def list_files(
         return None
     except Exception as exc:  # not found, bad id, gated, server error: mapped like a download
         raise _hub_error(exc, repo_id, revision) from None
+    if not hub_refs.COMMIT.fullmatch(str(info.sha)):
+        raise HubError(f"the hub lists no commit for {repo_id}@{revision or 'main'}")
     wanted = set(_patterns(subfolder))
     files = {s.rfilename: s.size for s in info.siblings or [] if s.rfilename in wanted}
     return str(info.sha), files
@@ -87,7 +77,16 @@ def _check_listed(repo_id: str, files: dict[str, int | None], *, max_files: int,
         )
 
 
-def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> Exception:
+def _not_cached(repo_id: str, revision: str | None) -> HubUnavailable:
+    """The one answer of a revision the cache does not hold: the same whatever the cache's
+    files point at, so it tells nothing of paths outside the cache."""
+    return HubUnavailable(
+        f"{repo_id}@{revision or 'main'} is not in the local hub cache and the hub "
+        "cannot be reached (offline?)"
+    )
+
+
+def _hub_error(exc: Exception, repo_id: str, revision: str | None, *, local: bool) -> Exception:
     from huggingface_hub.errors import (
         HfHubHTTPError,
         HFValidationError,
@@ -98,11 +97,8 @@ def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> Exception:
 
     if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | HFValidationError):
         return HubError(f"{repo_id}@{revision or 'main'}: {_first_line(exc)}")
-    if isinstance(exc, LocalEntryNotFoundError):
-        return HubUnavailable(
-            f"{repo_id}@{revision or 'main'} is not in the local hub cache and the hub "
-            "cannot be reached (offline?)"
-        )
+    if isinstance(exc, LocalEntryNotFoundError) or (local and isinstance(exc, OSError)):
+        return _not_cached(repo_id, revision)
     if isinstance(exc, HfHubHTTPError | OSError | ValueError):
         return HubUnavailable(f"downloading {repo_id} failed: {_first_line(exc)}")
     return exc
@@ -120,12 +116,16 @@ def download(
 ) -> tuple[Path, str]:
     """The adapter's folder inside the hub cache, and the commit hash it was resolved to.
 
-    The hub's listing of the repo (with file sizes) is read first and the files are refused
-    over the caps before any is downloaded; the download is then pinned to the listed commit.
-    When the hub cannot be reached, only what the cache already holds is used."""
+    The repo id, revision and subfolder are checked as text first (`hub_refs`). The hub's
+    listing of the repo (with file sizes) is then read and the files are refused over the caps
+    before any is downloaded; the download is pinned to the listed commit. When the hub cannot
+    be reached, only what the cache already holds is used. Either way the snapshot must lie in
+    the repo's own folder of the cache."""
     from huggingface_hub import snapshot_download
 
-    _check_subfolder(subfolder)
+    hub_refs.check_repo_id(repo_id)
+    hub_refs.check_revision(revision)
+    subfolder = hub_refs.check_subfolder(subfolder)
     listed = list_files(repo_id, revision=revision, subfolder=subfolder, token=token)
     if listed is not None:
         _check_listed(repo_id, listed[1], max_files=max_files, max_bytes=max_bytes)
@@ -141,10 +141,27 @@ def download(
             )
         )
     except Exception as exc:
-        raise _hub_error(exc, repo_id, revision) from None
+        raise _hub_error(exc, repo_id, revision, local=listed is None) from None
+    return _confined(snapshot, repo_id, revision, subfolder, cache_dir)
+
+
+def _confined(
+    snapshot: Path,
+    repo_id: str,
+    revision: str | None,
+    subfolder: str | None,
+    cache_dir: str | Path | None,
+) -> tuple[Path, str]:
+    """(the adapter's folder, the commit) when the snapshot is `<repo>/snapshots/<commit>` of
+    the cache (links resolved) and the subfolder lies in it; a snapshot anywhere else (a cache
+    file that names a path) is answered like a revision the cache does not hold."""
+    snapshots = hub_refs.repo_cache_dir(repo_id, cache_dir) / "snapshots"
     commit = snapshot.name  # the cache keeps each snapshot under snapshots/<commit hash>
-    folder = snapshot / subfolder if subfolder else snapshot
-    if not folder.is_dir():
+    real = hub_refs.inside(snapshot, snapshots)
+    if real is None or real.parent != snapshots or not hub_refs.COMMIT.fullmatch(commit):
+        raise _not_cached(repo_id, revision)
+    folder = hub_refs.inside(real / subfolder, real) if subfolder else real
+    if folder is None or not folder.is_dir():
         raise InvalidAdapter(f"{repo_id}@{commit[:12]} has no adapter files in {subfolder or '/'}")
     return folder, commit
 
@@ -154,16 +171,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def copy_out(folder: Path, dest: Path, *, max_files: int, max_bytes: int) -> Path:
-    """Copy the downloaded files (the cache holds links to blobs) into `dest`, under caps."""
-    files = [p for p in sorted(folder.iterdir()) if p.name in WANTED and p.is_file()]
+def copy_out(folder: Path, dest: Path, *, within: Path, max_files: int, max_bytes: int) -> Path:
+    """Copy the downloaded files into `dest`, under caps. The cache holds links to its blobs:
+    each is resolved and must lie in `within` (the repo's folder of the cache)."""
+    files: list[tuple[str, Path]] = []
+    for path in sorted(folder.iterdir()):
+        if path.name not in WANTED:
+            continue
+        real = hub_refs.inside(path, within)
+        if real is None:
+            raise InvalidAdapter(f"{path.name} is not a file of the hub cache")
+        if real.is_file():
+            files.append((path.name, real))
     if len(files) > max_files:
         raise ArchiveTooLarge(f"{len(files)} files; the cap is {max_files}")
-    total = sum(p.stat().st_size for p in files)
+    total = sum(real.stat().st_size for _, real in files)
     if total > max_bytes:
         raise ArchiveTooLarge(f"the adapter's files hold {total} bytes; the cap is {max_bytes}")
-    for path in files:
-        shutil.copyfile(path, dest / path.name)  # follows the cache's link to its blob
+    for name, real in files:
+        shutil.copyfile(real, dest / name)
     return dest
 
 
@@ -182,6 +208,7 @@ def import_from_hub(
     token: str | None = None,
 ) -> fmt.Manifest:
     fmt.validate_name(name)
+    subfolder = hub_refs.check_subfolder(subfolder)
     if not overwrite and store.exists(name):  # before a download that would be thrown away
         raise AdapterExists(f"adapter {name!r} already exists (pass overwrite to replace)")
     limit = min(max_bytes or store.max_total_bytes, store.max_total_bytes)
@@ -193,7 +220,8 @@ def import_from_hub(
         repo_id=repo_id, revision=revision or "main", commit=commit, subfolder=subfolder
     )
     with store.scratch() as scratch:
-        copy_out(folder, scratch, max_files=store.max_files, max_bytes=limit)
+        within = hub_refs.repo_cache_dir(repo_id, cache_dir)
+        copy_out(folder, scratch, within=within, max_files=store.max_files, max_bytes=limit)
         return store.import_dir(
             name,
             scratch,

@@ -153,3 +153,40 @@ def test_pickled_archive_upload_is_converted(store, factory, saved, tmp_path):
     check = functools.partial(check_adapter_fits, factory.model.config)
     manifest = store.import_archive("rt", archive, expected_base=factory.base_ref, check=check)
     assert manifest.source == "uploaded" and "adapter.safetensors" in manifest.files
+
+
+def _repo(cache: Path, repo_id: str) -> Path:
+    return cache / ("models--" + repo_id.replace("/", "--"))
+
+
+def test_cache_ref_naming_a_path_outside_reads_nothing(store, cache, factory, saved, tmp_path):
+    """Issue 26 #1: offline, the commit is read from `refs/<revision>` and joined as a path: a
+    ref file holding a path outside the cache made the import read that folder."""
+    cache_repo(cache, "org/sft", saved)
+    ref = _repo(cache, "org/sft") / "refs" / "main"
+    answers = []
+    for target in (saved, tmp_path / "no-such-folder"):
+        ref.write_text(str(target))
+        with pytest.raises(HubUnavailable) as refused:
+            _import(store, cache, factory, "x", "org/sft")
+        answers.append(refused.value.message)
+    assert answers[0] == answers[1]  # the same answer whether the path exists or not
+    assert "not in the local hub cache" in answers[0] and str(tmp_path) not in answers[0]
+    assert _state(store) == []
+
+
+def test_cache_links_leading_out_of_the_cache_are_refused(store, cache, factory, saved, tmp_path):
+    """Every file and the subfolder are resolved: a link out of the repo's cache folder (a
+    tampered cache) is refused, never copied."""
+    other = factory.save("hubby", tmp_path / "other", seed=22, labels={0: "no", 1: "yes"})
+    commit = cache_repo(cache, "org/sft", saved)
+    weights = _repo(cache, "org/sft") / "snapshots" / commit / "adapter.safetensors"
+    weights.unlink()
+    weights.symlink_to(other / "adapter.safetensors")
+    with pytest.raises(InvalidAdapter, match="not a file of the hub cache"):
+        _import(store, cache, factory, "x", "org/sft")
+    commit = cache_repo(cache, "org/sub", saved, subfolder="ok")
+    (_repo(cache, "org/sub") / "snapshots" / commit / "out").symlink_to(other)
+    with pytest.raises(InvalidAdapter, match="no adapter files in out"):
+        _import(store, cache, factory, "x", "org/sub", subfolder="out")
+    assert _state(store) == []
