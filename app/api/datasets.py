@@ -5,6 +5,12 @@ read: folders are walked without following symbolic links, every file is resolve
 inside a root (a link pointing out is skipped), and `GET /datasets/file?path=` refuses any path
 that resolves outside the roots. Rows are read with bounded work (at most `MAX_SCAN_BYTES` of a
 JSON/CSV file); values are returned as data, for the console to show as text.
+
+The server's paths are shown only to a key that may use every adapter (no `adapters=`
+patterns) and on a server without keys. A key limited to some adapters (a team's admin) sees
+the first data root's files only, by their paths relative to it (which a training job takes as
+they are), no `roots`, and may name a file only by such a relative path: the server's layout
+(where the store lies beside the data) is no business of a team's key.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from app.api.access import patterns
 from app.api.deps import AdminAccess, SettingsDep
 from app.api.errors import error_responses
 from app.jobs.service import data_roots
@@ -46,8 +53,11 @@ class DatasetForbidden(ServiceError):
 
 class DatasetFile(BaseModel):
     name: str = Field(description="path relative to its data root")
-    path: str = Field(description="absolute path: pass it as a training job's `dataset`")
-    root: str
+    path: str = Field(
+        description="pass it as a training job's `dataset`: the absolute path (relative to the "
+        "first root for a key limited to some adapters)"
+    )
+    root: str = Field(description="its data root ('' for a key limited to some adapters)")
     size_bytes: int
     format: str
     columns: list[str]
@@ -58,7 +68,7 @@ class DatasetFile(BaseModel):
 
 
 class DatasetList(BaseModel):
-    roots: list[str]
+    roots: list[str] = Field(description="the data roots (none for a key limited to adapters)")
     datasets: list[DatasetFile]
     truncated: bool = False
 
@@ -225,10 +235,14 @@ def list_datasets(roots: list[Path], *, rows: int) -> DatasetList:
     )
 
 
-def one_dataset(roots: list[Path], value: str, *, rows: int) -> DatasetFile:
+def one_dataset(
+    roots: list[Path], value: str, *, rows: int, relative_only: bool = False
+) -> DatasetFile:
     """The file at `value` (relative to the first root, or absolute), only inside the roots."""
     try:
         path = Path(value).expanduser()
+        if relative_only and path.is_absolute():
+            raise DatasetForbidden("that path is outside the data roots")
         if not path.is_absolute():
             path = roots[0] / path
         root = _inside(path, roots)
@@ -243,12 +257,32 @@ def one_dataset(roots: list[Path], value: str, *, rows: int) -> DatasetFile:
     return describe(resolved, root, rows=rows)
 
 
+def relative(entry: DatasetFile) -> DatasetFile:
+    """The entry without the server's paths: the file by its path relative to its root."""
+    return entry.model_copy(update={"path": entry.name, "root": ""})
+
+
+def hide_roots(listing: DatasetList) -> DatasetList:
+    files = [relative(d) for d in listing.datasets]
+    return listing.model_copy(update={"roots": [], "datasets": files})
+
+
+def shows_roots(request: Request) -> bool:
+    """Whether the key may see the server's paths: one for every adapter, or no keys at all."""
+    return patterns(request) is None
+
+
 Rows = Annotated[int, Query(ge=0, le=50, description="sample rows per file")]
 
 
 @router.get("", response_model=DatasetList, summary="Dataset files under the data roots")
-async def get_datasets(settings: SettingsDep, _access: AdminAccess, rows: Rows = 5) -> DatasetList:
-    return await asyncio.to_thread(list_datasets, data_roots(settings), rows=rows)
+async def get_datasets(
+    request: Request, settings: SettingsDep, _access: AdminAccess, rows: Rows = 5
+) -> DatasetList:
+    roots = data_roots(settings)
+    if shows_roots(request):
+        return await asyncio.to_thread(list_datasets, roots, rows=rows)
+    return hide_roots(await asyncio.to_thread(list_datasets, roots[:1], rows=rows))
 
 
 @router.get(
@@ -258,6 +292,10 @@ async def get_datasets(settings: SettingsDep, _access: AdminAccess, rows: Rows =
     summary="One dataset file (relative to the first data root, or absolute inside a root)",
 )
 async def get_dataset(
-    settings: SettingsDep, _access: AdminAccess, path: str, rows: Rows = 20
+    request: Request, settings: SettingsDep, _access: AdminAccess, path: str, rows: Rows = 20
 ) -> DatasetFile:
-    return await asyncio.to_thread(one_dataset, data_roots(settings), path, rows=rows)
+    roots, full = data_roots(settings), shows_roots(request)
+    found = await asyncio.to_thread(
+        one_dataset, roots if full else roots[:1], path, rows=rows, relative_only=not full
+    )
+    return found if full else relative(found)

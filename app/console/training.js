@@ -75,8 +75,10 @@ export function createTraining(ctx) {
       const options = datasets.map((d, i) => el("option", { value: i,
         text: `${d.name} (${d.format}, ${formatBytes(d.size_bytes)})` }));
       if (!options.length) {
+        // A key limited to some adapters is told no roots (the server's paths).
+        const where = answer.roots.length ? ` (${answer.roots.join(", ")})` : "";
         options.push(el("option", { value: "", disabled: true, selected: true,
-          text: `No dataset files in the data roots (${answer.roots.join(", ")})` }));
+          text: `No dataset files in the data roots${where}` }));
       }
       $("job-dataset").replaceChildren(...options);
       chooseDataset();

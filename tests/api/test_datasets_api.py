@@ -113,3 +113,40 @@ def test_console_needs_no_key_and_has_a_strict_csp(client_roots):
     assert script.headers["x-content-type-options"] == "nosniff"
     for bad in ("/console/index.html", "/console/..%2Fapi%2Fconsole.py", "/console/nope.js"):
         assert client_roots.get(bad).status_code == 404, bad
+
+
+TEAM = "team-admin-key-0123456789abcdef"
+TEAM_AUTH = {"Authorization": f"Bearer {TEAM}"}
+
+
+@pytest.fixture
+def client_team(serve, roots, tmp_path):
+    """Keys from a file: the full admin, a team's admin (`adapters=team-a/*`), a reader."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(
+        f"{ADMIN} admin+classify\n{TEAM} admin+classify adapters=team-a/*\n{READER} classify\n"
+    )
+    with serve(api_keys_file=keys, data_roots=[roots[0], roots[1]]) as client:
+        yield client
+
+
+def test_only_a_key_for_every_adapter_sees_the_servers_paths(client_team, roots, tmp_path):
+    """Issue 26 #1: `roots` (and each file's absolute path) told a team's admin key where the
+    server keeps its data, and so where the store lies."""
+    full = client_team.get("/datasets", headers=AUTH).json()
+    assert full["roots"] == [str(roots[0].resolve()), str(roots[1].resolve())]
+    team = client_team.get("/datasets", headers=TEAM_AUTH)
+    assert team.status_code == 200, team.text
+    assert str(tmp_path) not in team.text  # no root, no absolute path
+    body = team.json()
+    assert body["roots"] == []
+    assert [(d["name"], d["path"], d["root"]) for d in body["datasets"]] == [
+        ("nested/arr.json", "nested/arr.json", ""), ("reviews.jsonl", "reviews.jsonl", ""),
+    ]  # fmt: skip
+    one = client_team.get("/datasets/file", params={"path": "reviews.jsonl"}, headers=TEAM_AUTH)
+    assert one.status_code == 200 and one.json()["path"] == "reviews.jsonl"
+    absolute = str(roots[0].resolve() / "reviews.jsonl")
+    probe = client_team.get("/datasets/file", params={"path": absolute}, headers=TEAM_AUTH)
+    assert probe.status_code == 422 and probe.json()["error"]["code"] == "dataset_forbidden"
+    reader = client_team.get("/datasets", headers={"Authorization": f"Bearer {READER}"})
+    assert reader.status_code == 403 and str(tmp_path) not in reader.text
