@@ -16,8 +16,10 @@ from adapters_store.errors import AdapterNotFound, InvalidAdapter, InvalidName
 # A name is one part, or a namespace and a part (`team-a/sentiment`): each part 1-64 characters
 # of a-z, 0-9, '.', '_', '-', starting with a letter or digit. No '@' (it selects a version) and no
 # '~' (it stands for the '/' in the folder name).
+# Whole strings only (`\A`, `\Z` and fullmatch): `$` also matches before a final newline, which let
+# `shared-x\n` be stored beside `shared-x` (issue 26 #11).
 PART = r"[a-z0-9][a-z0-9._-]{0,63}"
-NAME_PATTERN = rf"^{PART}(?:/{PART})?$"
+NAME_PATTERN = rf"\A{PART}(?:/{PART})?\Z"
 _NAME_RE = re.compile(NAME_PATTERN)
 # What the HTTP routes put after a name (`/adapters/{name}/archive`, `/v2/models/{name}/ready`):
 # not the second part of a namespaced name, so that a path has one reading.
@@ -43,7 +45,7 @@ MAX_TENSORS = 10_000  # per weights file; an adapter has tens to hundreds
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidName(
             f"invalid adapter name {name!r}: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit, optionally after a namespace of the same kind "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from adapters_store import format as fmt
 from adapters_store.errors import AdapterNotFound, InvalidName, InvalidRoute
 
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+ALIAS_PATTERN = r"\A[a-z][a-z0-9_-]{0,31}\Z"  # whole strings only (fullmatch; `$` allows a "\n")
 _ALIAS_RE = re.compile(ALIAS_PATTERN)
 LATEST = "latest"  # built in: `name@latest` is the newest version whatever the split says
 MAX_TARGETS = 8
@@ -36,8 +36,7 @@ def parse(selector: str) -> tuple[str, str | None]:
     fmt.validate_name(name)
     if not at:
         return name, None
-    number = part.isdecimal() and part.isascii() and part[0] != "0" and len(part) < 10
-    if not number and not is_alias(part):
+    if not is_version(part) and not is_alias(part):
         raise InvalidName(
             f"invalid selector {selector!r}: use name@<version number> or name@<alias>"
         )
@@ -45,7 +44,12 @@ def parse(selector: str) -> tuple[str, str | None]:
 
 
 def is_alias(text: str) -> bool:
-    return bool(_ALIAS_RE.match(text))
+    return _ALIAS_RE.fullmatch(text) is not None
+
+
+def is_version(text: str) -> bool:
+    """A version number as a selector or split target writes it: ASCII digits, no leading 0."""
+    return text.isascii() and text.isdecimal() and text[0] != "0" and len(text) < 10
 
 
 def check_alias(alias: str) -> str:
@@ -102,7 +106,7 @@ def check_split(weights: Sequence[tuple[str, int]]) -> Split:
     if len({t for t, _ in split}) != len(split):
         raise InvalidRoute("a split names each target once")
     for target, weight in split:
-        if not (target.isdecimal() or is_alias(target)):
+        if not (is_version(target) or is_alias(target)):
             raise InvalidRoute(f"split target {target!r} is neither a version nor an alias")
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
             raise InvalidRoute(f"the weight of {target!r} must be an integer 0-{MAX_WEIGHT}")

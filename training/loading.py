@@ -41,7 +41,7 @@ def local_splits(dataset: str) -> dict[str, Path]:
 
 
 # A hub dataset id: owner/name, each part letters, digits, '_', '-', '.' (no '..' or '--').
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_HUB_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 
 
 def builtin_loaders() -> set[str]:
@@ -60,7 +60,7 @@ def check_hub_id(dataset: str, *, strict: bool) -> None:
             f"{dataset!r} is a datasets builtin loader, not a dataset: pass a data file instead",
             code="dataset_forbidden",
         )
-    bad = not _HUB_ID.match(dataset) or ".." in dataset or "--" in dataset
+    bad = not _HUB_ID.fullmatch(dataset) or ".." in dataset or "--" in dataset
     if strict and bad:
         raise TrainingError(
             f"{dataset[:100]!r} is neither a data file under the data roots nor a hub dataset "
