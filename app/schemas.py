@@ -147,9 +147,15 @@ class HubImportRequest(BaseModel):
     )
 
     name: StrictStr = Field(description="the adapter's name in the store")
-    repo_id: StrictStr = Field(min_length=1, description="a Hugging Face hub model repo")
-    revision: StrictStr | None = Field(None, description="branch, tag or commit (default main)")
-    subfolder: StrictStr | None = Field(None, description="the adapter's folder in the repo")
+    repo_id: StrictStr = Field(
+        min_length=1, description="a Hugging Face hub model repo: `name` or `owner/name`"
+    )
+    revision: StrictStr | None = Field(
+        None, description="branch, tag or 40-hex commit (default main); never a path"
+    )
+    subfolder: StrictStr | None = Field(
+        None, description="the adapter's folder in the repo (a relative path, no `..`)"
+    )
     overwrite: bool = Field(False, description="replace an existing adapter (new version)")
 
 
