@@ -6,11 +6,10 @@ inside a root (a link pointing out is skipped), and `GET /datasets/file?path=` r
 that resolves outside the roots. Rows are read with bounded work (at most `MAX_SCAN_BYTES` of a
 JSON/CSV file); values are returned as data, for the console to show as text.
 
-The server's paths are shown only to a key that may use every adapter (no `adapters=`
-patterns) and on a server without keys. A key limited to some adapters (a team's admin) sees
-the first data root's files only, by their paths relative to it (which a training job takes as
-they are), no `roots`, and may name a file only by such a relative path: the server's layout
-(where the store lies beside the data) is no business of a team's key.
+The server's paths go only to a key for every adapter (no `adapters=`) and to keyless servers.
+A key limited to some adapters sees no `roots`, only the first root's files by their paths
+relative to it (what a training job takes), and names a file only by such a path: where the
+server keeps its data (and its store beside it) is no business of a team's key (issue 26).
 """
 
 from __future__ import annotations
