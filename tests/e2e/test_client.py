@@ -128,6 +128,15 @@ def test_jobs_submit_wait_list_cancel(client, capsys):
     assert info.value.status == 422
 
 
+def _same(got: list, want: list) -> bool:
+    """Pipeline-shaped predictions equal up to batching noise (padding changes the last bits)."""
+    return len(got) == len(want) and all(
+        [p["label"] for p in g] == [p["label"] for p in w]
+        and all(abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(g, w, strict=True))
+        for g, w in zip(got, want, strict=True)
+    )
+
+
 def test_classify_takes_sentence_pairs(client, system, factory):
     """A pair is a {"text", "text_pair"} dict or a (text, text_pair) tuple, alone or in a
     list; each is one input, scored as a pair (not as its first text)."""
@@ -137,18 +146,18 @@ def test_classify_takes_sentence_pairs(client, system, factory):
     pair = {"text": "a good film", "text_pair": "a dull mess"}
     as_dict = client.classify("para", pair, top_k=None)["predictions"]
     as_tuple = client.classify("para", ("a good film", "a dull mess"), top_k=None)["predictions"]
-    assert len(as_tuple) == 1 and as_tuple == as_dict
+    assert len(as_tuple) == 1 and _same(as_tuple, as_dict)
     mixed = client.classify("para", [("one two", "three"), pair], top_k=None)["predictions"]
-    assert len(mixed) == 2 and mixed[1] == as_dict[0]
+    assert len(mixed) == 2 and _same(mixed[1:], as_dict)
     alone = client.classify("para", "a good film", top_k=None)["predictions"]
-    assert alone != as_dict
+    assert not _same(alone, as_dict)
 
     async def scenario() -> list:
         async with AsyncClient(system.server.url, api_key=ADMIN, timeout=30) as aclient:
             return (await aclient.classify("para", [pair, ("a good film", "a dull mess")],
                                            top_k=None))["predictions"]  # fmt: skip
 
-    assert asyncio.run(scenario()) == [as_dict[0], as_dict[0]]
+    assert _same(asyncio.run(scenario()), [as_dict[0], as_dict[0]])
     with pytest.raises(ValueError, match="tuple of two texts"):
         client.classify("para", ("a", "b", "c"))
 
