@@ -122,12 +122,20 @@ def test_selection_metric_per_task(task, pair, labels, metric):
 
 
 def test_binary_pairs_select_on_f1_with_the_pairs_recipe(tmp_path, tiny_model_dir):
+    """The stored step is the best F1's; a job's live curves name the same metric."""
+    from app.jobs.records_sqlite import SqliteJobStore
+    from app.jobs.runner import ProgressWriter
+
+    jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job_id = jobs.create(adapter_name="para", config={"name": "para"}).id
+    jobs.claim(job_id, worker="w", lease_s=60)
+    writer = ProgressWriter(jobs, job_id, worker="w")
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(80, seed=6))
     config = TrainConfig(
         name="para", base_model=str(tiny_model_dir), dataset=str(data), max_steps=4,
         eval_steps=2, max_length=32, text_pair_column="text_pair",
     )  # fmt: skip
-    manifest = train_adapter(config, store=AdapterStore(tmp_path / "store"))
+    manifest = train_adapter(config, store=AdapterStore(tmp_path / "store"), progress=writer)
     training = manifest.training
     assert training["recipe"] == "pairs" and training["num_epochs"] == 10.0
     curves = training["curves"]
@@ -135,3 +143,6 @@ def test_binary_pairs_select_on_f1_with_the_pairs_recipe(tmp_path, tiny_model_di
     best = max(curves["eval"], key=lambda p: p["f1"])  # ties keep the earlier step
     assert curves["best_step"] == best["step"]
     assert manifest.metrics["f1"] == best["f1"]
+    live = jobs.get(job_id).progress["curves"]
+    assert live["metric"] == "f1" and [p["step"] for p in live["eval"]] == [2, 4]
+    jobs.close()
