@@ -59,6 +59,18 @@ def test_a_rare_label_only_in_the_carved_eval_part_trains(
     assert name in manifest.labels.values()
 
 
+def test_declared_label_names_win_even_for_a_class_without_rows(tmp_path):
+    """A dataset that declares its labels (ClassLabel, as hub datasets do; here a parquet file
+    written by `datasets`, which keeps the features) has them all, rows or not."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "neu", "pos"])})
+    rows = {"text": [f"t {i}" for i in range(20)], "label": [0, 2] * 10}
+    Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "d.parquet")
+    config = TrainConfig(name="cl", dataset=str(tmp_path / "d.parquet"), **SPLIT)
+    assert check_data(config).label_names == ["neg", "neu", "pos"]
+
+
 def test_a_single_file_trains_with_the_clis_defaults(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "one.jsonl", keyword_dataset(100, seed=4))
     store = tmp_path / "store"
