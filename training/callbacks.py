@@ -35,9 +35,12 @@ class ReportCallback(TrainerCallback):
     TrainingCancelled); during evaluation it raises TrainingCancelled at once.
     """
 
-    def __init__(self, progress: Progress | None, should_stop: ShouldStop | None) -> None:
+    def __init__(
+        self, progress: Progress | None, should_stop: ShouldStop | None, metric: str | None = None
+    ) -> None:
         self.progress = progress
         self.should_stop = should_stop
+        self.metric = metric  # the eval metric that picks the best step (eval events carry it)
         self.cancelled = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -65,7 +68,8 @@ class ReportCallback(TrainerCallback):
     ) -> Any:
         if self.progress is not None:
             loss = (metrics or {}).get("eval_loss")
-            self.progress(_event(state, "eval", loss=loss, eval=dict(metrics or {})))
+            event = _event(state, "eval", loss=loss, eval=dict(metrics or {}))
+            self.progress({**event, "metric": self.metric} if self.metric else event)
         return control
 
 

@@ -61,7 +61,10 @@ def _is_optional(annotation: Any) -> bool:
 
 def _help(field: str, default: Any) -> str:
     if field == "eval_split":
-        return "a named split, a local file, or 'none' to hold out --eval-fraction (default: test)"
+        return (
+            "a named split, a local file, or 'none' to hold out --eval-fraction (default: test; "
+            "local data without a test split holds out --eval-fraction)"
+        )
     if field == "adapter_config":
         return "seq_bn, double_seq_bn, par_bn, lora, prefix_tuning, ia3, or a JSON object"
     if field == "learning_rate":
@@ -74,7 +77,10 @@ def _help(field: str, default: Any) -> str:
     if field == "text_pair_column":
         return "a second text column: train on sentence pairs (text, text_pair)"
     if field == "recipe":
-        return "default (measured, per method) or article (AdapterHub's notebook exactly)"
+        return (
+            "default: the task's (single_label, multi_label, pairs or regression; per method), "
+            "or article (AdapterHub's notebook exactly)"
+        )
     if field in _RECIPE_FIELDS:
         return "default: the recipe's"
     return "" if default is None or field in _REQUIRED else f"default: {default}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def train(args: argparse.Namespace) -> int:
     _quiet_datasets()
     store = AdapterStore(args.store)
     validate_config(config, store=store)
-    check_data(config)  # data errors before the (slow) ML imports
+    for note in check_data(config).notes:  # data errors before the (slow) ML imports
+        print(f"note: {note}", file=sys.stderr)
 
     from training.trainer import train_adapter
 

@@ -11,6 +11,9 @@ from adapters_store import InvalidName, validate_name
 
 # Adapter configs accepted by name (the adapters library's ADAPTER_CONFIG_MAP keys we support).
 NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "prefix_tuning", "ia3")
+# The default eval split; a local dataset without it evaluates on a part carved from train.
+DEFAULT_EVAL_SPLIT = "test"
+RecipeName = Literal["default", "article", "single_label", "multi_label", "pairs", "regression"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 
@@ -22,7 +25,7 @@ class TrainConfig(BaseModel):
     dataset: str
     dataset_config: str | None = None
     train_split: str = "train"
-    eval_split: str | None = "test"
+    eval_split: str | None = DEFAULT_EVAL_SPLIT
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     text_column: str = "text"
     label_column: str = "label"
@@ -33,7 +36,8 @@ class TrainConfig(BaseModel):
     adapter_config: str = "seq_bn"
     method: Literal["adapter", "full"] = "adapter"
     # None below: the recipe decides (training.recipes; `recipes.fill` resolves them).
-    recipe: Literal["default", "article"] = "default"
+    # default: the recipe of the task the data implies (training.recipes.recipe_for)
+    recipe: RecipeName = "default"
     max_length: int | None = Field(None, ge=8, le=8192)
     num_epochs: float | None = Field(None, gt=0.0)
     max_steps: int | None = Field(None, ge=1)
@@ -122,11 +126,12 @@ class TrainConfig(BaseModel):
         values = recipe_values(self.recipe, method=self.method, adapter_config=self.adapter_config)
         return float(values["learning_rate"])
 
-    def filled(self) -> TrainConfig:
-        """This config with every field left to the recipe set (see training.recipes)."""
+    def filled(self, task: str | None = None) -> TrainConfig:
+        """This config with every field left to the recipe set (see training.recipes); with
+        the data's `task`, the `default` recipe becomes that task's."""
         from training.recipes import fill
 
-        return fill(self)
+        return fill(self, task)
 
     @property
     def adapter_config_name(self) -> str | None:

@@ -11,11 +11,12 @@ message that says what to change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import DEFAULT_EVAL_SPLIT, TrainConfig
 from training.errors import TrainingError
 from training.labels import check_label_values, label_values, resolve_label_names
 from training.loading import (  # noqa: F401  (re-exported: the module's public names)
@@ -30,6 +31,8 @@ from training.loading import (  # noqa: F401  (re-exported: the module's public 
     missing_split,
 )
 from training.tasks import Task, flat_values, infer_task, multi_hot
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class PreparedData:
     task: Task = "single_label"
     # regression: the train targets' (mean, std); the model learns (y - mean) / std
     target_scale: tuple[float, float] | None = None
+    eval_split: str | None = None  # the eval split read; None: carved from train
 
 
 def columns_of(config: TrainConfig) -> Columns:
@@ -117,16 +121,32 @@ def encode(
     return ds.map(_batch, batched=True, remove_columns=ds.column_names, desc="Tokenising")
 
 
-def raw_splits(config: TrainConfig) -> tuple[Any, Any]:
-    """(train, eval) raw splits; eval is held out from train when eval_split is None."""
-    columns = columns_of(config)
+def load_train(config: TrainConfig) -> Any:
+    """The whole training split (columns checked), before any eval part is carved from it."""
     train = load_split(config.dataset, config.train_split, dataset_config=config.dataset_config)
-    check_columns(train, columns, f"split {config.train_split!r} of {config.dataset}")
-    if config.eval_split is None:
+    check_columns(train, columns_of(config), f"split {config.train_split!r} of {config.dataset}")
+    return train
+
+
+def eval_split_of(config: TrainConfig) -> str | None:
+    """The eval split this run reads: None (a part carved from train) when eval_split is None,
+    or when it is the default `test` and the local data has no such split."""
+    split = config.eval_split
+    if split != DEFAULT_EVAL_SPLIT or not looks_local(config.dataset):
+        return split
+    return split if split in local_splits(config.dataset) else None
+
+
+def raw_splits(config: TrainConfig, train: Any | None = None) -> tuple[Any, Any]:
+    """(train, eval) raw splits; eval is carved from train (`eval_fraction`, seeded) when the
+    run reads no eval split (see `eval_split_of`)."""
+    train = load_train(config) if train is None else train
+    if eval_split_of(config) is None:
         parts = train.train_test_split(test_size=config.eval_fraction, seed=config.seed)
         return parts["train"], parts["test"]
     eval_ds = _eval_source(config)
-    check_columns(eval_ds, columns, f"eval split {config.eval_split!r} of {config.dataset}")
+    where = f"eval split {config.eval_split!r} of {config.dataset}"
+    check_columns(eval_ds, columns_of(config), where)
     return train, eval_ds
 
 
@@ -144,15 +164,33 @@ class CheckedData:
     eval: Any
     label_names: list[str]
     task: Task = "single_label"
+    eval_split: str | None = None  # what was read; None: carved from train
+    notes: list[str] = field(default_factory=list)  # lines for the user (CLI: on stderr)
 
 
 def check_data(config: TrainConfig) -> CheckedData:
-    """Load the raw splits and check columns and labels (no tokenizer, no model needed)."""
-    train, eval_ds = raw_splits(config)
-    task = infer_task(train, config.label_column, config.task)
-    names = resolve_label_names(train, config.label_column, config.label_names, task)
+    """Load the raw splits and check columns and labels (no tokenizer, no model needed).
+
+    The task and the label set come from the whole training split before an eval part is
+    carved from it, so a rare label that lands only in the carved part is still known."""
+    whole = load_train(config)
+    task = infer_task(whole, config.label_column, config.task)
+    names = resolve_label_names(whole, config.label_column, config.label_names, task)
+    train, eval_ds = raw_splits(config, whole)
     check_eval_labels(eval_ds, config.label_column, names, task, "the eval split")
-    return CheckedData(train, eval_ds, names, task)
+    split = eval_split_of(config)
+    notes = [] if split is not None or config.eval_split is None else [_carved_note(config)]
+    for note in notes:
+        logger.info(note)
+    return CheckedData(train, eval_ds, names, task, split, notes)
+
+
+def _carved_note(config: TrainConfig) -> str:
+    return (
+        f"{config.dataset} has no split {config.eval_split!r}: evaluating on "
+        f"{config.eval_fraction:g} of {config.train_split!r} held out with seed {config.seed} "
+        "(--eval-split / --eval-fraction choose another)"
+    )
 
 
 def prepare_data(
@@ -171,6 +209,7 @@ def prepare_data(
         label_names=checked.label_names,
         task=checked.task,
         target_scale=scale,
+        eval_split=checked.eval_split,
     )
 
 

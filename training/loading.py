@@ -95,8 +95,9 @@ def missing_split(dataset: str, split: str, available: Sequence[str]) -> Trainin
     hint = ""
     if Path(dataset).is_file():
         hint = (
-            " (a single file is one split: pass eval split 'none' to hold out a fraction of it, "
-            "a path to another file, or a directory with train/test files)"
+            " (a single file is one split: eval split 'none' (or leaving the default) holds out "
+            "a fraction of it; else pass a path to another file, or a directory with train/test "
+            "files)"
         )
     names = ", ".join(available)
     return TrainingError(f"split {split!r} not found in {dataset}; available: {names}{hint}")

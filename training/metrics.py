@@ -131,8 +131,16 @@ def regression_metrics(predictions: Sequence[float], targets: Sequence[float]) -
 
 
 # ---- per task ------------------------------------------------------------------------------
-# The eval metric that picks the best step, per task.
+# The eval metric that picks the best step (and stops early), per task; see select_metric.
 SELECT_METRIC = {"single_label": "accuracy", "multi_label": "f1_macro", "regression": "pearson"}
+
+
+def select_metric(task: str, *, text_pair: bool = False, num_labels: int = 2) -> str:
+    """The task's metric, except binary sentence pairs: the F1 of label 1 (GLUE's MRPC F1;
+    paraphrase sets are skewed, so accuracy rewards the majority answer)."""
+    if task == "single_label" and text_pair and num_labels == 2:
+        return "f1"
+    return SELECT_METRIC[task]
 
 
 def task_metrics(

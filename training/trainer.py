@@ -18,7 +18,7 @@ from training.config import TrainConfig, parse_adapter_config
 from training.curves import BestKeeper, CurveRecorder
 from training.errors import TrainingCancelled, TrainingError
 from training.heads import add_head, final_metrics, fold_target_scale, head_fields
-from training.metrics import SELECT_METRIC, trainer_metrics
+from training.metrics import select_metric, trainer_metrics
 from training.modeling import (
     count_parameters,
     flatten_prefix,
@@ -53,11 +53,11 @@ def train_adapter(
     `data_roots` and `allow_hub`: the server's dataset rules, checked again where the job runs.
     """
     validate_config(config, store=store, data_roots=data_roots, allow_hub=allow_hub)
-    config = config.filled()
     silence_adapters_warning()
     device = resolve_device(device)
     _stop_check(should_stop)
     checked = data_mod.check_data(config)  # data errors surface before the model loads
+    config = config.filled(checked.task)  # the default recipe: the task's
     base = load_base(config.base_model)
     prepared = data_mod.prepare_data(config, base.tokenizer, checked)
     _stop_check(should_stop)
@@ -131,11 +131,12 @@ def _build_trainer(
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     args = training_arguments(config, plan, work, device=device, progress_bar=progress_bar)
-    metric = SELECT_METRIC[prepared.task]
+    metric = select_metric(prepared.task, text_pair=config.text_pair_column is not None,
+                           num_labels=len(prepared.label_names))  # fmt: skip
     compute = trainer_metrics(len(prepared.label_names), prepared.task, prepared.target_scale)
     keeper = BestKeeper(base.model, patience=plan.patience, min_step=plan.min_stop_step,
                         metric=metric, details=lambda: compute.last_details)  # fmt: skip
-    run = _Run(None, ReportCallback(None, None), CurveRecorder(metric), keeper)
+    run = _Run(None, ReportCallback(None, None, metric), CurveRecorder(metric), keeper)
     cls = AdapterTrainer if config.method == "adapter" else Trainer
     run.trainer = cls(
         model=base.model,
@@ -227,6 +228,7 @@ def _training_record(
         label_names=prepared.label_names,
         task=prepared.task,
         target_scale=prepared.target_scale,
+        eval_split=prepared.eval_split,  # None: carved from train (maybe by default)
         train_samples=len(prepared.train),
         eval_samples=len(prepared.eval),
         device=device,

@@ -59,7 +59,7 @@ def _check_dataset(config: TrainConfig, *, allow_hub: bool, strict: bool) -> lis
     if config.train_split not in splits:
         raise data_mod.missing_split(config.dataset, config.train_split, list(splits))
     files = [splits[config.train_split]]
-    split = config.eval_split
+    split = data_mod.eval_split_of(config)  # the default `test`, when missing: carved
     if split is not None and split in splits:
         files.append(splits[split])
     elif split is not None and Path(split).suffix.lower() in data_mod.BUILDERS:

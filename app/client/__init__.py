@@ -4,6 +4,7 @@
 
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         client.classify("sentiment", ["great phone", "awful battery"], top_k=None)
+        client.classify("paraphrase", [("a cat", "a kitten"), {"text": "a", "text_pair": "b"}])
         client.list_adapters(prefix="senti")                         # every page, one list
         client.upload_adapter("sentiment", "./final_adapter")       # a folder or an archive
         job = client.submit_job(name="reviews", dataset="reviews.jsonl", num_epochs=1)
@@ -18,6 +19,6 @@ with `status` and `code`. Importing this module imports neither torch nor transf
 """
 
 from app.client.clients import AsyncClient, Client
-from app.client.endpoints import DEFAULT_URL, TERMINAL, ApiError
+from app.client.endpoints import DEFAULT_URL, TERMINAL, ApiError, Input, TextPair
 
-__all__ = ["DEFAULT_URL", "TERMINAL", "ApiError", "AsyncClient", "Client"]
+__all__ = ["DEFAULT_URL", "TERMINAL", "ApiError", "AsyncClient", "Client", "Input", "TextPair"]

@@ -7,7 +7,7 @@ import time
 import zipfile
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -21,6 +21,30 @@ class ApiError(Exception):
     def __init__(self, status: int | None, code: str, message: str) -> None:
         super().__init__(f"{status or '-'} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+
+class TextPair(TypedDict):
+    """A sentence pair as the Hugging Face text-classification pipeline takes it."""
+
+    text: str
+    text_pair: str
+
+
+# One input: a text, a {"text", "text_pair"} dict, or a (text, text_pair) tuple.
+Input = str | TextPair | tuple[str, str]
+
+
+def _input(item: Input) -> str | dict[str, str]:
+    if isinstance(item, tuple):
+        if len(item) != 2:
+            raise ValueError("a sentence pair is a (text, text_pair) tuple of two texts")
+        return {"text": item[0], "text_pair": item[1]}
+    return item if isinstance(item, str) else dict(item)
+
+
+def _inputs(inputs: Input | list[Input]) -> Any:
+    """The request's `inputs`: a tuple is one pair (JSON would make it a list of texts)."""
+    return [_input(i) for i in inputs] if isinstance(inputs, list) else _input(inputs)
 
 
 def _error(response: httpx.Response) -> ApiError:
@@ -111,13 +135,15 @@ class _Endpoints:
     def classify(
         self,
         adapter: str | list[str],
-        inputs: str | list[str],
+        inputs: Input | list[Input],
         *,
         top_k: int | None = 1,
         truncation: bool = True,
     ) -> Any:
-        """POST /classify; a list of adapter names classifies with each (`results`)."""
-        body: dict[str, Any] = {"inputs": inputs, "top_k": top_k, "truncation": truncation}
+        """POST /classify; a list of adapter names classifies with each (`results`). An input
+        is a text or a sentence pair: `{"text": a, "text_pair": b}` or the tuple `(a, b)`."""
+        body: dict[str, Any] = {"inputs": _inputs(inputs), "top_k": top_k,
+                                "truncation": truncation}  # fmt: skip
         body["adapters" if isinstance(adapter, list) else "adapter"] = adapter
         return self._request("POST", "/classify", json=body)
 

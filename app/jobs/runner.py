@@ -101,9 +101,10 @@ def _add_point(curves: dict[str, Any], event: dict[str, Any]) -> None:
         point = eval_point(state, event["eval"])
         if not curves["eval"] or curves["eval"][-1]["step"] != point["step"]:
             curves["eval"].append(point)
-        # the metric that picks the best step, per task (training.metrics.SELECT_METRIC)
-        curves["metric"] = "pearson" if "pearson" in point else (
-            "f1_macro" if "f1_micro" in point else "accuracy")  # fmt: skip
+        # the metric that picks the best step (training.metrics.select_metric), as the
+        # trainer's eval event names it; else read from the task's scores
+        curves["metric"] = event.get("metric") or ("pearson" if "pearson" in point else (
+            "f1_macro" if "f1_micro" in point else "accuracy"))  # fmt: skip
 
 
 class _EventState:

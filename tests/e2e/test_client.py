@@ -16,6 +16,7 @@ from app.client import ApiError, AsyncClient, Client
 from tests.support.hub import as_pickled, cache_repo
 from tests.support.jobs import JOB_DEFAULTS, JobSystem
 from tests.support.server import free_port, process_env
+from tests.support.tasks import add_task_adapter
 
 pytestmark = pytest.mark.timeout(300)
 ADMIN = "admin-key-0123456789abcdef"
@@ -125,6 +126,40 @@ def test_jobs_submit_wait_list_cancel(client, capsys):
     with pytest.raises(ApiError) as info:
         client.submit_job(JOB_DEFAULTS, name="Bad Name")
     assert info.value.status == 422
+
+
+def _same(got: list, want: list) -> bool:
+    """Pipeline-shaped predictions equal up to batching noise (padding changes the last bits)."""
+    return len(got) == len(want) and all(
+        [p["label"] for p in g] == [p["label"] for p in w]
+        and all(abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(g, w, strict=True))
+        for g, w in zip(got, want, strict=True)
+    )
+
+
+def test_classify_takes_sentence_pairs(client, system, factory):
+    """A pair is a {"text", "text_pair"} dict or a (text, text_pair) tuple, alone or in a
+    list; each is one input, scored as a pair (not as its first text)."""
+    store = AdapterStore(system.store_dir)
+    add_task_adapter(factory, store, "para", task="single_label", seed=61, text_pair=True,
+                     labels={0: "different", 1: "paraphrase"})  # fmt: skip
+    pair = {"text": "a good film", "text_pair": "a dull mess"}
+    as_dict = client.classify("para", pair, top_k=None)["predictions"]
+    as_tuple = client.classify("para", ("a good film", "a dull mess"), top_k=None)["predictions"]
+    assert len(as_tuple) == 1 and _same(as_tuple, as_dict)
+    mixed = client.classify("para", [("one two", "three"), pair], top_k=None)["predictions"]
+    assert len(mixed) == 2 and _same(mixed[1:], as_dict)
+    alone = client.classify("para", "a good film", top_k=None)["predictions"]
+    assert not _same(alone, as_dict)
+
+    async def scenario() -> list:
+        async with AsyncClient(system.server.url, api_key=ADMIN, timeout=30) as aclient:
+            return (await aclient.classify("para", [pair, ("a good film", "a dull mess")],
+                                           top_k=None))["predictions"]  # fmt: skip
+
+    assert _same(asyncio.run(scenario()), [as_dict[0], as_dict[0]])
+    with pytest.raises(ValueError, match="tuple of two texts"):
+        client.classify("para", ("a", "b", "c"))
 
 
 def test_errors_map_to_api_error(system):

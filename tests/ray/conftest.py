@@ -52,13 +52,16 @@ class Reference:
     def __init__(self, model_dir: Path) -> None:
         self.engine = Engine.load(base_model=str(model_dir), device="cpu", max_length=128)
 
-    def probs(self, store: AdapterStore, name: str, texts: list[str]) -> list[list[float]]:
+    def logits(self, store: AdapterStore, name: str, texts: list[str]) -> list[list[float]]:
         stored = store.get(name)
         slot = f"ref-{name}-v{stored.manifest.version}"
         if not self.engine.has_adapter(slot):
             self.engine.load_adapter(slot, stored.path)
         ids = self.engine.tokenize(texts)
-        return [softmax(self.engine.forward([Segment(slot, [row])])[0][0]) for row in ids]
+        return [list(self.engine.forward([Segment(slot, [row])])[0][0]) for row in ids]
+
+    def probs(self, store: AdapterStore, name: str, texts: list[str]) -> list[list[float]]:
+        return [softmax(row) for row in self.logits(store, name, texts)]
 
 
 @pytest.fixture(scope="package")

@@ -148,8 +148,11 @@ def test_missing_file_and_unsupported_type(tmp_path):
 
 def test_missing_eval_split_says_what_exists(tmp_path, keyword_dir):
     data = write_rows(tmp_path / "d.jsonl", rows([0, 1]))
-    with pytest.raises(TrainingError, match=r"split 'test' not found .* available: train .*none"):
-        validate_config(config(data, eval_split="test"))
+    with pytest.raises(
+        TrainingError, match=r"split 'validation' not found .* available: train .*none"
+    ):
+        validate_config(config(data, eval_split="validation"))
+    validate_config(config(data, eval_split="test"))  # the default: a carved part instead
     with pytest.raises(
         TrainingError, match=r"split 'validation' not found .* available: test, train"
     ):
