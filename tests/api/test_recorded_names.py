@@ -1,5 +1,5 @@
 """What a request leaves in the logs, the spans and /metrics is bounded and names only what the
-key may see (issue 26, items 4, 7): a real app in-process, its own log formatters on a
+key may see (issue 26, items 4, 7, 8): a real app in-process, its own log formatters on a
 handler of the root logger, spans in the SDK's in-memory exporter behind the server's provider.
 """
 
@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -31,6 +32,8 @@ with warnings.catch_warnings():
 MB = 1 << 20
 HUGE = {"adapters": [f"{i:x}" * MB for i in range(16)], "inputs": "good"}  # 16 names of 1 MB
 FORGED = "alpha\n2026-01-01 00:00:00,000 INFO app.access [forged]: DELETE /adapters/{name} 200"
+ADMIN = "admin-key-0123456789abcdefghijklmn"
+TEAM_A = "team-a-key-0123456789abcdefghijklm"
 
 
 @contextlib.contextmanager
@@ -95,6 +98,42 @@ def test_span_attributes_are_bounded(tmp_path, tiny_model_dir, factory):
     span = tracing.tracer.start_span("direct", attributes={"a": "x" * 10_000, "b": ["y" * 999]})
     span.end()  # any attribute, from any caller: cut by the provider's limits
     assert len(span.attributes["a"]) == 256 and len(span.attributes["b"][0]) == 256
+
+
+def _series(text: str) -> set[str]:
+    return set(re.findall(r'adapter="([^"]+)"', text))
+
+
+def test_a_key_limited_to_team_a_sees_only_team_a_series(serve, factory, tmp_path):
+    """Before: /metrics named team-b/secret and its traffic to a team-a key."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"{ADMIN} admin+classify\n{TEAM_A} classify adapters=team-a/*\n")
+    with serve(api_keys_file=keys) as client:
+        store = client.app.state.store
+        factory.add_to_store(store, "team-a/one", seed=4)
+        factory.add_to_store(store, "team-b/secret", seed=5)
+        admin, team_a = ({"Authorization": f"Bearer {k}"} for k in (ADMIN, TEAM_A))
+        for name, headers in (("team-b/secret", admin), ("team-a/one", team_a)):
+            r = client.post("/classify", json={"adapter": name, "inputs": "x"}, headers=headers)
+            assert r.status_code == 200, r.text
+        client.post("/classify", json={"adapter": "nope", "inputs": "x"}, headers=admin)  # other
+        seen_by_a = client.get("/metrics", headers=team_a)
+        seen_by_admin = client.get("/metrics", headers=admin).text
+    assert seen_by_a.status_code == 200
+    assert _series(seen_by_a.text) == {"team-a/one"}
+    assert 'adapter_texts_total{adapter="team-a/one"} 1.0' in seen_by_a.text
+    assert "team-b" not in seen_by_a.text
+    assert 'http_requests_total{method="POST",route="/classify",status="200"} 2.0' in (
+        seen_by_a.text  # the series without an adapter stay
+    )
+    assert _series(seen_by_admin) == {"team-a/one", "team-b/secret", "other"}
+
+
+def test_a_keyless_server_shows_every_series(serve, factory):
+    with serve() as client:
+        factory.add_to_store(client.app.state.store, "team-b/secret", seed=5)
+        assert client.post("/classify", json={"adapter": "team-b/secret", "inputs": "x"}).is_success
+        assert _series(client.get("/metrics").text) == {"team-b/secret"}
 
 
 def test_json_access_line_of_a_valid_name_is_unchanged(client):
