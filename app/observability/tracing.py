@@ -11,7 +11,7 @@ exception message or a path. Nothing of OpenTelemetry is imported while tracing 
 
 Spans hold bounded values only: adapter names are valid selectors or `<invalid>`
 (app.observability.context), and the provider's `SpanLimits` (what the SDK's
-OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT would set, fixed in code)
+OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and OTEL_ATTRIBUTE_COUNT_LIMIT would set, fixed in code)
 cut any attribute value at 256 characters and keep at most 32 attributes, 8 events and 8 links
 per span. A `tracestate` header over 512 characters is not continued (W3C: a vendor may drop it).
 """

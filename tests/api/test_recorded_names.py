@@ -34,6 +34,8 @@ HUGE = {"adapters": [f"{i:x}" * MB for i in range(16)], "inputs": "good"}  # 16 
 FORGED = "alpha\n2026-01-01 00:00:00,000 INFO app.access [forged]: DELETE /adapters/{name} 200"
 ADMIN = "admin-key-0123456789abcdefghijklmn"
 TEAM_A = "team-a-key-0123456789abcdefghijklm"
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+LONG_STATE = ",".join(f"k{i}=" + "v" * 200 for i in range(32))  # valid W3C, 6.6 KB
 
 
 @contextlib.contextmanager
@@ -78,7 +80,8 @@ def test_a_name_with_a_newline_makes_exactly_one_access_line(client):
 
 
 def test_span_attributes_are_bounded(tmp_path, tiny_model_dir, factory):
-    """Before: the server span's `adapter_serve.adapters` held the 16 MB of names."""
+    """Before: the server span's `adapter_serve.adapters` held the 16 MB of names, and a span
+    continued a 6.6 KB tracestate."""
     settings = Settings(
         base_model=str(tiny_model_dir),
         data_dir=tmp_path / "data",
@@ -91,7 +94,12 @@ def test_span_attributes_are_bounded(tmp_path, tiny_model_dir, factory):
     with TestClient(create_app(settings, tracing=tracing)) as client:
         assert client.post("/classify", json=HUGE).status_code == 422
         assert client.post("/classify", json={"adapter": "alpha", "inputs": "x"}).is_success
+        for state in (LONG_STATE, "k=v"):
+            headers = {"traceparent": PARENT, "tracestate": state}
+            assert client.get("/healthz", headers=headers).is_success
     huge, ok = [s for s in exporter.get_finished_spans() if s.name == "POST /classify"]
+    long, short = [s for s in exporter.get_finished_spans() if s.name == "GET /healthz"]
+    assert dict(long.context.trace_state) == {} and dict(short.context.trace_state) == {"k": "v"}
     assert list(huge.attributes["adapter_serve.adapters"]) == [INVALID] * 16
     assert list(ok.attributes["adapter_serve.adapters"]) == ["alpha"]
     assert len(huge.to_json()) < 4096
