@@ -7,10 +7,14 @@ a path that matches no route is `other`, and so is a method outside `METHODS`; a
 name only for the busiest `top_adapters` (app.observability.top), the rest are `other`.
 `observe_request` is what app.observability.middleware calls once per request: it keeps the
 label children it made, so a request costs dictionary look-ups, not `labels(...)` calls.
+`render(visible)` leaves out the per-adapter series whose adapter `visible` refuses (what
+`GET /metrics` gives a key limited to some adapters, app/api/health.py).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -171,5 +175,27 @@ class Metrics:
                 children[1].inc(texts)
             children[2].observe(seconds)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, visible: Callable[[str], bool] | None = None) -> bytes:
+        """The exposition; with `visible`, only the per-adapter series of adapters it allows."""
+        if visible is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Filtered(self.registry, visible))  # type: ignore[arg-type]
+
+
+class _Filtered:
+    """A registry's metrics less the samples labelled with an adapter `visible` refuses."""
+
+    def __init__(self, registry: CollectorRegistry, visible: Callable[[str], bool]) -> None:
+        self.registry, self.visible = registry, visible
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.registry.collect():
+            kept = [
+                sample
+                for sample in family.samples
+                if "adapter" not in sample.labels or self.visible(sample.labels["adapter"])
+            ]
+            if len(kept) != len(family.samples):
+                family = copy.copy(family)
+                family.samples = kept
+            yield family

@@ -1,11 +1,20 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+`GET /metrics` names adapters in its per-adapter series (`adapter_requests_total{adapter=..}`):
+a key limited to some adapters (`adapters=` patterns, app/api/access.py) sees the series of the
+adapters its patterns cover only, not the `other` series nor another team's; a key without
+patterns, and a server without keys, see every series.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from adapters_store.patterns import matches
+from app.api.access import patterns
 from app.api.deps import ClassifyAccess, MetricsDep
 from app.api.errors import NotReady, error_responses
+from app.observability.top import OTHER
 from app.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -41,5 +50,12 @@ async def readyz(request: Request) -> Health:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(metrics: MetricsDep, _access: ClassifyAccess) -> Response:
-    return Response(metrics.render(), media_type=metrics.content_type)
+async def metrics(request: Request, metrics: MetricsDep, _access: ClassifyAccess) -> Response:
+    allowed = patterns(request)
+    if allowed is None:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    def visible(adapter: str) -> bool:  # `other` sums other teams' traffic too
+        return adapter != OTHER and matches(allowed, adapter)
+
+    return Response(metrics.render(visible), media_type=metrics.content_type)

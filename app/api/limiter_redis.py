@@ -9,7 +9,12 @@ scored by when their lease ends).
 
 A hold is released by `release` when its request ends, failed or not, or when the client went
 away (the caller's `finally`). A hold whose process died is never released: its lease ends
-(`lease_s`, the request timeout plus a margin) and the next check drops it.
+(`lease_s`, the request timeout plus a margin) and the next check drops it. A release that
+Redis did not confirm (an error, a stall past `TIMEOUT_S`), and the hold of a check that failed
+or was cancelled after its script was sent (Redis may have run it), wait in a pending list that
+a background task retries every `RETRY_PENDING_S` until Redis answers: a stall does not leave
+the key's texts held for the rest of the lease (releasing a hold twice, or one never taken, is
+a no-op).
 
 Redis down (an error or no answer within `TIMEOUT_S`): the limits are enforced by this process
 alone (`LocalLimiter`), so each process allows the whole limit, for `RETRY_S` seconds; then
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "adapter-serve:quota"
 TIMEOUT_S = 0.5
 RETRY_S = 5.0
+RETRY_PENDING_S = 0.5
+MAX_PENDING = 10_000  # releases kept for retrying; past this the oldest lapse with their lease
 WARN_EVERY_S = 30.0
 
 # KEYS: the buckets' hashes, then (when ARGV[2] >= 0) the held counter and the leases set.
@@ -111,6 +118,8 @@ class RedisLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
         self._warned_at = -WARN_EVERY_S
+        self._pending: dict[str, tuple[str, int]] = {}  # member -> (tenant, texts)
+        self._retrying: asyncio.Task | None = None
 
     def _redis(self) -> tuple[Any, Any]:
         """The scripts, on a client of the running event loop (made at the first check)."""
@@ -144,7 +153,11 @@ class RedisLimiter:
             args += [repr(float(bucket.rate)), repr(float(bucket.cost))]
         try:
             status, retry_ms, index = await self._redis()[0](keys=keys, args=args)
-        except ERRORS as exc:
+        except (*ERRORS, asyncio.CancelledError) as exc:
+            if member:  # the script may have run: its hold is given back when Redis answers
+                self._later(ask.tenant, member, ask.inflight)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             self._down(exc)
             return self.local.take_now(ask)
         if status == 0:
@@ -160,11 +173,37 @@ class RedisLimiter:
         if hold.released:
             return
         hold.released = True
+        if not await self._release(hold.tenant, hold.member, hold.n):
+            self._later(hold.tenant, hold.member, hold.n)
+
+    async def _release(self, tenant: str, member: str, n: int) -> bool:
+        """Give the hold back in Redis; False when Redis did not confirm it."""
         try:
-            keys = self.keys(hold.tenant, "held", "leases")
-            await self._redis()[1](keys=keys, args=[hold.member, hold.n])
-        except ERRORS as exc:  # the lease ends on its own
+            keys = self.keys(tenant, "held", "leases")
+            await self._redis()[1](keys=keys, args=[member, n])
+        except ERRORS as exc:
             self._down(exc)
+            return False
+        return True
+
+    def _later(self, tenant: str, member: str, n: int) -> None:
+        """Retry this release until Redis confirms it (the retrying task runs while any wait)."""
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+        self._pending[member] = (tenant, n)
+        loop, task = asyncio.get_running_loop(), self._retrying
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._retrying = loop.create_task(self._retry_pending())
+
+    async def _retry_pending(self) -> None:
+        while self._pending:
+            await asyncio.sleep(RETRY_PENDING_S)
+            for member, (tenant, n) in list(self._pending.items()):
+                if not await self._release(tenant, member, n):
+                    break
+                self._pending.pop(member, None)
+            else:  # Redis answers again: the next checks use it
+                self._down_until = 0.0
 
     def _down(self, exc: BaseException) -> None:
         now = self.clock()
@@ -179,6 +218,8 @@ class RedisLimiter:
             )
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
         if self._client is not None:
             client, self._client, self._scripts = self._client, None, None
             await client.aclose()

@@ -4,6 +4,11 @@
 keeps it in the ASGI scope (`SCOPE_KEY`) and in a context variable, so that every log line
 emitted while the request is served can name it (`RequestFilter`, app.observability.logs).
 The classification path fills in what it learns with `classifying(...)`.
+
+What a request context holds is recorded (log lines, span attributes, metric labels), so it
+holds only bounded values: a request id of at most 128 safe characters, and adapter names that
+are valid selectors (`recorded`: anything else, however long, is the placeholder `<invalid>`),
+checked when they are noted, before any validation of the request itself.
 """
 
 from __future__ import annotations
@@ -15,11 +20,20 @@ from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
+from adapters_store.errors import StoreError
+from adapters_store.routing import parse
+
 SCOPE_KEY = "adapter_serve.request"
 REQUEST_ID_HEADER = b"x-request-id"
 # A client's id is kept when it is 1..128 of these characters (UUIDs, hex, W3C trace ids,
 # ULIDs, "svc-42:7"); anything else (spaces, quotes, control characters) is replaced.
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+INVALID = "<invalid>"  # what a log line, a span or a metric label holds for an invalid name
+# The longest valid selector: namespace/name (64 + 1 + 64), '@' and an alias (32) or a version.
+MAX_SELECTOR_CHARS = 64 + 1 + 64 + 1 + 32
+MAX_ADAPTERS = 16  # a request names at most this many (app.schemas); more are not recorded
+MAX_FIELD_CHARS = 256  # any one recorded string value, after which it is cut (`capped`)
 
 current: ContextVar[RequestContext | None] = ContextVar("adapter_serve_request", default=None)
 
@@ -41,6 +55,22 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
                 return value.decode("ascii")
             break
     return os.urandom(16).hex()
+
+
+def recorded(selector: object) -> str:
+    """`selector` when it is a valid adapter selector (`name`, `team/name@3`), else INVALID."""
+    if not isinstance(selector, str) or len(selector) > MAX_SELECTOR_CHARS:
+        return INVALID
+    try:
+        parse(selector)
+    except StoreError:
+        return INVALID
+    return selector
+
+
+def capped(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`text`, cut to `limit` characters (marked by a trailing '...') when longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RequestContext:
@@ -108,5 +138,6 @@ class Classifying:
 def classifying(scope: dict, adapters: list[str], texts: int, timing: Any) -> Classifying:
     context = scope.get(SCOPE_KEY)
     if context is not None:
-        context.adapters, context.texts, context.timing = adapters, texts, timing
+        context.adapters = [recorded(name) for name in adapters[:MAX_ADAPTERS]]
+        context.texts, context.timing = texts, timing
     return Classifying(context)

@@ -8,23 +8,49 @@ limits), `tokenize`, `queue` (waiting for a forward pass), `forward` (the pass: 
 heads) and `respond` (ranking and writing the answer). Spans carry the request id, the key
 id, adapter names and versions, the number of texts and the status: never a key, a text, an
 exception message or a path. Nothing of OpenTelemetry is imported while tracing is off.
+
+Spans hold bounded values only: adapter names are valid selectors or `<invalid>`
+(app.observability.context), and the provider's `SpanLimits` (what the SDK's
+OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and OTEL_ATTRIBUTE_COUNT_LIMIT would set, fixed in code)
+cut any attribute value at 256 characters and keep at most 32 attributes, 8 events and 8 links
+per span. A `tracestate` header over 512 characters is not continued (W3C: a vendor may drop it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.observability.context import RequestContext
+from app.observability.context import MAX_FIELD_CHARS, RequestContext
 
 TRACEPARENT = b"traceparent"
 TRACESTATE = b"tracestate"
+MAX_TRACESTATE_BYTES = 512
 MS = 1_000_000  # nanoseconds
+LIMITS = {
+    "max_attributes": 32,
+    "max_events": 8,
+    "max_links": 8,
+    "max_attribute_length": MAX_FIELD_CHARS,
+}
 
 
 def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL of a collector's base URL (`http://host:4318`)."""
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+
+
+def bounded_provider(processor: Any) -> Any:
+    """An SDK TracerProvider with our `LIMITS`, its spans going to `processor`."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "adapter-serve"}),
+        span_limits=SpanLimits(**LIMITS),
+    )
+    provider.add_span_processor(processor)
+    return provider
 
 
 class Tracing:
@@ -48,17 +74,13 @@ class Tracing:
             return None
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
         except ImportError:
             raise ValueError(
                 "APP_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
                 "pip install 'adapter-serve[otel]'"
             ) from None
-        provider = TracerProvider(resource=Resource.create({"service.name": "adapter-serve"}))
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(traces_url(endpoint))))
-        return cls(provider)
+        return cls(bounded_provider(BatchSpanProcessor(OTLPSpanExporter(traces_url(endpoint)))))
 
     def shutdown(self) -> None:
         """Export what is pending and stop the exporter."""
@@ -69,7 +91,7 @@ class Tracing:
         carrier = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in headers
-            if name in (TRACEPARENT, TRACESTATE)
+            if name == TRACEPARENT or (name == TRACESTATE and len(value) <= MAX_TRACESTATE_BYTES)
         }
         parent = self._propagator.extract(carrier) if carrier else None
         span = self.tracer.start_span(

@@ -25,6 +25,7 @@ READER = "reader-key-0123456789abcdefghijklm"
 ADMIN = "admin-key-0123456789abcdefghijklmn"
 SECRET_TEXT = "zebra quartz umbrella lantern"
 PHASES = {"admission", "tokenize", "queue", "forward", "respond"}
+HUGE_NAMES = [f"{i:x}" * (1 << 20) for i in range(16)]  # 16 names of 1 MB (issue 26, item 4)
 
 
 class Receiver(ThreadingHTTPServer):
@@ -100,6 +101,7 @@ def followed(tmp_path_factory, factory, tiny_model_dir):
         "e2e-404": ("/classify", {"adapter": "nope", "inputs": SECRET_TEXT}, reader),
         "e2e-401": ("/classify", {"adapter": "alpha", "inputs": SECRET_TEXT}, {}),
         "e2e-422": ("/classify", {"adapter": "alpha", "inputs": [SECRET_TEXT, 3]}, reader),
+        "e2e-huge": ("/classify", {"adapters": HUGE_NAMES, "inputs": SECRET_TEXT}, reader),
     }
     responses = {}
     try:
@@ -132,7 +134,7 @@ def _access(lines: list[dict], rid: str) -> dict:
 def test_every_line_is_json_and_every_request_has_its_access_line(followed):
     responses, lines, _, _, _ = followed
     assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
-    assert len(responses) == 7
+    assert len(responses) == 8
     for rid, response in responses.items():
         assert response.headers["x-request-id"] == rid
         line = _access(lines, rid)
@@ -148,6 +150,7 @@ def test_every_line_is_json_and_every_request_has_its_access_line(followed):
         "e2e-404": 404,
         "e2e-401": 401,
         "e2e-422": 422,
+        "e2e-huge": 422,
     }
 
 
@@ -192,3 +195,14 @@ def test_no_key_text_or_store_path_in_any_line_or_span(followed):
     for secret in (READER, ADMIN, SECRET_TEXT, store_root):
         assert secret not in raw
         assert secret.encode() not in exported
+
+
+def test_sixteen_names_of_a_megabyte_leave_a_small_log_and_small_spans(followed):
+    """Before: the access line and the server span each held the 16 MB of names."""
+    _, lines, receiver, raw, _ = followed
+    huge = _access(lines, "e2e-huge")
+    assert huge["adapter"] == ["<invalid>"] * 16 and len(json.dumps(huge)) < 2048
+    assert len(raw) < (1 << 20) and sum(map(len, receiver.bodies)) < (1 << 20)
+    trace = [s for s in receiver.spans() if s.trace_id.hex() == huge["trace_id"]]
+    (server,) = [s for s in trace if not s.parent_span_id]
+    assert _attributes(server)["adapter_serve.adapters"] == ["<invalid>"] * 16

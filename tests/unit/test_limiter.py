@@ -4,11 +4,16 @@ in a real redis-server on 127.0.0.1, where two limiters stand for two API proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
+import redis
 
 from app.api.limiter import Ask, Bucket, LocalLimiter, RateLimited, TooManyInFlight
 from app.api.limiter_redis import RedisLimiter
@@ -152,6 +157,71 @@ def test_redis_down_falls_back_to_limits_in_this_process(caplog):
         run(go())
     warnings = [r for r in caplog.records if "Redis did not answer" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """A redis-server that answers nothing (SIGSTOP) until the block ends (SIGCONT)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.redis
+def test_releases_lost_in_a_redis_stall_are_given_back_when_it_answers(tmp_path):
+    """Redis frozen (SIGSTOP) while two requests end: their releases time out. Before: another
+    process was refused (too_many_in_flight) for the rest of the lease (60 s here); now the
+    releases are retried and the key's texts are free within a couple of seconds of SIGCONT."""
+    with redis_or_skip(tmp_path) as url:  # its own redis-server: this test freezes it
+        pid = redis.Redis.from_url(url).info("server")["process_id"]
+
+        async def go():
+            one, other = (RedisLimiter(url, lease_s=60, prefix="stall") for _ in range(2))
+            holds = [await one.take(Ask("k", inflight_limit=8, inflight=4)) for _ in range(2)]
+            with frozen(pid):
+                for hold in holds:
+                    await one.release(hold)  # no answer within TIMEOUT_S
+            resumed, refused = time.monotonic(), 0
+            ask = Ask("k", inflight_limit=8, inflight=8)
+            while isinstance(hold := await outcome(other, ask), RateLimited):
+                assert isinstance(hold, TooManyInFlight) and time.monotonic() - resumed < 3, hold
+                refused += 1
+                await asyncio.sleep(0.1)
+            await other.release(hold)
+            await one.close()
+            await other.close()
+            return hold, refused
+
+        hold, refused = run(go())
+        assert hold.member is not None  # taken in Redis, not by the fallback in process
+        assert refused < 30
+
+
+@pytest.mark.redis
+def test_a_check_cancelled_in_a_redis_stall_gives_its_hold_back(tmp_path):
+    """A client leaves while its check waits on a frozen Redis, which runs the check when it
+    resumes. Before: the texts stayed held for the lease; now the hold is given back."""
+    with redis_or_skip(tmp_path) as url:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        pid = client.info("server")["process_id"]
+
+        async def go():
+            limiter = RedisLimiter(url, lease_s=60, prefix="gone")
+            await limiter.release(await limiter.take(Ask("k", inflight_limit=8, inflight=1)))
+            with frozen(pid):
+                task = asyncio.ensure_future(limiter.take(Ask("k", inflight_limit=8, inflight=3)))
+                await asyncio.sleep(0.1)  # sent, unanswered
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            await asyncio.sleep(2)
+            await limiter.close()
+
+        run(go())
+        assert client.get("gone:{k}:held") is None
+        assert client.zcard("gone:{k}:leases") == 0
 
 
 def test_local_buckets_refill_with_the_clock():

@@ -6,9 +6,10 @@ import json
 import logging
 import random
 import re
+import sys
 
 from app.metrics import Metrics
-from app.observability.context import RequestContext, current, request_id
+from app.observability.context import INVALID, RequestContext, classifying, current, request_id
 from app.observability.logs import JsonFormatter, TextFormatter, logging_config
 from app.observability.top import OTHER, TopAdapters
 
@@ -102,6 +103,34 @@ def test_text_lines_show_the_id_and_fields():
         current.reset(token)
     assert "app.x [rid-8]: POST /classify 200 adapter=a,b" in line
     assert "[" not in TextFormatter().format(_record("plain"))
+
+
+def test_text_lines_escape_what_a_client_sent():
+    """Before: a newline in a message, a field or an exception's message started a new line."""
+    try:
+        raise ValueError("bad\n2026-01-01 INFO app.access: DELETE /adapters/{name} 200")
+    except ValueError:
+        error = logging.LogRecord("app.x", logging.ERROR, __file__, 1, "on %s", ("/a\nb",), None)
+        error.exc_info = sys.exc_info()
+    fields = {"adapter": "x\r\ny", "q": 'say "hi"', "route": "/adapters/{name}", "bell": "\x07"}
+    line = TextFormatter().format(_record("GET /a\u2028b", fields=fields))
+    assert len(line.splitlines()) == 1
+    assert line.endswith(
+        'GET /a\\u2028b adapter="x\\r\\ny" q="say \\"hi\\"" route=/adapters/{name} bell="\\u0007"'
+    )
+    first, *rest = TextFormatter().format(error).splitlines()
+    assert first.endswith("app.x: on /a\\nb")
+    assert rest and all(x.startswith("    ") for x in rest)  # a record starts at column 0
+    assert rest[-1] == "    2026-01-01 INFO app.access: DELETE /adapters/{name} 200"
+
+
+def test_only_valid_bounded_names_are_noted_for_logs_spans_and_labels():
+    context = RequestContext("rid-9", {})
+    names = ["alpha", "team-a/x@prod", "b@3", "a" * 65, "x\ny", "Up", "a@", 7, "z" * 10**6]
+    classifying({"adapter_serve.request": context}, names, 1, None)
+    assert context.adapters == ["alpha", "team-a/x@prod", "b@3", *[INVALID] * 6]
+    line = json.loads(JsonFormatter().format(_record("x" * 10**5, fields={"f": ["y" * 999] * 99})))
+    assert len(line["message"]) == 8192 and len(line["f"]) == 16 and len(line["f"][0]) == 256
 
 
 def test_logging_config_routes_uvicorn_through_the_one_handler():
