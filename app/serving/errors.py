@@ -41,3 +41,10 @@ class RequestTimeout(ServiceError):
 
 class ServiceStopping(ServiceError):
     code = "unavailable"
+
+
+class NonFiniteScores(ServiceError):
+    """An adapter gave NaN or infinity for an input (weights stored before uploads were
+    checked): a clear 422 for that request rather than scores JSON cannot carry."""
+
+    code = "invalid_adapter"
