@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from adapters_store import format as fmt
 from adapters_store.errors import BaseModelMismatch, InvalidAdapter
 from adapters_store.heads import head_labels, head_task
+from adapters_store.tensor_files import check_weights
 
 
 def inspect_folder(src: Path) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def inspect_folder(src: Path) -> dict[str, Any]:
     adapter_config = fmt.read_json(src / fmt.ADAPTER_CONFIG)
     head_config = fmt.read_json(src / fmt.HEAD_CONFIG)
     for weights in fmt.SAFETENSORS_FILES:
-        fmt.check_safetensors(src / weights)
+        check_weights(src / weights)  # caps, the library's parse, float and finite values
     hidden = adapter_config.get("hidden_size")
     return {
         "adapter_config": fmt.adapter_config_name(adapter_config),

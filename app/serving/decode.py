@@ -12,9 +12,7 @@ that lands while the files are read is detected and the read retried on the new 
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from adapters_store import AdapterNotFound, AdapterStore, BaseModelRef, InvalidAdapter, check_base
 from adapters_store import format as fmt
+from adapters_store.tensor_files import read_tensors
 from app.serving.errors import ServiceError
 from app.serving.split_groups import Compat, compat_of, freeze
 
@@ -31,10 +30,6 @@ READ_ATTEMPTS = 3  # a read that races a replace is retried on the new version t
 # them build identical modules in eval mode, so they may share a slot.
 TRAINING_ONLY = frozenset({"init_weights_seed", "dropout"})
 BOTTLENECK_INIT = frozenset({"init_weights"})  # bottleneck init schemes: values, not shapes
-SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-}  # fmt: skip
 HEAD_LABEL_FIELDS = frozenset({"label2id", "id2label"})  # labels come from our manifest
 # The library's module containers keyed by adapter name (adapters 1.3, every method).
 CONTAINERS = frozenset(
@@ -156,7 +151,7 @@ def _canonical(path: Path, saved: Any, dtype: Any) -> dict[str, Any]:
     (`.adapters.NAME.`, `.loras.NAME.`, `heads.NAME.`, ...), exactly once; a key where that
     is not so keeps its own name, and the adapter then takes the library path.
     """
-    raw = read_safetensors(path)
+    raw = read_tensors(path)  # each tensor in memory of its own, none a view of the file
     out = {}
     for key, tensor in raw.items():
         parts = key.split(".")
@@ -166,43 +161,6 @@ def _canonical(path: Path, saved: Any, dtype: Any) -> dict[str, Any]:
             key = ".".join(parts)
         out[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     return out
-
-
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """A safetensors file's tensors, sharing one buffer: a single read and a view per tensor
-    (safetensors' own `load_file` costs ~5x more per small file). Every header entry is checked
-    against the format: known dtype, offsets inside the data, bytes equal to the shape's."""
-    import torch
-
-    with path.open("rb") as f:  # one copy: straight into the buffer the tensors will view
-        buf = bytearray(os.fstat(f.fileno()).st_size)
-        f.readinto(buf)
-    try:
-        (size,) = struct.unpack_from("<Q", buf, 0)
-        if size > len(buf) - 8:
-            raise ValueError("header longer than the file")
-        header = json.loads(buf[8 : 8 + size])
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-        data, out = 8 + size, {}
-        for key, entry in header.items():
-            if key != "__metadata__":
-                out[key] = _tensor(torch, buf, data, entry)
-        return out
-    except (ValueError, KeyError, TypeError, struct.error) as exc:
-        raise InvalidAdapter(f"{path.name} is not a valid safetensors file: {exc}") from None
-
-
-def _tensor(torch: Any, buf: bytearray, data: int, entry: dict) -> Any:
-    dtype = getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])
-    start, end = (int(x) for x in entry["data_offsets"])
-    shape = [int(x) for x in entry["shape"]]
-    count = math.prod(shape)
-    if not 0 <= start <= end <= len(buf) - data or count * dtype.itemsize != end - start:
-        raise ValueError(f"offsets {start}..{end} do not hold shape {shape}")
-    if count == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(buf, dtype=dtype, count=count, offset=data + start).view(shape)
 
 
 def _json(path: Path) -> dict:

@@ -41,3 +41,16 @@ class RequestTimeout(ServiceError):
 
 class ServiceStopping(ServiceError):
     code = "unavailable"
+
+
+class InvalidText(ServiceError):
+    """A text the tokenizer refuses (a lone surrogate, ...): that request fails alone."""
+
+    code = "validation_error"
+
+
+class NonFiniteScores(ServiceError):
+    """An adapter gave NaN or infinity for an input (weights stored before uploads were
+    checked): a clear 422 for that request rather than scores JSON cannot carry."""
+
+    code = "invalid_adapter"

@@ -4,12 +4,14 @@ The batch arrives as per-adapter segments. Normally all segments share one forwa
 (BatchSplit); when the resident budget cannot hold every adapter of the batch at once, the
 segments are run in several passes, each over as many adapters as fit. A segment whose adapter
 cannot be used (deleted, invalid, made for another base) fails alone; a forward pass that
-raises fails the segments it carried. No HTTP here.
+raises fails the segments it carried; a row whose logits are NaN or infinite fails its own
+request (`NonFiniteScores`, 422), never the JSON encoding of the answer. No HTTP here.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from adapters_store import StoreError
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
 from app.serving.engine import Engine, Segment
-from app.serving.errors import InferenceFailed, ServiceError
+from app.serving.errors import InferenceFailed, NonFiniteScores, ServiceError
 from app.serving.planning import Item, Request, settle
 from app.serving.tasks import Head
 
@@ -141,11 +143,22 @@ def deliver(
             continue
         if metrics:
             metrics.queue_seconds.observe(waited)
-        redo += settle(item, outcome[position])
+        row = outcome[position]
+        if not all(map(math.isfinite, row.logits)):
+            fail(request, _non_finite(item.adapter, row.version))
+            continue
+        redo += settle(item, row)
         if request.remaining == 0:
             request.done = True
             request.future.set_result(None)
     return redo
+
+
+def _non_finite(adapter: str, version: int) -> NonFiniteScores:
+    return NonFiniteScores(
+        f"adapter {adapter!r} (version {version}) gave a NaN or infinite score: its weights "
+        "cannot be served; upload it again (uploads refuse non-finite weights)"
+    )
 
 
 def fail(request: Request, exc: BaseException) -> None:

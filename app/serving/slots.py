@@ -12,10 +12,12 @@ forward stays the library's own (AdapterSetup / BatchSplit over slot names), so 
 the library running that adapter alone.
 
 A slot is trusted only when the tensors the library built for it are exactly the tensors the
-adapter's files hold (same objects by identity, same shapes): then no state of a previous
-occupant survives a copy but what the key fixes (config, head shape), which is equal for every
-adapter of the key. A key whose first slot fails that check is refused for good and its
-adapters take the library path (`Engine.load_adapter`), as before slots existed.
+adapter's files hold (same objects by identity, same shapes and dtypes): then no state of a
+previous occupant survives a copy but what the key fixes (config, head shape), which is equal
+for every adapter of the key. An adapter whose files fail that check (a missing or extra
+tensor, int32 weights stored before uploads were checked) takes the library path
+(`Engine.load_adapter`) alone, as before slots existed, and is not tried again until its files
+change; its key stays open to the adapters that do fit, whichever of them comes first.
 
 Every method runs on the inference thread (the engine's owner).
 """
@@ -58,15 +60,22 @@ class SlotPool:
         self.per_key = per_key
         self._slots: dict[Hashable, list[Slot]] = {}
         self._bound: dict[str, Slot] = {}  # store name -> its slot
-        self._refused: set[Hashable] = set()
+        self._misfits: dict[str, tuple[int, int]] = {}  # name -> stamp of files that do not map
         self._tick = itertools.count(1)
 
     @property
     def count(self) -> int:
         return sum(len(slots) for slots in self._slots.values())
 
+    @property
+    def misfits(self) -> set[str]:
+        """The adapters whose files did not map onto a slot (they take the library path)."""
+        return set(self._misfits)
+
     def usable(self, decoded: Decoded) -> bool:
-        return decoded.slot_key is not None and decoded.slot_key not in self._refused
+        if decoded.slot_key is None:
+            return False
+        return self._misfits.get(decoded.name) != decoded.stamp
 
     def bound(self, name: str, stamp: tuple[int, int]) -> bool:
         """Is this version of `name` in a slot now? (touches the slot when it is)"""
@@ -147,7 +156,7 @@ class SlotPool:
         if params is None or {id(t) for t in params.values()} != {id(t) for t in new}:
             self.engine.unload_module(module)
             if stamp_of_path(decoded.path) == decoded.stamp:  # not a replace racing the read
-                self._refused.add(decoded.slot_key)
+                self._misfits[decoded.name] = decoded.stamp  # this adapter alone, not its key
                 log.info("adapter %s: its files do not map onto its modules", decoded.name)
             return None
         shapes = {k: (p.shape, p.dtype) for k, p in params.items()}

@@ -6,6 +6,8 @@ first come first served) and tokenises them in one batch call per truncation mod
 costs a fraction per text of one call per request, and under load many requests wait at once.
 A huge request delays a small one by a turn, not by all of it. Results go back to the event
 loop with one wake-up per turn. A chunk whose request gave up (deadline, disconnect) is skipped.
+When a batch call fails (a text too long, a text the tokenizer refuses), the turn is tokenised
+again a request at a time, so only the request holding the bad text fails, with a 4xx naming it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.serving.engine import Engine, Text
-from app.serving.errors import RequestTimeout, TextTooLong
+from app.serving.errors import InvalidText, RequestTimeout, ServiceError
 
 log = logging.getLogger(__name__)
 TOKENIZE_CHUNK_CHARS = 32_768  # a request's texts are queued in chunks of this many characters
@@ -125,14 +127,12 @@ class Tokenizer:
             texts = [text for i in picked for text in turn[i].texts]
             try:
                 ids = self.engine.tokenize(texts, truncation=truncation)
-            except TextTooLong:  # some chunk has a text too long: find which, one by one
+            except Exception as exc:  # some chunk's text fails: find which, one by one
+                if not isinstance(exc, ServiceError):
+                    log.warning("tokenising %d texts failed (%s): one request at a time",
+                                len(texts), type(exc).__name__)  # fmt: skip
                 for i in picked:
                     results[i] = self._encode_one(turn[i])
-                continue
-            except Exception as exc:  # a tokenizer bug: fail these requests, keep serving
-                log.exception("tokenising %d texts failed", len(texts))
-                for i in picked:
-                    results[i] = exc
                 continue
             start = 0
             for i in picked:
@@ -141,10 +141,30 @@ class Tokenizer:
         return results
 
     def _encode_one(self, chunk: Chunk) -> Any:
+        """The chunk's ids, or the error it fails with (its own; never another request's)."""
         try:
             return self.engine.tokenize(chunk.texts, truncation=chunk.truncation, first=chunk.first)
-        except Exception as exc:
+        except ServiceError as exc:
             return exc
+        except Exception as exc:
+            return self._culprit(chunk, exc)
+
+    def _culprit(self, chunk: Chunk, exc: Exception) -> BaseException:
+        """The error of the first text of `chunk` that fails alone: InvalidText (a 4xx) naming
+        it; `exc` itself (a 500) when none does, as a tokenizer bug."""
+        for offset, text in enumerate(chunk.texts):
+            index = chunk.first + offset
+            try:
+                self.engine.tokenize([text], truncation=chunk.truncation, first=index)
+            except ServiceError as error:
+                return error
+            except Exception as error:
+                return InvalidText(
+                    f"inputs[{index}] cannot be tokenised ({type(error).__name__}): send "
+                    "valid Unicode text (no lone surrogates such as \\ud800)"
+                )
+        log.error("tokenising a request failed", exc_info=exc)
+        return exc
 
 
 def _settle(turn: list[Chunk], results: list[Any]) -> None:
