@@ -193,3 +193,36 @@ def test_the_library_path_grows_with_distinct_adapters(tiny_model_dir, saved):
     for name in names:
         library.load_adapter(name, saved[name])
     assert _ops(library, names) / _ops(library, names[:1]) > 2
+
+
+ODD = {  # bottleneck wirings that are not neutral with zero weights, and learned scalings
+    "odd-ln": SeqBnConfig(ln_before=True, ln_after=True, adapter_residual_before_ln=True),
+    "odd-postadd": SeqBnConfig(residual_before_ln="post_add", scaling="learned"),
+    "odd-noln": SeqBnConfig(original_ln_after=False, original_ln_before=True, scaling="channel"),
+    "odd-par": ParBnConfig(ln_after=True, reduction_factor={"0": 4, "default": 16}),
+    "odd-lora": LoRAConfig(r=3, alpha=5, attn_matrices=["k"], output_lora=True, leave_out=[1]),
+    "odd-prefix": PrefixTuningConfig(prefix_length=3, flat=True, leave_out=[0]),
+}
+
+
+@pytest.fixture(scope="module")
+def odd(tiny_model_dir, factory, tmp_path_factory):
+    engine = Engine.load(base_model=str(tiny_model_dir), max_length=64)
+    folder = tmp_path_factory.mktemp("odd")
+    oracle = {}
+    for seed, (name, config) in enumerate(ODD.items()):
+        path = factory.save(name, folder / name, seed=seed, config=config, std=0.3)
+        engine.load_adapter(name, path)
+        oracle[name] = _oracle(engine, name)
+    return engine, oracle
+
+
+def test_other_wirings_mix_exactly_and_rows_without_padding(odd):
+    """Wirings that gather their own rows, per-layer sizes, leave_out, and passes whose rows
+    all have one length (no attention mask: the prefixes bring their own)."""
+    engine, oracle = odd
+    names = list(ODD)
+    assert all(engine._compat(engine.module_of(n)).key == ONEPASS_KEY for n in names)
+    _check(engine, oracle, [(n, TEXTS[i % 3 : i % 3 + 2]) for i, n in enumerate(names)])
+    _check(engine, oracle, [(n, [TEXTS[2]]) for n in reversed(names)])  # one length: no mask
+    _check(engine, oracle, [("odd-prefix", [TEXTS[0], TEXTS[0]]), ("odd-lora", [TEXTS[0]])])
