@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import base_model_dir, bootstrap, load_texts
+from bench.common import DATA, base_model_dir, bootstrap, load_texts
 from bench.op_count import count_ops
 
 METHODS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", "prefix_tuning")
@@ -172,8 +172,10 @@ def main(argv=None) -> None:
             base = build_tiny_roberta(Path(tmp) / "tiny")
         else:
             base = base_model_dir(opts.model, Path(tmp))
+        source = DATA / "rotten_tomatoes" / "validation.jsonl"
+        texts = str(source) if source.is_file() else "synthetic (set BENCH_DATA_DIR)"
         print(f"model {opts.model}, batch {opts.batch}, device {opts.device}, threads "
-              f"{opts.threads}, load average {os.getloadavg()}")  # fmt: skip
+              f"{opts.threads}, texts {texts}, load average {os.getloadavg()}")  # fmt: skip
         cells = []
         for path in opts.paths:
             engine = load_engine(opts, base, onepass=path == "onepass")
