@@ -16,6 +16,10 @@
 6. Overhead (bench/overhead.py, a subprocess bounded at 150 s): the tiny model on the device,
    our server vs a bare FastAPI app at 1/16/64 clients: req/s, p50/p99, server CPU ms per
    request (wrk when installed, else the bench's Python client). Runs before the scale part.
+7. Mixed methods (bench/mixed_methods.py, subprocesses bounded by --mixed-timeout-s): one
+   forward of 64 texts over k = 1, 16, 64 distinct adapters per method and over 4 methods,
+   the one-pass path vs the library's BatchSplit, in fp16 and in bf16: aten operators, kernel
+   launches and ms (issue 29).
 Prints lines and writes DIR/gpu_check.json. Every part is bounded; a part that fails is
 reported and the rest still run.
 """
@@ -44,7 +48,7 @@ from bench.common import (
     make_store,
     wait_for_log,
 )
-from bench.gpu_subbench import overhead_args, run_bench, scale_args
+from bench.gpu_subbench import mixed_args, overhead_args, run_bench, scale_args
 
 RESULTS: dict = {}
 
@@ -271,6 +275,16 @@ def overhead(opts) -> None:
     RESULTS["overhead"] = run_bench("bench.overhead", overhead_args(opts), 150.0, path)
 
 
+@part("mixed")
+def mixed(opts) -> None:
+    """Launches per forward for k distinct adapters: one-pass vs BatchSplit (issue 29)."""
+    for dtype in ("float16", "bfloat16") if not opts.dry_run else ("float32",):
+        path = opts.out / f"mixed_methods_{dtype}.json"
+        args = mixed_args(opts, dtype)
+        limit = opts.mixed_timeout_s
+        RESULTS[f"mixed_{dtype}"] = run_bench("bench.mixed_methods", args, limit, path)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -284,7 +298,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--raw-seconds", type=float, default=3.0)
-    p.add_argument("--parts", default="precision,memory,throughput,overhead,scale")
+    p.add_argument("--parts", default="precision,memory,throughput,mixed,overhead,scale")
+    p.add_argument("--mixed-timeout-s", type=float, default=150.0, help="per dtype")
     p.add_argument("--overhead-seconds", type=int, default=5, help="per bench.overhead cell")
     p.add_argument("--scale-adapters", type=int, default=2000)
     p.add_argument("--scale-timeout-s", type=float, default=200.0)
@@ -336,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             memory_and_loads(base, store, names, opts)
         if "throughput" in opts.parts:
             throughput(base, data_dir, names, texts, opts)
+    if "mixed" in opts.parts:
+        mixed(opts)
     if "overhead" in opts.parts:
         overhead(opts)
     if "scale" in opts.parts:

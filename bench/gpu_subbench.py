@@ -42,6 +42,19 @@ def overhead_args(opts) -> list[str]:
     return [*size, "--env", f"APP_DEVICE={opts.device}", "--json", str(opts.out / "overhead.json")]
 
 
+def mixed_args(opts, dtype: str) -> list[str]:
+    """bench.mixed_methods on the device (issue 29): launch counts and ms of k = 1 and 64
+    distinct adapters per method and mixed, one-pass vs the library (dry run: tiny, CPU)."""
+    if opts.dry_run:
+        size = ["--model", "tiny", "--ks", "1,4", "--reps", "1", "--methods", "seq_bn,mix"]
+    else:
+        size = ["--model", opts.model, "--ks", "1,16,64", "--reps", "5"]
+    return [
+        *size, "--batch", "64", "--threads", "0", "--device", opts.device, "--dtype", dtype,
+        "--json", str(opts.out / f"mixed_methods_{dtype}.json"),
+    ]  # fmt: skip
+
+
 def run_bench(module: str, args: list[str], timeout_s: float, json_path: Path) -> dict:
     """`python -m <module> <args>` bounded by `timeout_s`; its printout, then its --json file."""
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,12 @@ The engine owns the model; every method that touches it (load, unload, forward) 
 from ONE thread (the batcher's inference thread). `tokenize` only uses the tokenizer and must
 also be called from one thread at a time (the fast tokenizer is not re-entrant).
 
-A forward over several adapters runs the body once per group of compatible adapters (one
-`BatchSplit` per group: same method and wiring, see split_groups.py) and then applies each adapter's
-head to its own slice of the batch (DESIGN §4, docs/serving-mixed-methods.md).
+A forward over several adapters runs the body once per group of compatible adapters and then
+applies each adapter's head to its own slice of the batch (DESIGN §4,
+docs/serving-mixed-methods.md). Every adapter the one-pass path covers (app.serving.onepass:
+bottleneck, LoRA, IA3, prefix tuning) shares ONE body pass whatever their number and methods,
+with stacked weights; the others run one `BatchSplit` per group (same method and wiring, see
+split_groups.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from adapters_store import BaseModelRef
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
 from app.serving.errors import BaseModelLoadError, TextTooLong
 from app.serving.modules import AdapterModules, module_name
+from app.serving.onepass.support import ONEPASS_KEY
 from app.serving.split_groups import Compat, compat_of, plan_pieces
 
 __all__ = ["Engine", "Segment", "Text", "choose_device", "choose_dtype", "module_name"]
@@ -67,8 +71,18 @@ def _load_error(base_model: str, exc: BaseException) -> BaseModelLoadError:
 
 
 class Engine(AdapterModules):
-    def __init__(self, *, model: Any, tokenizer: Any, base_ref: BaseModelRef, max_length: int):
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        base_ref: BaseModelRef,
+        max_length: int,
+        onepass: bool = True,
+    ):
         import torch
+
+        from app.serving.onepass.runner import OnePass, supported_model
 
         self.model = model
         self.base_config = model.config
@@ -81,6 +95,8 @@ class Engine(AdapterModules):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._torch = torch
         self._compats: dict[str, Compat] = {}  # module name -> how it batches, while loaded
+        # Stacked weights + hooks for the adapters the one-pass path covers (None: off).
+        self._onepass = OnePass(model) if onepass and supported_model(model) else None
         self._init_modules()
         self.char_cap = char_cap(tokenizer, max_length)
         # The tokenizer warns once per over-long text; we check lengths ourselves.
@@ -97,10 +113,12 @@ class Engine(AdapterModules):
         dtype: str = "auto",
         max_length: int = 512,
         threads: int | None = None,
+        onepass: bool = True,
     ) -> Engine:
         """Load the base model once; raise BaseModelLoadError with a one-line reason.
 
-        `threads` sets torch's intra-op threads for the process (None: torch's default).
+        `threads` sets torch's intra-op threads for the process (None: torch's default);
+        `onepass` False runs every adapter through the library's BatchSplit (for comparison).
         """
         import torch
         from adapters import AutoAdapterModel
@@ -126,7 +144,9 @@ class Engine(AdapterModules):
         target = choose_device(device)
         model.to(device=target, dtype=choose_dtype(dtype, target))
         limit = min(max_length, _model_limit(tokenizer, config))
-        engine = cls(model=model, tokenizer=tokenizer, base_ref=base_ref, max_length=limit)
+        engine = cls(
+            model=model, tokenizer=tokenizer, base_ref=base_ref, max_length=limit, onepass=onepass
+        )
         engine.base_config = base_config
         return engine
 
@@ -198,8 +218,8 @@ class Engine(AdapterModules):
         return out
 
     def _forward_group(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
-        """One body pass (BatchSplit when several adapters), then each head on its slice:
-        its logits, in float32."""
+        """One body pass (stacked weights, or a BatchSplit when several adapters), then each
+        head on its slice: its logits, in float32."""
         from adapters import AdapterSetup
         from adapters.composition import BatchSplit
 
@@ -207,9 +227,17 @@ class Engine(AdapterModules):
         input_ids, mask = self._pad(rows)
         names = [self.module_of(seg.adapter) for seg in segments]
         sizes = [len(seg.ids) for seg in segments]
-        setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
-        with AdapterSetup(setup):
-            body = self.model.base_model(input_ids=input_ids, attention_mask=mask, return_dict=True)
+        if self._onepass is not None and self._compat(names[0]).key == ONEPASS_KEY:
+            body = self._onepass.body(names, sizes, input_ids, mask)
+            logits = self._onepass.heads(body, names, sizes)
+            if logits is not None:
+                return logits
+        else:
+            setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
+            with AdapterSetup(setup):
+                body = self.model.base_model(
+                    input_ids=input_ids, attention_mask=mask, return_dict=True
+                )
         out, start = [], 0
         for name, size in zip(names, sizes, strict=True):
             logits = self._head(body, mask, name, slice(start, start + size))
@@ -221,7 +249,8 @@ class Engine(AdapterModules):
         compat = self._compats.get(slot)
         if compat is None:
             config = self.model.adapters_config.get(slot)
-            compat = compat_of(slot, config.to_dict() if hasattr(config, "to_dict") else config)
+            config = config.to_dict() if hasattr(config, "to_dict") else config
+            compat = compat_of(slot, config, onepass=self._onepass is not None)
             self._compats[slot] = compat
         return compat
 

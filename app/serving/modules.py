@@ -22,6 +22,7 @@ class AdapterModules:
     device: Any
     dtype: Any
     _compats: dict[str, Any]
+    _onepass: Any  # app.serving.onepass.runner.OnePass or None
 
     def _init_modules(self) -> None:
         self._bound: dict[str, str] = {}  # store name -> module, for adapters in slots
@@ -42,10 +43,18 @@ class AdapterModules:
 
     def bind(self, name: str, module: str) -> None:
         """Serve `name` from slot `module` (whose tensors now hold `name`'s)."""
+        self._forget(module)
         self._bound[name] = module
 
     def unbind(self, name: str) -> None:
-        self._bound.pop(name, None)
+        module = self._bound.pop(name, None)
+        if module is not None:
+            self._forget(module)
+
+    def _forget(self, module: str) -> None:
+        """The tensors behind `module` changed: drop its stacked copy (one-pass path)."""
+        if getattr(self, "_onepass", None) is not None:
+            self._onepass.forget(module)
 
     def load_adapter(self, name: str, path: Path) -> int:
         """Load a stored adapter + head as `name` (the library path); the bytes it added."""
@@ -64,6 +73,7 @@ class AdapterModules:
     def load_module(self, module: str, path: Path) -> list[Any]:
         """The library's `load_adapter` of `path` as `module` (+ head), moved to the model's
         device and dtype, in eval mode; the tensors it added. Walks the whole model: slow."""
+        self._forget(module)
         before = {id(t) for _, t in self._named_tensors()}
         self.model.load_adapter(str(path), load_as=module, use_safetensors=True)
         added = []
@@ -99,6 +109,7 @@ class AdapterModules:
     def unload_module(self, module: str) -> bool:
         """Delete adapter + head `module` from the model; idempotent."""
         removed = False
+        self._forget(module)
         self._compats.pop(module, None)
         if module in self.model.adapters_config.adapters:
             self.model.delete_adapter(module)

@@ -24,6 +24,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.serving.onepass.support import ONEPASS_KEY, stackable
+
 # Fields that may differ between adapters sharing one split; each was measured exact.
 FREE_FIELDS: dict[str, frozenset[str]] = {
     "bottleneck": frozenset(
@@ -53,8 +55,11 @@ class Piece:
     rows: tuple[int, ...]
 
 
-def compat_of(slot: str, config: Mapping[str, Any] | None) -> Compat:
-    """Adapters with equal keys give exact outputs when mixed in one BatchSplit."""
+def compat_of(slot: str, config: Mapping[str, Any] | None, *, onepass: bool = True) -> Compat:
+    """Adapters with equal keys give exact outputs when mixed in one body pass: one
+    `BatchSplit`, or (`onepass`, app.serving.onepass) every stackable adapter together."""
+    if onepass and stackable(config):
+        return Compat(ONEPASS_KEY, by_length=False)
     if not isinstance(config, Mapping):
         return Compat(("alone", slot), by_length=True)
     family = config.get("architecture") or "bottleneck"  # bottleneck configs name none

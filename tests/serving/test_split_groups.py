@@ -14,11 +14,24 @@ from adapters import (
     SeqBnConfig,
 )
 
+from app.serving.onepass.support import ONEPASS_KEY
 from app.serving.split_groups import Compat, Piece, compat_of, plan_pieces
 
 
-def _key(config, slot="x"):
-    return compat_of(slot, config.to_dict() if hasattr(config, "to_dict") else config)
+def _key(config, slot="x", *, onepass=False):
+    """The library path's key (BatchSplit groups); `onepass`: the engine's default key."""
+    config = config.to_dict() if hasattr(config, "to_dict") else config
+    return compat_of(slot, config, onepass=onepass)
+
+
+def test_every_stackable_config_shares_the_one_pass_key():
+    """With the one-pass path (issue 29), wiring no longer splits passes; gating still does."""
+    configs = [SeqBnConfig(), DoubleSeqBnConfig(), ParBnConfig(), LoRAConfig(), IA3Config(),
+               PrefixTuningConfig(), PrefixTuningConfig(prefix_length=10, flat=True)]  # fmt: skip
+    keys = {_key(c, f"s{i}", onepass=True) for i, c in enumerate(configs)}
+    assert keys == {Compat(ONEPASS_KEY, by_length=False)}
+    gated = _key(SeqBnConfig(use_gating=True), onepass=True)
+    assert gated.key != ONEPASS_KEY and gated.by_length
 
 
 @pytest.mark.parametrize(
