@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, model_validator
 
 from adapters_store import BaseModelRef, HubOrigin
 from app.serving.engine import Text
+
+# Request models that hold texts: a ValidationError's own text never quotes the input (it may
+# reach a log line, and logs hold no request text).
+NO_INPUT_IN_ERRORS = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class TextPair(BaseModel):
     """One input as the Hugging Face text-classification pipeline takes a sentence pair."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = NO_INPUT_IN_ERRORS
 
     text: StrictStr = Field(description="the first text")
     text_pair: StrictStr | None = Field(None, description="the second text of a pair")
@@ -24,26 +28,45 @@ FunctionToApply = Literal["softmax", "sigmoid", "none"]
 
 
 def input_texts(inputs: Input | list[Input]) -> list[Text]:
-    """Each input as the engine takes it: a string, or a (text, text_pair) tuple."""
+    """Each input as the engine takes it: a string, or a (text, text_pair) tuple. ValueError
+    naming the input (`inputs[2]`, `inputs[0].text_pair`) for an empty text or one that is not
+    Unicode text (`unicode_error`)."""
     items = inputs if isinstance(inputs, list) else [inputs]
-    out: list[Text] = []
-    for index, item in enumerate(items):
-        text = item if isinstance(item, str) else _text_of(item)
-        if "" in ((text,) if isinstance(text, str) else text):
-            raise ValueError(f"inputs[{index}] holds an empty string")
-        out.append(text)
-    if not out:
+    if not items:
         raise ValueError("'inputs' is empty")
-    return out
+    return [_input_text(item, index) for index, item in enumerate(items)]
 
 
-def _text_of(item: TextPair) -> Text:
-    return item.text if item.text_pair is None else (item.text, item.text_pair)
+def _input_text(item: Input, index: int) -> Text:
+    if isinstance(item, str):
+        return _checked(item, index, "")
+    text = _checked(item.text, index, ".text")
+    return text if item.text_pair is None else (text, _checked(item.text_pair, index, ".text_pair"))
+
+
+def _checked(text: str, index: int, part: str) -> str:
+    problem = "holds an empty string" if not text else unicode_error(text)
+    if problem is not None:
+        raise ValueError(f"inputs[{index}]{part} {problem}")
+    return text
+
+
+def unicode_error(text: str) -> str | None:
+    """What keeps `text` from being text to classify, None when nothing does: UTF-8 cannot
+    encode an unpaired surrogate (which the JSON escape "\\ud800" makes), and the tokenizer
+    would fail on it. It says where, never what the text holds."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode: an unpaired surrogate at character {exc.start}"
+    return None
 
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid",
+        **NO_INPUT_IN_ERRORS,
         json_schema_extra={
             "examples": [
                 {"adapter": "amazon-polarity", "inputs": ["great phone"], "top_k": 1},
@@ -69,6 +92,7 @@ class ClassifyRequest(BaseModel):
     threshold: float | None = Field(
         None, ge=0, le=1, description="multi-label: one threshold for every label"
     )
+    _texts: list[Text] = PrivateAttr()
 
     @model_validator(mode="after")
     def _check(self) -> ClassifyRequest:
@@ -76,12 +100,13 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give exactly one of 'adapter' or 'adapters'")
         if self.adapters is not None and len(set(self.adapters)) != len(self.adapters):
             raise ValueError("'adapters' lists an adapter twice")
-        input_texts(self.inputs)
+        self._texts = input_texts(self.inputs)
         return self
 
     @property
     def texts(self) -> list[Text]:
-        return input_texts(self.inputs)
+        """The inputs as the engine takes them (checked and made once, by the validator)."""
+        return self._texts
 
     @property
     def adapter_names(self) -> list[str]:

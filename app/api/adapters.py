@@ -32,6 +32,7 @@ from app.api.access import (
 )
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import (
+    UPLOAD_ROUTE,
     AdminAccess,
     BatcherDep,
     CacheDep,
@@ -173,7 +174,7 @@ def _flag(value: object) -> bool:
     "",
     status_code=201,
     response_model=AdapterInfo,
-    openapi_extra={"requestBody": UPLOAD_BODY},
+    openapi_extra={**UPLOAD_ROUTE, "requestBody": UPLOAD_BODY},
     responses=error_responses(409, 413, 422),
     summary="Upload an archive of a saved adapter (multipart: file, name, overwrite)",
 )

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from adapters_store import StoreError
 from app.api.access import check_adapters
-from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import (
     STATUS_BY_CODE,
     InvalidRequest,
@@ -189,6 +189,7 @@ def _render_one(result: AdapterResult, body: ClassifyRequest) -> dict:
     response_model=ClassifyResponse | MultiClassifyResponse,
     responses=error_responses(404, 422, 503, 504),
     summary="Classify one text or a list with an adapter (or several)",
+    openapi_extra=INFERENCE_ROUTE,
 )
 async def classify(
     request: Request,

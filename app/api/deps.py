@@ -59,8 +59,18 @@ _bearer = HTTPBearer(
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-# Where app.api.guard leaves the principal of a request it has already authorized.
+# Where app.api.guard leaves the principal of a request it has already authorized, and the
+# policy of the request's route (app.api.guard.Policy: scopes, body cap, error shape, ...).
 PRINCIPAL_KEY = "adapter_serve.principal"
+POLICY_KEY = "adapter_serve.policy"
+
+# What a route's body is, declared as route metadata in its `openapi_extra` (an OpenAPI
+# vendor extension) and read off the router's table by app.api.guard: an inference route's
+# body is capped at APP_MAX_REQUEST_BYTES and its key checked for room in the queue before
+# the body is read, an upload's at APP_MAX_UPLOAD_BYTES, any other route's at 1 MiB.
+ROUTE_KIND = "x-route-kind"
+INFERENCE_ROUTE = {ROUTE_KIND: "inference"}
+UPLOAD_ROUTE = {ROUTE_KIND: "upload"}
 
 
 def requirement(*scopes: str) -> Any:

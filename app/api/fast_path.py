@@ -7,7 +7,8 @@ the body, validates it with pydantic straight from the bytes, and runs the route
 exception middleware and the response model are skipped (about a third of the event loop's
 time per request, issue 19). Anything else, and any body that does not validate, goes to the
 FastAPI route unchanged, with the body replayed, so errors keep their one shape and the OpenAPI
-schema stays the route's.
+schema stays the route's. It takes only what the route would read as JSON (the route reads the
+first Content-Type header), so its answers are the route's for any headers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ class FastClassify:
             return
         try:
             request_body = ClassifyRequest.model_validate_json(body)
-        except ValidationError:  # the route answers it, in the one error shape
+        except ValidationError:
+            request_body = None
+        if request_body is None:
+            # The route answers it, in the one error shape. Outside the except block, so that
+            # an error in the route has no ValidationError (which quoted the body) chained to it.
             await self.app(scope, _replay(body, receive), send)
             return
         request = Request(scope, receive)
@@ -58,14 +63,18 @@ class FastClassify:
 
 
 def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A JSON body of declared length (a chunked one is counted by the guard: the route's)."""
-    json = sized = False
+    """A JSON body of declared length (a chunked one is counted by the guard: the route's).
+    JSON as the route decides it: by the first Content-Type header (Starlette's
+    `Headers.get`), whatever later ones say."""
+    content_type, sized = None, False
     for name, value in headers:
         if name == b"content-type":
-            json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+            content_type = value if content_type is None else content_type
         elif name == b"content-length":
             sized = True
-    return json and sized
+    if content_type is None or not sized:
+        return False
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 async def _read(receive: Any) -> bytes | None:

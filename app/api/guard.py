@@ -1,10 +1,13 @@
 """The request guard: keys, Host and Origin checks and body caps, before any body is read.
 
 A pure-ASGI middleware. Everything it decides per route is computed once, when the app's
-middleware stack is built: the route table becomes one regular expression per method, and
-each route its policy (the scopes its dependencies ask for, its body cap, its error shape).
-A request then costs a header scan and one regular-expression match:
+middleware stack is built, from the router's own table: each route's compiled path regex (the
+one the router matches with, in the router's order) and its policy, read off the route (the
+scopes its dependencies ask for, its kind from its `openapi_extra` metadata, its error shape
+from its route class). A request then costs a header scan and a few regular-expression matches:
 
+- A path holding a control character (`%0A`, `%00`, ...) is a 400 before anything else: no
+  route's path holds one, and the router's `$` would match before a trailing newline.
 - A route that needs a scope (it has a `requirement(...)` dependency, app/api/deps.py) is
   refused with 401/403 right away when keys are configured and the key is missing, unknown or
   lacks the scope. Without keys, the Host header must name this machine (loopback names,
@@ -12,22 +15,24 @@ A request then costs a header scan and one regular-expression match:
   when the browser says it comes from another site (`Origin`, `Sec-Fetch-Site`).
 - A body over the route's cap is a 413: on its Content-Length before a byte is read, or,
   for a chunked body, as soon as the bytes received pass the cap (the rest is never read).
+
+The route's policy is left in the scope (`POLICY_KEY`) for the quotas and the fast path.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.convertors import CONVERTOR_TYPES
+from starlette._utils import get_route_path  # the router's own view of the path
 from starlette.routing import BaseRoute
 
-from app.api.deps import PRINCIPAL_KEY
+from app.api.deps import INFERENCE_ROUTE, POLICY_KEY, PRINCIPAL_KEY, ROUTE_KIND, UPLOAD_ROUTE
 from app.api.errors import PayloadTooLarge
 from app.api.fast_path import FastClassify
 from app.api.quotas import QuotaMiddleware
@@ -37,18 +42,10 @@ from app.observability.middleware import install_observer
 from app.security import AuthError, KeyRing, is_loopback
 
 SMALL_BODY = 1 << 20  # every route without a cap of its own (job configs, hub imports, ...)
-INFERENCE_ROUTES = frozenset(
-    {
-        "/classify",
-        "/models/{adapter}",
-        "/v2/models/{name}/infer",
-        "/v2/models/{name}/versions/{version}/infer",
-    }
-)
-UPLOAD_ROUTES = frozenset({"/adapters"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_SITE = (b"same-origin", b"none")  # Sec-Fetch-Site values of the console and of typed URLs
-PARAM = re.compile(r"\{[^}:]+(:[a-z]+)?\}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: in no route's path
+CONTROL_MESSAGE = "the path holds a control character (U+0000-U+001F, U+007F-U+009F)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,7 @@ class Policy:
     scopes: frozenset[str] | None  # None: an open route
     body_limit: int
     oip: bool  # errors in the Open Inference Protocol's shape
+    inference: bool = False  # a classification: the quotas check the key's room in the queue
 
 
 OTHER = Policy("other", None, SMALL_BODY, False)
@@ -76,7 +74,8 @@ def route_scopes(route: Any) -> frozenset[str] | None:
 
 
 def flat_routes(routes: Iterable[BaseRoute]) -> list[Any]:
-    """Every route with its full path (FastAPI >= 0.160 keeps included routers unexpanded)."""
+    """Every route with its full path, in the router's order (FastAPI >= 0.160 keeps included
+    routers unexpanded and matches through them in this order)."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # older FastAPI: include_router copied the routes in
@@ -84,56 +83,43 @@ def flat_routes(routes: Iterable[BaseRoute]) -> list[Any]:
     return list(iter_route_contexts(list(routes)))
 
 
-def _pattern(template: str) -> str:
-    parts, last = [], 0
-    for match in PARAM.finditer(template):  # each parameter as its convertor matches it
-        wildcard = CONVERTOR_TYPES[match[1][1:]].regex if match[1] else "[^/]+"
-        parts += [re.escape(template[last : match.start()]), wildcard]
-        last = match.end()
-    return "".join([*parts, re.escape(template[last:])])
+def route_policy(route: Any, settings: Settings) -> Policy:
+    """What a route declares: the scopes its dependencies ask for, its kind (route metadata in
+    its `openapi_extra`, app/api/deps.py) and its error shape (its route class)."""
+    kind = (getattr(route, "openapi_extra", None) or {}).get(ROUTE_KIND)
+    inference, upload = kind == INFERENCE_ROUTE[ROUTE_KIND], kind == UPLOAD_ROUTE[ROUTE_KIND]
+    limit = settings.max_request_bytes if inference else SMALL_BODY
+    limit = settings.max_upload_bytes if upload else limit
+    original = getattr(route, "original_route", route)  # a FastAPI RouteContext's own route
+    return Policy(
+        getattr(route, "path_format", None) or route.path,  # the template without convertors
+        route_scopes(route),
+        limit,
+        getattr(original, "oip_errors", False),
+        inference,
+    )
 
 
 class RouteTable:
-    """Policy by (method, path): one alternation regex per method, routes in router order."""
+    """Policy by (method, path) as the router decides it: per method, the routes that take it,
+    in the router's order, each as its own compiled path regex; the first that matches wins
+    (an earlier route of the path with another method only makes the router answer 405)."""
 
     def __init__(self, routes: Iterable[BaseRoute], settings: Settings) -> None:
-        by_method: dict[str, list[Policy]] = {}
-        by_regex: dict[str, list[str]] = {}
+        self._tables: dict[str, list[tuple[Callable, Policy]]] = {}
         for route in flat_routes(routes):
-            template = getattr(route, "path_format", None) or route.path  # without convertors
-            for method in getattr(route, "methods", None) or ():
-                policy = Policy(
-                    template,
-                    route_scopes(route),
-                    _body_limit(method, template, settings),
-                    template.startswith("/v2"),
-                )
-                by_method.setdefault(method, []).append(policy)
-                by_regex.setdefault(method, []).append(_pattern(route.path))
-        self._tables = {
-            method: (
-                re.compile("|".join(f"(?P<r{i}>{r})" for i, r in enumerate(by_regex[method]))),
-                ps,
-            )
-            for method, ps in by_method.items()
-        }
+            methods = getattr(route, "methods", None)
+            if not methods:  # a mount or a websocket route: the guard could not police it
+                raise TypeError(f"the request guard handles routes with methods only: {route!r}")
+            entry = (route.path_regex.match, route_policy(route, settings))
+            for method in methods:
+                self._tables.setdefault(method, []).append(entry)
 
     def lookup(self, method: str, path: str) -> Policy:
-        table = self._tables.get(method)
-        if table is None:
-            return OTHER
-        match = table[0].fullmatch(path)
-        if match is None:
-            return OTHER
-        return table[1][int(match.lastgroup[1:])]
-
-
-def _body_limit(method: str, template: str, settings: Settings) -> int:
-    if method == "POST" and template in UPLOAD_ROUTES:
-        return settings.max_upload_bytes
-    if method == "POST" and template in INFERENCE_ROUTES:
-        return settings.max_request_bytes
-    return SMALL_BODY
+        for match, policy in self._tables.get(method, ()):
+            if match(path) is not None:
+                return policy
+        return OTHER
 
 
 def host_name(host: str) -> str:
@@ -165,11 +151,12 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path, root = scope["path"], scope.get("root_path")
-        if root and path.startswith(root):  # as the router sees it (mounted under a prefix)
-            path = path[len(root) :] or "/"
-        policy = self.table.lookup(scope["method"], path)
-        scope["route_template"] = policy.template
+        policy = self.table.lookup(scope["method"], get_route_path(scope))
+        if CONTROL.search(scope["path"]) is not None:  # refused before any route sees it
+            scope["route_template"] = OTHER.template
+            await respond(send, policy, 400, "bad_request", CONTROL_MESSAGE, None)
+            return
+        scope["route_template"], scope[POLICY_KEY] = policy.template, policy
         headers = dict(scope["headers"])
         refusal = None
         if policy.scopes is not None:
@@ -269,8 +256,6 @@ def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metri
     inside the guard (they read the key it found), innermost the fast path of `POST /classify`;
     call it after the last route is added."""
     app.add_middleware(FastClassify)
-    app.add_middleware(
-        QuotaMiddleware, settings=settings, metrics=metrics, inference=INFERENCE_ROUTES
-    )
+    app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
     install_observer(app, settings, metrics)

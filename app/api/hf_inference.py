@@ -24,9 +24,9 @@ from app.api.classify import (
     failed,
     timing_headers,
 )
-from app.api.deps import BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import error_responses
-from app.schemas import FunctionToApply, Input, Prediction, input_texts
+from app.schemas import NO_INPUT_IN_ERRORS, FunctionToApply, Input, Prediction, input_texts
 from app.serving import tasks
 from app.serving.engine import Text
 
@@ -34,7 +34,7 @@ router = APIRouter(tags=["protocols"])
 
 
 class HFParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = NO_INPUT_IN_ERRORS
 
     top_k: int | None = Field(None, ge=1, description="labels per input; absent = all labels")
     function_to_apply: FunctionToApply | None = Field(
@@ -44,7 +44,7 @@ class HFParameters(BaseModel):
 
 class HFRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid",
+        **NO_INPUT_IN_ERRORS,
         json_schema_extra={"examples": [{"inputs": "great phone", "parameters": {"top_k": 2}}]},
     )
 
@@ -69,6 +69,7 @@ class HFRequest(BaseModel):
     response_model=list[list[Prediction]],
     responses=error_responses(401, 403, 404, 422, 503, 504),
     summary="Hugging Face Inference API: text classification with an adapter",
+    openapi_extra=INFERENCE_ROUTE,
 )
 async def hf_text_classification(
     adapter: str,

@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from app.api.errors import InvalidRequest
+from app.schemas import unicode_error
 from app.serving.engine import Text
 
 INPUT = "text"
@@ -34,6 +35,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, l
         raise InvalidRequest("the request's JSON is nested too deeply") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InvalidRequest("the request needs an 'inputs' list")
+    request_id = payload.get("id", "")  # echoed in the answer
+    if not isinstance(request_id, str) or unicode_error(request_id) is not None:
+        raise InvalidRequest("the request's 'id' must be a string of Unicode text")
     tensors = _named_inputs(payload["inputs"])
     columns, offset, binary = {}, 0, body[split:]
     for name, tensor in tensors.items():
@@ -81,6 +85,10 @@ def _input_texts(name: str, tensor: dict, binary: bytes, offset: int) -> tuple[l
         raise InvalidRequest(f"input shape {shape} does not fit {len(texts)} texts ([n] or [n, 1])")
     if not texts or any(not t for t in texts):
         raise InvalidRequest(f"input {name!r} holds no texts, or an empty one")
+    for index, text in enumerate(texts):
+        problem = unicode_error(text)  # JSON data may hold "\ud800"; the binary part is UTF-8
+        if problem is not None:
+            raise InvalidRequest(f"{name}[{index}] {problem}")
     return texts, offset
 
 

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from adapters_store import StoredAdapter
 from app.api.access import ClassifyAdapterAccess
 from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
-from app.api.deps import BatcherDep, SettingsDep, StoreDep
+from app.api.deps import INFERENCE_ROUTE, BatcherDep, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
 from app.api.oip_outputs import output_metadata, parameters, render_outputs, requested_outputs
 from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
@@ -38,7 +38,10 @@ def oip_error(status: int, message: str) -> JSONResponse:
 
 
 class OIPRoute(APIRoute):
-    """Every error of these routes, dependencies' included, in the protocol's shape."""
+    """Every error of these routes, dependencies' included, in the protocol's shape (the
+    request guard and the quotas read `oip_errors` for the refusals they answer)."""
+
+    oip_errors = True
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -115,7 +118,7 @@ async def model_ready(
     return {"name": name, "ready": True}
 
 
-INFER_EXTRA = {"requestBody": OIP_INFER_BODY}
+INFER_EXTRA = {**INFERENCE_ROUTE, "requestBody": OIP_INFER_BODY}
 
 
 @router.post(

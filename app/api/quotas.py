@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import PRINCIPAL_KEY
+from app.api.deps import POLICY_KEY, PRINCIPAL_KEY
 from app.api.errors import domain_error_response
 from app.api.limiter import (
     Ask,
@@ -172,22 +172,14 @@ def tenant(request: Request) -> str | None:
 class QuotaMiddleware:
     """Pure ASGI, inside the request guard: the checks that need no body, before it is read.
 
-    Requests/s on every route that needs a key; on the inference routes (`inference`, route
-    templates) also a key already at its texts in flight or its share of the queue, which
+    Requests/s on every route that needs a key; on the inference routes (the route policy the
+    guard found) also a key already at its texts in flight or its share of the queue, which
     would be refused whatever the body holds: a flood's refusals then cost no body parsing.
     """
 
-    def __init__(
-        self,
-        app: Any,
-        *,
-        settings: Settings,
-        metrics: Metrics | None = None,
-        inference: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, app: Any, *, settings: Settings, metrics: Metrics | None = None) -> None:
         self.app = app
         self.quotas = Quotas(settings, metrics)
-        self.inference = inference
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -196,7 +188,7 @@ class QuotaMiddleware:
             if principal is not None:
                 try:
                     await self.quotas.check_request(principal)
-                    if scope.get("route_template") in self.inference:
+                    if getattr(scope.get(POLICY_KEY), "inference", False):
                         self.quotas.check_room(principal)
                 except RateLimited as exc:
                     keep_alive = await drained(scope, receive)
@@ -234,7 +226,7 @@ async def drained(scope: dict, receive: Any) -> bool:
 def refusal(scope: dict, exc: RateLimited, keep_alive: bool = False) -> JSONResponse:
     """The 429 in the route's error shape."""
     headers = {} if keep_alive else {"Connection": "close"}
-    if scope.get("route_template", "").startswith("/v2"):  # the Open Inference Protocol's
+    if getattr(scope.get(POLICY_KEY), "oip", False):  # the Open Inference Protocol's
         headers["Retry-After"] = str(exc.retry_after_s)
         return JSONResponse({"error": exc.message}, status_code=429, headers=headers)
     return domain_error_response(exc, headers)

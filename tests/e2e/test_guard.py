@@ -200,6 +200,39 @@ def test_keyless_server_answers_only_its_own_host_names(keyless):
     assert httpx.get(keyless.url + "/healthz", headers={"Host": "evil.example"}).status_code == 200
 
 
+@pytest.mark.parametrize("control", ["%0A", "%0D", "%00", "%09"])
+def test_a_control_character_in_the_path_reaches_no_route(
+    keyless, keyed, factory, tmp_path, control
+):
+    """What a keyless server answered 200/201 through a path ending in `%0A` (the guard took
+    it for an unknown route, the router for the real one): the datasets, an adapter's weights,
+    an upload from another site, load/unload; with keys, `/classify%0A` went past the quotas.
+    Now every such path is a 400 before any route."""
+    archive = factory.archive("planted", tmp_path / "planted.zip", seed=7).read_bytes()
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    version = _version(keyless)
+    calls = [
+        ("GET", "/datasets", {}),
+        ("GET", "/adapters/alpha/archive", {}),
+        (
+            "POST",
+            "/adapters",
+            {"files": {"file": ("p.zip", archive)}, "data": {"name": "alpha", "overwrite": "true"}},
+        ),
+        ("POST", "/adapters/alpha/load", {}),
+        ("POST", "/adapters/alpha/unload", {}),
+    ]
+    for method, path, kwargs in calls:
+        r = httpx.request(method, keyless.url + path + control, headers=evil, timeout=30, **kwargs)
+        assert r.status_code == 400, (path, r.status_code, r.text[:200])
+        assert r.json()["error"]["code"] == "bad_request" and b"PK" not in r.content[:2]
+    assert _version(keyless) == version
+    body = {"adapter": "alpha", "inputs": "good"}
+    r = httpx.post(keyed.url + "/classify" + control, json=body, headers=_bearer(READER))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+    assert httpx.post(keyed.url + "/classify", json=body, headers=_bearer(READER)).is_success
+
+
 def test_keyless_server_serves_its_own_console(keyless, factory, tmp_path):
     """What the console's fetch sends (same origin) changes things as before."""
     origin = f"http://127.0.0.1:{keyless.port}"
