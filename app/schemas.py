@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from adapters_store import BaseModelRef, HubOrigin
 from app.serving.engine import Text
@@ -92,7 +92,6 @@ class ClassifyRequest(BaseModel):
     threshold: float | None = Field(
         None, ge=0, le=1, description="multi-label: one threshold for every label"
     )
-    _texts: list[Text] = PrivateAttr()
 
     @model_validator(mode="after")
     def _check(self) -> ClassifyRequest:
@@ -100,13 +99,12 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give exactly one of 'adapter' or 'adapters'")
         if self.adapters is not None and len(set(self.adapters)) != len(self.adapters):
             raise ValueError("'adapters' lists an adapter twice")
-        self._texts = input_texts(self.inputs)
+        input_texts(self.inputs)
         return self
 
     @property
     def texts(self) -> list[Text]:
-        """The inputs as the engine takes them (checked and made once, by the validator)."""
-        return self._texts
+        return input_texts(self.inputs)
 
     @property
     def adapter_names(self) -> list[str]:
