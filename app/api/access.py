@@ -1,12 +1,5 @@
-"""Adapter access per key: a key with `adapters=` patterns sees only the adapters they cover.
-
-The one rule, for every route and protocol: an adapter name the key's patterns do not cover does
-not exist for that key. Reading it answers exactly what a missing adapter answers (404,
-`adapter_not_found`, the same body), writing it (upload, hub import, a training job) answers the
-same 404, listings leave it out, and a training job of it is a missing job. The decision depends
-on the name and the key only, never on the store: a name the key may not see answers the same
-whether it is stored or not, so nothing tells a key which adapters exist beyond its patterns. A
-key without patterns, and a server without keys, see every adapter.
+"""Adapter access per key over HTTP: the rule is app.tenancy.access's (a name outside the key's
+patterns does not exist for it); here the key is read off the request.
 
 Routes with an adapter in the path declare it `{name:adapter}` (the `adapter` path convertor,
 registered here: a name with at most one namespace level, whose second part is not a word the
@@ -16,18 +9,16 @@ routes use after a name) and take one of the `*AdapterAccess` dependencies inste
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from adapters_store import format as fmt
-from adapters_store.patterns import matches
-from adapters_store.routing import parse
 from app.api.deps import require_admin, require_classify, require_download
 from app.jobs.records import Job, JobNotFound
 from app.security import Principal
+from app.tenancy import access
 
 T = TypeVar("T")
 JOB_SCAN = 1000  # a key with patterns: its jobs among this many newest
@@ -58,31 +49,16 @@ def principal(request: Request) -> Principal | None:
 
 def patterns(request: Request) -> tuple[str, ...] | None:
     """The key's adapter patterns; None when it may use every adapter."""
-    who = principal(request)
-    return None if who is None else who.adapters
+    return access.patterns_of(principal(request))
 
 
 def may_use(request: Request, name: str) -> bool:
-    allowed = patterns(request)
-    return allowed is None or matches(allowed, name)
+    return access.may_use(patterns(request), name)
 
 
 def check_adapter(request: Request, name: str) -> str:
-    """`name` when the key may use it. For a key with patterns: InvalidName (422) for a
-    malformed name, as the store answers it, and the store's own not-found error (404) for a
-    name outside them. Without patterns nothing is checked here (the routes behave as before)."""
-    allowed = patterns(request)
-    if allowed is not None:
-        bare, _ = parse(name)  # a version selector (name@3, name@prod) is the name's
-        if not matches(allowed, bare):
-            raise fmt.not_found(name)
-    return name
-
-
-def check_adapters(request: Request, names: Iterable[str]) -> None:
-    """Each name in order (a multi-adapter request: the first one the key may not use)."""
-    for name in names:
-        check_adapter(request, name)
+    """`name` when the request's key may use it (app.tenancy.access.check_adapter)."""
+    return access.check_adapter(patterns(request), name)
 
 
 def _path_adapter(request: Request) -> None:

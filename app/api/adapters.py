@@ -42,36 +42,11 @@ from app.api.deps import (
     StoreDep,
 )
 from app.api.errors import InvalidRequest, error_responses
-from app.schemas import AdapterInfo, AdapterList, HubImportRequest
+from app.schemas import UPLOAD_BODY, AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 PAGE_MAX = 1000  # also the page without `limit`: a store of up to 1,000 adapters in one answer
-
-UPLOAD_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file", "name"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": ".zip or .tar.gz of a folder written by save_adapter",
-                    },
-                    "name": {"type": "string", "description": "the adapter's name in the store"},
-                    "overwrite": {
-                        "type": "boolean",
-                        "default": False,
-                        "description": "replace an existing adapter (new version)",
-                    },
-                },
-            }
-        }
-    },
-}
 
 
 def info(

@@ -19,6 +19,7 @@ from app.security import KeyRing
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.engine import Engine
+from app.tenancy.principal import PRINCIPAL_KEY
 
 
 def _state(request: Request, name: str) -> Any:
@@ -52,16 +53,16 @@ async def get_batcher(request: Request) -> Batcher:
     return _state(request, "batcher")
 
 
-_bearer = HTTPBearer(
+bearer_scheme = HTTPBearer(
     auto_error=False,
     description="An API key, needed when the server has keys configured (APP_API_KEYS).",
 )
-BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-# Where app.api.guard leaves the principal of a request it has already authorized, and the
-# policy of the request's route (app.api.guard.Policy: scopes, body cap, error shape, ...).
-PRINCIPAL_KEY = "adapter_serve.principal"
+# Where app.api.guard leaves the policy of the request's route (app.api.guard.Policy: scopes,
+# body cap, error shape, ...); the principal it has authorized is under app.tenancy.principal's
+# PRINCIPAL_KEY.
 POLICY_KEY = "adapter_serve.policy"
 
 # What a route's body is, declared as route metadata in its `openapi_extra` (an OpenAPI

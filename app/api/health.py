@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request, Response
 from adapters_store.patterns import matches
 from app.api.access import patterns
 from app.api.deps import ClassifyAccess, MetricsDep
-from app.api.errors import NotReady, error_responses
+from app.api.errors import error_responses
+from app.inference.service import check_ready
 from app.observability.top import OTHER
 from app.schemas import Health
 
@@ -33,10 +34,8 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> Health:
     state = request.app.state
-    engine = getattr(state, "engine", None)
-    batcher = getattr(state, "batcher", None)
-    if engine is None or batcher is None or not batcher.running:
-        raise NotReady("the base model is not loaded yet")
+    engine = getattr(state, "engine", None)  # the details below: ready only with it too
+    check_ready(None if engine is None else getattr(state, "batcher", None))
     return Health(
         status="ready",
         details={

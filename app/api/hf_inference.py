@@ -16,8 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adapters_store import rendering
 from app.api.classify import (
-    ClassifyFailed,
     ClientDisconnected,
     classify_texts,
     client_closed,
@@ -26,8 +26,8 @@ from app.api.classify import (
 )
 from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
 from app.api.errors import error_responses
+from app.inference.service import ClassifyFailed
 from app.schemas import NO_INPUT_IN_ERRORS, FunctionToApply, Input, Prediction, input_texts
-from app.serving import tasks
 from app.serving.engine import Text
 
 router = APIRouter(tags=["protocols"])
@@ -89,8 +89,10 @@ async def hf_text_classification(
     except ClientDisconnected:
         return client_closed()
     (scored,) = result.results
-    head, params = scored.head, body.parameters
-    rows = [tasks.scores(head, logits, params.function_to_apply) for logits in scored.logits]
-    predictions = [tasks.rank(row, head.labels, params.top_k) for row in rows]
+    params = body.parameters
+    answer = rendering.render(
+        scored.head, scored.logits, function=params.function_to_apply, top_k=params.top_k
+    )
+    predictions = answer.predictions()
     headers = {**timing_headers(timing), "x-adapter-version": str(scored.version)}
     return JSONResponse(predictions, headers=headers)
