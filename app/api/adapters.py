@@ -1,5 +1,5 @@
 """/adapters: list (paged, from the store's index), inspect, upload, download, delete, load and
-unload stored adapters; a key with adapter patterns only those (app.api.access), others 404."""
+unload stored adapters; a key with adapter patterns only those (app.api.deps), others 404."""
 
 from __future__ import annotations
 
@@ -23,23 +23,21 @@ from adapters_store import Filters, Listed, Manifest
 from adapters_store import format as fmt
 from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
-from app.api.access import (
-    AdminAdapterAccess,
-    ClassifyAdapterAccess,
-    DownloadAdapterAccess,
-    check_adapter,
-    patterns,
-)
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import (
     UPLOAD_ROUTE,
     AdminAccess,
+    AdminAdapterAccess,
     BatcherDep,
     CacheDep,
     ClassifyAccess,
+    ClassifyAdapterAccess,
+    DownloadAdapterAccess,
     EngineDep,
     SettingsDep,
     StoreDep,
+    check_adapter,
+    patterns,
 )
 from app.api.errors import InvalidRequest, error_responses
 from app.schemas import UPLOAD_BODY, AdapterInfo, AdapterList, HubImportRequest

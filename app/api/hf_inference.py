@@ -77,7 +77,7 @@ async def hf_text_classification(
     body: HFRequest,
     batcher: BatcherDep,
     settings: SettingsDep,
-    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.access)
+    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.deps)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     try:

@@ -34,9 +34,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from adapters_store import StoredAdapter, rendering
-from app.api.access import ClassifyAdapterAccess
 from app.api.classify import CLIENT_CLOSED, ClientDisconnected, classify_texts
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, SettingsDep, StoreDep
+from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAdapterAccess, SettingsDep, StoreDep
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest
 from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
 from app.inference.service import ClassifyFailed, check_ready

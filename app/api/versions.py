@@ -11,8 +11,7 @@ from pydantic import BaseModel, Field
 from adapters_store import AdapterNotFound, AdapterStore
 from adapters_store import format as fmt
 from adapters_store.routing import Routes
-from app.api.access import AdminAdapterAccess
-from app.api.deps import StoreDep
+from app.api.deps import AdminAdapterAccess, StoreDep
 from app.api.errors import error_responses
 
 router = APIRouter(prefix="/adapters", tags=["versions"])

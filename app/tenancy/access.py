@@ -6,7 +6,7 @@ not exist for that key. Reading it answers exactly what a missing adapter answer
 same 404, listings leave it out, and a training job of it is a missing job. The decision depends
 on the name and the key only, never on the store: a name the key may not see answers the same
 whether it is stored or not, so nothing tells a key which adapters exist beyond its patterns. A
-key without patterns, and a server without keys, see every adapter. No HTTP: app.api.access
+key without patterns, and a server without keys, see every adapter. No HTTP: app.api.deps
 reads the key off the request and asks here.
 """
 
