@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from adapters_store import StoreError, rendering
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, ClassifierDep, ClassifyAccess, SettingsDep
 from app.api.errors import domain_error_response, error_response, error_responses
 from app.api.quotas import QUOTAS_KEY
 from app.config import Settings
@@ -156,7 +156,7 @@ def _render_one(result: AdapterResult, body: ClassifyRequest) -> dict:
 async def classify(
     request: Request,
     body: ClassifyRequest,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
     _access: ClassifyAccess,
 ) -> JSONResponse:
@@ -169,17 +169,17 @@ async def classify(
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
     batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.
     """
-    return await answer(request, body, batcher, settings)
+    return await answer(request, body, classifier, settings)
 
 
 async def answer(
-    request: Request, body: ClassifyRequest, batcher: Classifier, settings: Settings
+    request: Request, body: ClassifyRequest, classifier: Classifier, settings: Settings
 ) -> JSONResponse:
     """The route's work, also run by the fast path (app.api.fast_path) on the same request."""
     try:
         result, timing = await classify_texts(
             request,
-            batcher,
+            classifier,
             settings,
             texts=body.texts,
             adapters=body.adapter_names,

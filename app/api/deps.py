@@ -16,6 +16,7 @@ from adapters_store import AdapterStore
 from adapters_store import format as fmt
 from app.api.errors import NotReady
 from app.config import Settings
+from app.inference.classifier import Classifier
 from app.jobs.records import Job, JobNotFound
 from app.metrics import Metrics
 from app.security import KeyRing, Principal
@@ -110,7 +111,9 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 StoreDep = Annotated[AdapterStore, Depends(get_store)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 CacheDep = Annotated[AdapterCache, Depends(get_cache)]
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]  # admin routes: load, unload, delete
+# What the protocols see of it: the use case's Classifier (app.inference.classifier).
+ClassifierDep = Annotated[Classifier, Depends(get_batcher)]
 ClassifyAccess = Annotated[None, Depends(require_classify)]
 DownloadAccess = Annotated[None, Depends(require_download)]
 AdminAccess = Annotated[None, Depends(require_admin)]

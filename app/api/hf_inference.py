@@ -24,7 +24,7 @@ from app.api.classify import (
     failed,
     timing_headers,
 )
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, ClassifierDep, ClassifyAccess, SettingsDep
 from app.api.errors import error_responses
 from app.inference.service import ClassifyFailed
 from app.schemas import NO_INPUT_IN_ERRORS, FunctionToApply, Input, Prediction, input_texts
@@ -75,14 +75,14 @@ async def hf_text_classification(
     adapter: str,
     request: Request,
     body: HFRequest,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
     _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.deps)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     try:
         result, timing = await classify_texts(
-            request, batcher, settings, texts=body.texts, adapters=[adapter]
+            request, classifier, settings, texts=body.texts, adapters=[adapter]
         )
     except ClassifyFailed as failure:
         return failed(failure.error, failure.timing)

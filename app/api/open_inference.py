@@ -35,7 +35,13 @@ from fastapi.routing import APIRoute
 
 from adapters_store import StoredAdapter, rendering
 from app.api.classify import CLIENT_CLOSED, ClientDisconnected, classify_texts
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAdapterAccess, SettingsDep, StoreDep
+from app.api.deps import (
+    INFERENCE_ROUTE,
+    ClassifierDep,
+    ClassifyAdapterAccess,
+    SettingsDep,
+    StoreDep,
+)
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest
 from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
 from app.inference.service import ClassifyFailed, check_ready
@@ -145,7 +151,7 @@ async def infer(
     name: str,
     request: Request,
     store: StoreDep,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
     _access: ClassifyAdapterAccess,
     version: str | None = None,
@@ -158,7 +164,7 @@ async def infer(
     try:
         selector = _selector(name, version)
         result, _ = await classify_texts(
-            request, batcher, settings, texts=texts, adapters=[selector]
+            request, classifier, settings, texts=texts, adapters=[selector]
         )
     except ClassifyFailed as failure:
         return oip_error(STATUS_BY_CODE.get(failure.error.code, 400), failure.error.message)
