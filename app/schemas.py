@@ -248,3 +248,30 @@ OIP_INFER_BODY = {
         }
     },
 }
+
+
+# The multipart body of POST /adapters (app.api.adapters), as OpenAPI shows it.
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "name"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": ".zip or .tar.gz of a folder written by save_adapter",
+                    },
+                    "name": {"type": "string", "description": "the adapter's name in the store"},
+                    "overwrite": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "replace an existing adapter (new version)",
+                    },
+                },
+            }
+        }
+    },
+}

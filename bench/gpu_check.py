@@ -100,8 +100,8 @@ def _logits(engine, name: str, texts: list[str]):
 
 @part("precision")
 def precision(base: Path, store: Path, name: str, texts: list[str], opts) -> None:
+    from adapters_store.rendering import softmax
     from app.serving.engine import Engine, Segment
-    from app.serving.tasks import softmax
 
     reference = Engine.load(base_model=str(base), device="cpu", dtype="float32", max_length=128)
     reference.load_adapter(name, store / name)

@@ -1,5 +1,5 @@
 """/adapters: list (paged, from the store's index), inspect, upload, download, delete, load and
-unload stored adapters; a key with adapter patterns only those (app.api.access), others 404."""
+unload stored adapters; a key with adapter patterns only those (app.api.deps), others 404."""
 
 from __future__ import annotations
 
@@ -23,55 +23,28 @@ from adapters_store import Filters, Listed, Manifest
 from adapters_store import format as fmt
 from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
-from app.api.access import (
-    AdminAdapterAccess,
-    ClassifyAdapterAccess,
-    DownloadAdapterAccess,
-    check_adapter,
-    patterns,
-)
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import (
     UPLOAD_ROUTE,
     AdminAccess,
+    AdminAdapterAccess,
     BatcherDep,
     CacheDep,
     ClassifyAccess,
+    ClassifyAdapterAccess,
+    DownloadAdapterAccess,
     EngineDep,
     SettingsDep,
     StoreDep,
+    check_adapter,
+    patterns,
 )
 from app.api.errors import InvalidRequest, error_responses
-from app.schemas import AdapterInfo, AdapterList, HubImportRequest
+from app.schemas import UPLOAD_BODY, AdapterInfo, AdapterList, HubImportRequest
 from app.serving.adapter_cache import AdapterCache
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])
 PAGE_MAX = 1000  # also the page without `limit`: a store of up to 1,000 adapters in one answer
-
-UPLOAD_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file", "name"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": ".zip or .tar.gz of a folder written by save_adapter",
-                    },
-                    "name": {"type": "string", "description": "the adapter's name in the store"},
-                    "overwrite": {
-                        "type": "boolean",
-                        "default": False,
-                        "description": "replace an existing adapter (new version)",
-                    },
-                },
-            }
-        }
-    },
-}
 
 
 def info(

@@ -1,4 +1,6 @@
-"""POST /classify: texts -> pipeline-shaped predictions, through the dynamic batcher.
+"""The native protocol, POST /classify: texts -> pipeline-shaped predictions (app.inference's
+use case, rendered by adapters_store.rendering); and the HTTP half every protocol shares: the
+caller read off the request, the disconnect watch, the timing headers.
 
 A client that disconnects while its request waits cancels it: the batcher drops its queued
 texts before any forward pass (counted as `inference_rejected_total{reason="cancelled"}`).
@@ -13,29 +15,23 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from adapters_store import StoreError
-from app.api.access import check_adapters
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
-from app.api.errors import (
-    STATUS_BY_CODE,
-    InvalidRequest,
-    domain_error_response,
-    error_response,
-    error_responses,
-)
-from app.api.quotas import admitted, tenant
-from app.api.versions import as_requested, resolve_selectors
+from adapters_store import StoreError, rendering
+from app.api.deps import INFERENCE_ROUTE, ClassifierDep, ClassifyAccess, SettingsDep
+from app.api.errors import domain_error_response, error_response, error_responses
+from app.api.quotas import QUOTAS_KEY
 from app.config import Settings
-from app.observability.context import classifying
+from app.inference import service
+from app.inference.classifier import Classifier
+from app.inference.service import Caller, ClassifyFailed
 from app.schemas import ClassifyRequest, ClassifyResponse, MultiClassifyResponse
-from app.serving import tasks
-from app.serving.batcher import Batcher, Timing
 from app.serving.engine import Text
 from app.serving.errors import ServiceError
 from app.serving.passes import AdapterResult, Classified
+from app.serving.planning import Timing
 
 router = APIRouter(tags=["classify"])
 T = TypeVar("T")
+ROUTING_HEADER = "x-routing-key"  # sticky traffic splits (app.inference.versions)
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, the logs and metrics do
 
 
@@ -85,76 +81,40 @@ def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
     return domain_error_response(exc, timing_headers(timing))
 
 
-def check_texts(texts: list[Text], settings: Settings) -> list[Text]:
-    """The service limits of every classify route (inputs, characters per input and in all;
-    a pair's characters are both texts')."""
-    if len(texts) > settings.max_inputs_per_request:
-        raise InvalidRequest(
-            f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request"
-        )
-    sizes = [chars(text) for text in texts]
-    for index, size in enumerate(sizes):
-        if size > settings.max_text_chars:
-            raise InvalidRequest(
-                f"inputs[{index}] has {size} characters; the limit is {settings.max_text_chars}"
-            )
-    total = sum(sizes)
-    if total > settings.max_request_chars:
-        raise InvalidRequest(
-            f"the inputs hold {total} characters; at most {settings.max_request_chars} per "
-            "request: split it"
-        )
-    return texts
-
-
-def chars(text: Text) -> int:
-    return len(text) if isinstance(text, str) else len(text[0]) + len(text[1])
-
-
-class ClassifyFailed(Exception):
-    """A classification that ended in a domain error; each protocol renders it its own way."""
-
-    def __init__(self, error: StoreError | ServiceError, timing: Timing) -> None:
-        super().__init__(str(error))
-        self.error, self.timing = error, timing
-
-    @property
-    def status(self) -> int:
-        return STATUS_BY_CODE.get(self.error.code, 400)
+def caller(request: Request) -> Caller:
+    """Who asks, read off the request: its key (set by its scope dependency), the key's quotas
+    (app.api.quotas), the routing key of sticky splits; waits end when the client leaves."""
+    return Caller(
+        principal=getattr(request.state, "principal", None),
+        quotas=request.scope.get(QUOTAS_KEY),
+        routing_key=request.headers.get(ROUTING_HEADER),
+        record=request.scope,
+        wait=lambda work: unless_disconnected(request, work),
+    )
 
 
 async def classify_texts(
     request: Request,
-    batcher: Batcher,
+    classifier: Classifier,
     settings: Settings,
     *,
     texts: list[Text],
     adapters: list[str],
     truncation: bool = True,
 ) -> tuple[Classified, Timing]:
-    """The one classification path of every protocol: limits, the batcher, disconnects.
+    """app.inference's use case for an HTTP request (every protocol of app.api calls it).
 
     Raises ClassifyFailed (domain errors, limits included) or ClientDisconnected.
     """
-    timing = Timing()
-    with classifying(request.scope, adapters, len(texts), timing) as seen:  # logs and traces
-        try:
-            check_texts(texts, settings)
-            check_adapters(request, adapters)  # outside the key's patterns: 404 (app.api.access)
-            serving = resolve_selectors(request, adapters)  # name@alias, splits -> name@N
-            async with admitted(request, len(texts) * len(adapters)):  # the key's quotas: 429
-                work = batcher.classify(
-                    texts=texts,
-                    adapters=serving,
-                    truncation=truncation,
-                    timing=timing,
-                    tenant=tenant(request),
-                )
-                result = as_requested(await unless_disconnected(request, work), adapters)
-        except (StoreError, ServiceError) as exc:
-            raise ClassifyFailed(exc, timing) from None
-        seen.answered(result)
-    return result, timing
+    return await service.classify(
+        classifier,
+        request.app.state.store,
+        settings,
+        caller(request),
+        texts=texts,
+        adapters=adapters,
+        truncation=truncation,
+    )
 
 
 def client_closed() -> JSONResponse:
@@ -167,20 +127,22 @@ def render(result: Classified, body: ClassifyRequest) -> dict:
 
 
 def _render_one(result: AdapterResult, body: ClassifyRequest) -> dict:
-    """One adapter's answer, shaped by its task (app.serving.tasks)."""
-    head, function = result.head, body.function_to_apply
-    rows = [tasks.scores(head, logits, function) for logits in result.logits]
+    """One adapter's answer, shaped by its task (adapters_store.rendering)."""
+    head = result.head
+    answer = rendering.render(
+        head,
+        result.logits,
+        function=body.function_to_apply,
+        top_k=body.top_k_for(head.task),
+        threshold=body.threshold,
+    )
     item: dict = {"adapter": result.adapter, "version": result.version, "task": head.task}
     if head.task == "regression":
-        item["predictions"] = [{"score": row[0]} for row in rows]
+        item["predictions"] = [{"score": number} for number in answer.numbers()]
         return item
-    top_k = body.top_k_for(head.task)
-    item["predictions"] = [tasks.rank(row, head.labels, top_k) for row in rows]
+    item["predictions"] = answer.predictions()
     if head.task == "multi_label":
-        item["labels"] = [
-            [head.label(i) for i in tasks.over_threshold(head, logits, body.threshold)]
-            for logits in result.logits
-        ]
+        item["labels"] = answer.labels_over_threshold()
     return item
 
 
@@ -194,7 +156,7 @@ def _render_one(result: AdapterResult, body: ClassifyRequest) -> dict:
 async def classify(
     request: Request,
     body: ClassifyRequest,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
     _access: ClassifyAccess,
 ) -> JSONResponse:
@@ -207,17 +169,17 @@ async def classify(
     Headers `x-queue-time` and `x-inference-time` give the milliseconds spent waiting for a
     batch and in the forward pass; errors from the batcher (404, 503, 504, ...) carry them too.
     """
-    return await answer(request, body, batcher, settings)
+    return await answer(request, body, classifier, settings)
 
 
 async def answer(
-    request: Request, body: ClassifyRequest, batcher: Batcher, settings: Settings
+    request: Request, body: ClassifyRequest, classifier: Classifier, settings: Settings
 ) -> JSONResponse:
     """The route's work, also run by the fast path (app.api.fast_path) on the same request."""
     try:
         result, timing = await classify_texts(
             request,
-            batcher,
+            classifier,
             settings,
             texts=body.texts,
             adapters=body.adapter_names,

@@ -25,8 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from app.api.access import patterns
-from app.api.deps import AdminAccess, SettingsDep
+from app.api.deps import AdminAccess, SettingsDep, patterns
 from app.api.errors import error_responses
 from app.jobs.service import data_roots
 from app.serving.errors import ServiceError

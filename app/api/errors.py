@@ -18,6 +18,8 @@ from adapters_store import StoreError
 from app.jobs.records import JobError
 from app.schemas import ErrorResponse
 from app.security import AuthError
+from app.serving.errors import InvalidRequest as InvalidRequest  # the protocols' 422
+from app.serving.errors import NotReady as NotReady  # and 503 (raised by app.inference too)
 from app.serving.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "text_too_long": 422,
     "payload_too_large": 413,
     "queue_full": 503,
-    "rate_limited": 429,  # a key over its requests/s or texts/s (app.api.quotas)
+    "rate_limited": 429,  # a key over its requests/s or texts/s (app.tenancy.quotas)
     "too_many_in_flight": 429,  # a key at its texts in flight or its share of the queue
     "cache_full": 503,
     "unavailable": 503,
@@ -73,18 +75,8 @@ _HTTP_CODES = {
 }
 
 
-class InvalidRequest(ServiceError):
-    """A request that parses but breaks a service limit (too many inputs, text too long)."""
-
-    code = "validation_error"
-
-
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
-
-
-class NotReady(ServiceError):
-    code = "not_ready"
 
 
 def error_response(

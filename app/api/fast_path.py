@@ -1,8 +1,10 @@
 """`POST /classify` without FastAPI's per-request machinery: the hot path of the service.
 
 A pure-ASGI middleware inside the request guard (which has already checked the key, the Host,
-the body cap and named the route). For a JSON `POST /classify` on a started service it reads
-the body, validates it with pydantic straight from the bytes, and runs the route's own work
+the body cap, and found the route's policy: `fast` when this path runs every dependency of the
+route, `covers`, so a dependency added to the route later is never skipped: the route then
+answers every request). For a JSON `POST /classify` on a started service it reads the body,
+validates it with pydantic straight from the bytes, and runs the route's own work
 (`app.api.classify.answer`) on the same request: dependency solving, the route wrappers, the
 exception middleware and the response model are skipped (about a third of the event loop's
 time per request, issue 19). Anything else, and any body that does not validate, goes to the
@@ -18,11 +20,41 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from app.api import deps
 from app.api.classify import answer
-from app.api.deps import PRINCIPAL_KEY
+from app.api.deps import POLICY_KEY
 from app.schemas import ClassifyRequest
+from app.tenancy.principal import PRINCIPAL_KEY
 
 ROUTE = "/classify"
+
+
+# What the route's dependencies are, and the fast path supplies itself: the batcher and the
+# settings off the app's state, and the key's verdict (the guard's, with its bearer scheme). A
+# dependency added to the route later is not among them: the fast path then stands aside.
+SUPPLIED = frozenset(
+    {deps.get_batcher, deps.get_settings, deps.require_classify, deps.bearer_scheme}
+)
+
+
+def dependencies(route: Any) -> set[Any]:
+    """Every dependency the route runs (its dependencies' own included)."""
+    found, todo = set(), list(route.dependant.dependencies)
+    while todo:
+        dependant = todo.pop()
+        found.add(dependant.call)
+        todo.extend(dependant.dependencies)
+    return found
+
+
+def covers(route: Any) -> bool:
+    """Whether the fast path runs all that this route would: `POST /classify` with no dependency
+    but those it supplies (read by app.api.guard into the route's policy)."""
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    methods = getattr(route, "methods", None) or ()
+    if path != ROUTE or "POST" not in methods or getattr(route, "dependant", None) is None:
+        return False
+    return dependencies(route) <= SUPPLIED
 
 
 class FastClassify:
@@ -33,7 +65,7 @@ class FastClassify:
         state = getattr(scope.get("app"), "state", None)
         if (
             scope["type"] != "http"
-            or scope.get("route_template") != ROUTE  # set by the guard (app.api.guard)
+            or not getattr(scope.get(POLICY_KEY), "fast", False)  # the route's policy (guard)
             or scope["method"] != "POST"
             or getattr(state, "batcher", None) is None  # starting or stopping: the route says so
             or not _plain_json(scope["headers"])

@@ -32,14 +32,15 @@ from fastapi import FastAPI
 from starlette._utils import get_route_path  # the router's own view of the path
 from starlette.routing import BaseRoute
 
-from app.api.deps import INFERENCE_ROUTE, POLICY_KEY, PRINCIPAL_KEY, ROUTE_KIND, UPLOAD_ROUTE
+from app.api.deps import INFERENCE_ROUTE, POLICY_KEY, ROUTE_KIND, UPLOAD_ROUTE
 from app.api.errors import PayloadTooLarge
-from app.api.fast_path import FastClassify
+from app.api.fast_path import FastClassify, covers
 from app.api.quotas import QuotaMiddleware
 from app.config import Settings
 from app.metrics import Metrics
 from app.observability.middleware import install_observer
 from app.security import AuthError, KeyRing, is_loopback
+from app.tenancy.principal import PRINCIPAL_KEY
 
 SMALL_BODY = 1 << 20  # every route without a cap of its own (job configs, hub imports, ...)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -55,6 +56,7 @@ class Policy:
     body_limit: int
     oip: bool  # errors in the Open Inference Protocol's shape
     inference: bool = False  # a classification: the quotas check the key's room in the queue
+    fast: bool = False  # app.api.fast_path may answer it: it runs all the route's dependencies
 
 
 OTHER = Policy("other", None, SMALL_BODY, False)
@@ -97,6 +99,7 @@ def route_policy(route: Any, settings: Settings) -> Policy:
         limit,
         getattr(original, "oip_errors", False),
         inference,
+        covers(route),
     )
 
 

@@ -1,7 +1,7 @@
 """Liveness, readiness and Prometheus metrics.
 
 `GET /metrics` names adapters in its per-adapter series (`adapter_requests_total{adapter=..}`):
-a key limited to some adapters (`adapters=` patterns, app/api/access.py) sees the series of the
+a key limited to some adapters (`adapters=` patterns, app/api/deps.py) sees the series of the
 adapters its patterns cover only, not the `other` series nor another team's; a key without
 patterns, and a server without keys, see every series.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from adapters_store.patterns import matches
-from app.api.access import patterns
-from app.api.deps import ClassifyAccess, MetricsDep
-from app.api.errors import NotReady, error_responses
+from app.api.deps import ClassifyAccess, MetricsDep, patterns
+from app.api.errors import error_responses
+from app.inference.service import check_ready
 from app.observability.top import OTHER
 from app.schemas import Health
 
@@ -33,10 +33,8 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> Health:
     state = request.app.state
-    engine = getattr(state, "engine", None)
-    batcher = getattr(state, "batcher", None)
-    if engine is None or batcher is None or not batcher.running:
-        raise NotReady("the base model is not loaded yet")
+    engine = getattr(state, "engine", None)  # the details below: ready only with it too
+    check_ready(None if engine is None else getattr(state, "batcher", None))
     return Health(
         status="ready",
         details={

@@ -16,18 +16,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adapters_store import rendering
 from app.api.classify import (
-    ClassifyFailed,
     ClientDisconnected,
     classify_texts,
     client_closed,
     failed,
     timing_headers,
 )
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, ClassifierDep, ClassifyAccess, SettingsDep
 from app.api.errors import error_responses
+from app.inference.service import ClassifyFailed
 from app.schemas import NO_INPUT_IN_ERRORS, FunctionToApply, Input, Prediction, input_texts
-from app.serving import tasks
 from app.serving.engine import Text
 
 router = APIRouter(tags=["protocols"])
@@ -75,22 +75,24 @@ async def hf_text_classification(
     adapter: str,
     request: Request,
     body: HFRequest,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
-    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.access)
+    _access: ClassifyAccess,  # the adapter: classify_texts checks it (app.api.deps)
 ) -> JSONResponse:
     """The answer is a list per input (also for a single string), as the hosted API gives it."""
     try:
         result, timing = await classify_texts(
-            request, batcher, settings, texts=body.texts, adapters=[adapter]
+            request, classifier, settings, texts=body.texts, adapters=[adapter]
         )
     except ClassifyFailed as failure:
         return failed(failure.error, failure.timing)
     except ClientDisconnected:
         return client_closed()
     (scored,) = result.results
-    head, params = scored.head, body.parameters
-    rows = [tasks.scores(head, logits, params.function_to_apply) for logits in scored.logits]
-    predictions = [tasks.rank(row, head.labels, params.top_k) for row in rows]
+    params = body.parameters
+    answer = rendering.render(
+        scored.head, scored.logits, function=params.function_to_apply, top_k=params.top_k
+    )
+    predictions = answer.predictions()
     headers = {**timing_headers(timing), "x-adapter-version": str(scored.version)}
     return JSONResponse(predictions, headers=headers)

@@ -2,12 +2,24 @@
 
 Each stored adapter is a model: input `text` (BYTES, shape [-1]) and optionally `text_pair`
 (sentence pairs; app.api.oip_tensors); the outputs depend on the adapter's task
-(app.api.oip_outputs): `labels` (BYTES) and `probabilities` (FP32), both [batch, k] and ranked
+(below): `labels` (BYTES) and `probabilities` (FP32), both [batch, k] and ranked
 best first as /classify ranks them, `logits`, and `over_threshold` (multi-label) or `score`
 (regression). Parameters `top_k`, `function_to_apply` and `threshold` as on /classify. Inputs
 come as JSON `data` or with the binary tensor extension that `tritonclient.http` uses by default;
 outputs are always JSON. Errors have the protocol's shape `{"error": "message"}`, with the status
 /classify gives the same error.
+
+| task | outputs (datatype, shape) |
+|---|---|
+| single_label | `labels` BYTES [n, k], `probabilities` FP32 [n, k], `logits` FP32 [n, labels] |
+| multi_label | the same, and `over_threshold` BOOL [n, k] |
+| regression | `score` FP32 [n, 1], `logits` FP32 [n, 1] |
+
+`labels`, `probabilities` and `over_threshold` are ranked best first (`k`: every label, or the
+parameter `top_k`); `probabilities` holds the task's scores (softmax; sigmoid for multi-label)
+or those of the parameter `function_to_apply` (softmax | sigmoid | none); `over_threshold`
+says whether each ranked label's sigmoid reaches its threshold (the parameter `threshold`, else
+the adapter's own). `logits` are the head's raw outputs in label order.
 """
 
 from __future__ import annotations
@@ -21,14 +33,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from adapters_store import StoredAdapter
-from app.api.access import ClassifyAdapterAccess
-from app.api.classify import CLIENT_CLOSED, ClassifyFailed, ClientDisconnected, classify_texts
-from app.api.deps import INFERENCE_ROUTE, BatcherDep, SettingsDep, StoreDep
-from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest, NotReady
-from app.api.oip_outputs import output_metadata, parameters, render_outputs, requested_outputs
+from adapters_store import StoredAdapter, rendering
+from app.api.classify import CLIENT_CLOSED, ClientDisconnected, classify_texts
+from app.api.deps import (
+    INFERENCE_ROUTE,
+    ClassifierDep,
+    ClassifyAdapterAccess,
+    SettingsDep,
+    StoreDep,
+)
+from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest
 from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
+from app.inference.service import ClassifyFailed, check_ready
 from app.schemas import OIP_INFER_BODY
+from app.serving.passes import AdapterResult
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -76,9 +94,7 @@ async def live() -> dict:
 
 @router.get("/health/ready", summary="The base model is loaded and the batcher runs")
 async def ready(request: Request) -> dict:
-    batcher = getattr(request.app.state, "batcher", None)
-    if batcher is None or not batcher.running:
-        raise NotReady("the base model is not loaded yet")
+    check_ready(getattr(request.app.state, "batcher", None))
     return {"ready": True}
 
 
@@ -135,7 +151,7 @@ async def infer(
     name: str,
     request: Request,
     store: StoreDep,
-    batcher: BatcherDep,
+    classifier: ClassifierDep,
     settings: SettingsDep,
     _access: ClassifyAdapterAccess,
     version: str | None = None,
@@ -148,10 +164,10 @@ async def infer(
     try:
         selector = _selector(name, version)
         result, _ = await classify_texts(
-            request, batcher, settings, texts=texts, adapters=[selector]
+            request, classifier, settings, texts=texts, adapters=[selector]
         )
     except ClassifyFailed as failure:
-        return oip_error(failure.status, failure.error.message)
+        return oip_error(STATUS_BY_CODE.get(failure.error.code, 400), failure.error.message)
     except ClientDisconnected:
         return oip_error(CLIENT_CLOSED, "the client closed the connection")
     (scored,) = result.results
@@ -170,3 +186,105 @@ async def _read_body(request: Request) -> bytes:
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed requests are not supported; send identity encoding")
     return await request.body()
+
+
+# ---- outputs, per task of the adapter ---------------------------------------------------------
+_RANKED = {"labels": "BYTES", "probabilities": "FP32"}
+OUTPUTS: dict[str, dict[str, str]] = {
+    "single_label": {**_RANKED, "logits": "FP32"},
+    "multi_label": {**_RANKED, "over_threshold": "BOOL", "logits": "FP32"},
+    "regression": {"score": "FP32", "logits": "FP32"},
+}
+FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def outputs_of(task: str) -> dict[str, str]:
+    return OUTPUTS.get(task, OUTPUTS["single_label"])
+
+
+def output_metadata(task: str) -> list[dict]:
+    shape = [-1, 1] if task == "regression" else [-1, -1]
+    return [{"name": n, "datatype": d, "shape": shape} for n, d in outputs_of(task).items()]
+
+
+def requested_outputs(payload: dict, task: str) -> list[str] | None:
+    """The output names asked for (None: every output of the task); 422 for unknown ones."""
+    requested = payload.get("outputs")
+    if requested is None:
+        return None
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise InvalidRequest("'outputs' must be a list of objects")
+    names = [o.get("name") for o in requested]
+    known = outputs_of(task)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown output {unknown[0]!r}; this adapter's outputs are {', '.join(known)}"
+        )
+    return names
+
+
+def parameters(payload: dict) -> dict[str, Any]:
+    """The request parameters we read: top_k, function_to_apply, threshold (checked)."""
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidRequest("'parameters' must be an object")
+    top_k = params.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise InvalidRequest("parameter top_k must be a positive integer")
+    function = params.get("function_to_apply")
+    if function is not None and function not in FUNCTIONS:
+        raise InvalidRequest(f"parameter function_to_apply must be one of {', '.join(FUNCTIONS)}")
+    threshold = params.get("threshold")
+    if threshold is not None and (
+        not isinstance(threshold, int | float) or isinstance(threshold, bool)
+    ):
+        raise InvalidRequest("parameter threshold must be a number")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise InvalidRequest("parameter threshold must be between 0 and 1")
+    return {"top_k": top_k, "function": function, "threshold": threshold}
+
+
+def columns(result: AdapterResult, params: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """Every output of the result's task, as rows (adapters_store.rendering's answer)."""
+    head = result.head
+    answer = rendering.render(
+        head,
+        result.logits,
+        function=params["function"],
+        top_k=params["top_k"],
+        threshold=params["threshold"],
+    )
+    out: dict[str, list[list[Any]]] = {"logits": answer.logits}
+    if head.task == "regression":
+        out["score"] = [[number] for number in answer.numbers()]
+        return out
+    out["labels"] = [[head.label(i) for i in order] for order in answer.orders]
+    pairs = list(zip(answer.scores, answer.orders, strict=True))
+    out["probabilities"] = [[row[i] for i in order] for row, order in pairs]
+    if answer.chosen is not None:
+        chosen = [set(c) for c in answer.chosen]
+        marks = zip(answer.orders, chosen, strict=True)
+        out["over_threshold"] = [[i in c for i in o] for o, c in marks]
+    return out
+
+
+def render_outputs(
+    result: AdapterResult, params: dict[str, Any], wanted: list[str] | None
+) -> list[dict]:
+    """The response's `outputs`: the wanted ones (every one when None) of the result's task."""
+    available = outputs_of(result.head.task)
+    names = list(available) if wanted is None else wanted
+    missing = [n for n in names if n not in available]
+    if missing:  # the adapter was replaced by one of another task while the request ran
+        raise InvalidRequest(f"output {missing[0]!r} is not one of this adapter's outputs now")
+    data = columns(result, params)
+    return [
+        {
+            "name": name,
+            "datatype": available[name],
+            "shape": [len(data[name]), len(data[name][0])],
+            "data": [v for row in data[name] for v in row],
+        }
+        for name in names
+    ]

@@ -2,7 +2,7 @@
 
 The request body is the training module's `TrainConfig`; the base model is always the
 server's own. The work happens in a worker process (app.worker); these routes only validate,
-record and read job records. A key with adapter patterns (app.api.access) trains only adapters
+record and read job records. A key with adapter patterns (app.api.deps) trains only adapters
 they cover, and sees only the jobs of those (any other job answers 404 like a missing one).
 """
 
@@ -14,8 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from app.api.access import check_adapter, check_job, job_scan, visible_jobs
-from app.api.deps import AdminAccess
+from app.api.deps import AdminAccess, check_adapter, check_job, job_scan, visible_jobs
 from app.api.errors import NotReady, error_responses
 from app.jobs.records import Job, JobStatus
 from app.jobs.service import JobService

@@ -1,51 +1,21 @@
-"""Versions, aliases and traffic splits of an adapter over HTTP (admin), and the resolution of a
-request's selectors (`name`, `name@3`, `name@prod`) to the version that serves it.
-
-Every classify route resolves its adapters here before the batcher (`resolve_selectors`): the
-batcher sees a bare name (the latest, when no split is set) or an immutable `name@N`, so an entry
-in the serving cache never changes meaning. A move of an alias or a change of the split is a
-rewrite of a small file in the store, read (one stat) by the next request of any process: a
-rollback is instant and re-uploads nothing. `X-Routing-Key` makes the split sticky: requests with
-the same key get the same version while the split is unchanged.
+"""Versions, aliases and traffic splits of an adapter over HTTP (admin). How a request's
+selectors (`name`, `name@3`, `name@prod`) resolve to the version that serves it is
+app.inference.versions's; a client makes a split sticky with `X-Routing-Key`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from adapters_store import AdapterNotFound, AdapterStore
 from adapters_store import format as fmt
 from adapters_store.routing import Routes
-from app.api.access import AdminAdapterAccess
-from app.api.deps import StoreDep
+from app.api.deps import AdminAdapterAccess, StoreDep
 from app.api.errors import error_responses
-from app.serving.passes import Classified
 
 router = APIRouter(prefix="/adapters", tags=["versions"])
-ROUTING_HEADER = "x-routing-key"
-MAX_KEY_CHARS = 256  # longer keys are cut: the hash of the first 256 characters decides
 ERRORS = error_responses(401, 403, 404, 409, 422)
-
-
-# ---- resolution (every classify route) ---------------------------------------------------------
-def resolve_selectors(request: Request, adapters: Sequence[str]) -> list[str]:
-    """What the batcher should serve for each requested selector (StoreError when unknown)."""
-    store: AdapterStore = request.app.state.store
-    key = request.headers.get(ROUTING_HEADER)
-    key = key[:MAX_KEY_CHARS] if key else None
-    return [store.versions.resolve(selector, key) for selector in adapters]
-
-
-def as_requested(result: Classified, adapters: Sequence[str]) -> Classified:
-    """The results named as the client asked (`version` says which version answered)."""
-    results = [
-        dataclasses.replace(r, adapter=a) for r, a in zip(result.results, adapters, strict=True)
-    ]
-    return dataclasses.replace(result, results=results)
 
 
 # ---- the API ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ current: ContextVar[RequestContext | None] = ContextVar("adapter_serve_request",
 def principal_key() -> str:
     """Where the request guard leaves the request's principal (imported late: the training
     worker formats its log lines with app.observability.logs without the HTTP stack)."""
-    from app.api.deps import PRINCIPAL_KEY
+    from app.tenancy.principal import PRINCIPAL_KEY
 
     return PRINCIPAL_KEY
 

@@ -50,7 +50,7 @@ class Resident:
     nbytes: int
     stamp: tuple[int, int]
     loaded_at: float
-    task: str = "single_label"  # the manifest's (app.serving.tasks)
+    task: str = "single_label"  # the manifest's (adapters_store.rendering)
     thresholds: dict[int, float] | None = None
 
 

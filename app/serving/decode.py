@@ -63,7 +63,7 @@ class Decoded:
     nbytes: int = 0
     config: dict | None = field(default=None, repr=False)  # adapter_config.json's "config"
     head: dict | None = field(default=None, repr=False)  # head_config.json's "config"
-    task: str = "single_label"  # the manifest's task and thresholds (app.serving.tasks)
+    task: str = "single_label"  # the manifest's task and thresholds (adapters_store.rendering)
     thresholds: dict[int, float] | None = None
 
 

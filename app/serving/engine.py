@@ -200,7 +200,7 @@ class Engine(AdapterModules):
 
     # ---- inference (inference thread) ----------------------------------------------------
     def forward(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
-        """Raw logits per segment and row, in the order of `segments` (app.serving.tasks
+        """Raw logits per segment and row, in the order of `segments` (adapters_store.rendering
         turns them into each task's scores).
 
         Rows whose adapters can share a BatchSplit run in one body pass; each group of

@@ -54,3 +54,15 @@ class NonFiniteScores(ServiceError):
     checked): a clear 422 for that request rather than scores JSON cannot carry."""
 
     code = "invalid_adapter"
+
+
+class InvalidRequest(ServiceError):
+    """A request that parses but breaks a service limit (too many inputs, text too long)."""
+
+    code = "validation_error"
+
+
+class NotReady(ServiceError):
+    """The service is starting or stopping (no batcher yet, or not running)."""
+
+    code = "not_ready"

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters_store import StoreError
+from adapters_store.rendering import Head
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
 from app.serving.engine import Engine, Segment
 from app.serving.errors import InferenceFailed, NonFiniteScores, ServiceError
 from app.serving.planning import Item, Request, settle
-from app.serving.tasks import Head
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class AdapterResult:
     adapter: str
     version: int
     labels: dict[int, str]
-    logits: list[list[float]]  # per input (app.serving.tasks turns them into scores)
+    logits: list[list[float]]  # per input (adapters_store.rendering turns them into scores)
     task: str = "single_label"
     thresholds: dict[int, float] | None = None
 

@@ -57,8 +57,8 @@ def client(serve) -> Iterator[TestClient]:
 
 def reference(store_root: Path, model_dir: Path, name: str, texts: list[str]) -> list[list[float]]:
     """Each text alone through a separate in-process engine: the expected probabilities."""
+    from adapters_store.rendering import softmax
     from app.serving.engine import Segment
-    from app.serving.tasks import softmax
 
     engine = Engine.load(base_model=str(model_dir))
     engine.load_adapter(name, store_root / name)

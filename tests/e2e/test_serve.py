@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import softmax
 from app.serving.engine import Engine, Segment
-from app.serving.tasks import softmax
 from tests.support.server import process_env, running_server
 from tests.support.tiny import keyword_dataset
 

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import softmax
 from app.serving.engine import Engine, Segment
-from app.serving.tasks import softmax
 from tests.support.adapters import AdapterFactory
 from tests.support.ray_cluster import ServeCluster, serve_cluster
 

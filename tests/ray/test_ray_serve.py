@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
-from app.serving.tasks import softmax
+from adapters_store.rendering import softmax
 from tests.ray.conftest import ADAPTERS, TEXTS, Reference
 from tests.support.adapters import AdapterFactory
 from tests.support.ray_cluster import ServeCluster

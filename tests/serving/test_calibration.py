@@ -7,13 +7,13 @@ import asyncio
 import pytest
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import softmax
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.costs import PassCost, calibrate, calibration_shapes, forward_timer
 from app.serving.engine import Engine
 from app.serving.planning import Limits
-from app.serving.tasks import softmax
 
 
 @pytest.fixture(scope="module")

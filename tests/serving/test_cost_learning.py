@@ -12,13 +12,13 @@ import asyncio
 import pytest
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import softmax
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.cost_learning import CostLearner
 from app.serving.costs import NO_CAP, PassCost, fit_pass_cost
 from app.serving.engine import Engine
 from app.serving.planning import Limits, plan_passes
-from app.serving.tasks import softmax
 
 WIDTHS = (16, 32, 64, 128)
 

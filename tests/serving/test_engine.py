@@ -9,10 +9,10 @@ import torch
 from adapters import AdapterSetup
 
 from adapters_store import AdapterStore, InvalidAdapter
+from adapters_store.rendering import rank
 from app.serving.adapter_cache import AdapterCache
 from app.serving.engine import Engine, Segment, choose_dtype
 from app.serving.errors import BaseModelLoadError, TextTooLong
-from app.serving.tasks import rank
 
 TEXTS = [
     "a good film",

@@ -19,8 +19,8 @@ from adapters import (
     SeqBnConfig,
 )
 
+from adapters_store.rendering import softmax
 from app.serving.engine import Engine, Segment, module_name
-from app.serving.tasks import softmax
 
 TEXTS = [
     "a good film",

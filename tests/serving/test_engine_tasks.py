@@ -15,11 +15,11 @@ import torch
 from adapters import AdapterSetup
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import Head, over_threshold, scores
 from app.serving.adapter_cache import AdapterCache
 from app.serving.engine import Engine, Segment
 from app.serving.errors import TextTooLong
 from app.serving.passes import run_batch
-from app.serving.tasks import Head, over_threshold, scores
 from tests.support.tasks import add_task_adapter
 
 TOL = 1e-5

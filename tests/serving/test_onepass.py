@@ -23,9 +23,9 @@ from adapters import (
     SeqBnConfig,
 )
 
+from adapters_store.rendering import softmax
 from app.serving.engine import Engine, Segment, module_name
 from app.serving.onepass.support import ONEPASS_KEY, stackable
-from app.serving.tasks import softmax
 from bench.op_count import count_ops
 
 TEXTS = ["a good film", "the plot was awful and the acting was poor", "great", "one two"]

@@ -15,11 +15,11 @@ import torch
 from adapters import AdapterSetup, LoRAConfig, PrefixTuningConfig, SeqBnConfig
 
 from adapters_store import AdapterStore
+from adapters_store.rendering import softmax
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.engine import Engine, Segment, module_name
 from app.serving.passes import run_batch
-from app.serving.tasks import softmax
 
 TEXTS = ["a good film", "the plot was awful and the acting was poor", "great", "one two three"]
 TOL = 1e-5

@@ -36,8 +36,8 @@ class Golden:
         self.outputs: dict[int, dict[str, list[float]]] = {}
 
     def add(self, *seeds: int) -> Golden:
+        from adapters_store.rendering import softmax  # the engine gives logits
         from app.serving.engine import Segment
-        from app.serving.tasks import softmax  # the engine gives logits
 
         for seed in seeds:
             if seed in self.outputs:

@@ -1,5 +1,5 @@
-"""Per-key limits (app/api/limiter.py, app/api/limiter_redis.py): the same rules in process and
-in a real redis-server on 127.0.0.1, where two limiters stand for two API processes."""
+"""Per-key limits (app/tenancy/limiter.py, app/tenancy/limiter_redis.py): the same rules in
+process and in a real redis-server on 127.0.0.1, where two limiters stand for two API processes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.api.limiter import Ask, Bucket, LocalLimiter, RateLimited, TooManyInFlight
-from app.api.limiter_redis import RedisLimiter
+from app.tenancy.limiter import Ask, Bucket, LocalLimiter, RateLimited, TooManyInFlight
+from app.tenancy.limiter_redis import RedisLimiter
 from tests.support.jobs import redis_or_skip
 from tests.support.server import free_port
 
@@ -153,7 +153,7 @@ def test_redis_down_falls_back_to_limits_in_this_process(caplog):
         assert time.monotonic() - started < 2  # one failed connection, then no more tries
         await limiter.close()
 
-    with caplog.at_level(logging.WARNING, logger="app.api.limiter_redis"):
+    with caplog.at_level(logging.WARNING, logger="app.tenancy.limiter_redis"):
         run(go())
     warnings = [r for r in caplog.records if "Redis did not answer" in r.getMessage()]
     assert len(warnings) == 1

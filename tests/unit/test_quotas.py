@@ -1,4 +1,4 @@
-"""The quotas of one app (app/api/quotas.py) without HTTP: defaults, the key's share of the
+"""The quotas of one app (app/tenancy/quotas.py) without HTTP: defaults, the key's share of the
 queue, the checks before the body, holds given back on failure and on cancellation."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from app.api.limiter import RateLimited, TooManyInFlight
 from app.api.quotas import Quotas
 from app.config import Settings
 from app.security import KeyLimits, Principal
+from app.tenancy.limiter import RateLimited, TooManyInFlight
 
 
 def quotas(tmp_path, **settings) -> Quotas:

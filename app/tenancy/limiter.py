@@ -2,7 +2,7 @@
 
 No HTTP here: `take` raises `RateLimited` (429 with Retry-After, app/api/errors.py) or returns
 a `Hold` that `release` gives back. The rules, shared with the Redis backend
-(app/api/limiter_redis.py), which keeps the same state in Redis for many processes:
+(app/tenancy/limiter_redis.py), which keeps the same state in Redis for many processes:
 
 - A bucket holds at most `rate` tokens (one second's worth) and refills at `rate` per second. A
   request costing `cost` needs `min(cost, rate)` tokens and takes `cost` (the bucket may go

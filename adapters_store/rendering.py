@@ -1,6 +1,7 @@
-"""What a head's logits mean, per task (the manifest's `task`): scores and predictions. No HTTP.
+"""What a head's logits mean, per task (the manifest's `task`): the one renderer of answers.
 
-The engine returns each row's raw logits; every protocol turns them into answers here:
+Pure (no app, no HTTP): the engine returns each row's raw logits; every protocol (app/api) and
+training's predictions turn them into answers here, with `render`:
 - single_label: softmax over the labels, ranked (the text-classification pipeline's shape);
 - multi_label: a sigmoid per label, and the labels whose sigmoid reaches their threshold (the
   request's `threshold`, else the one stored for the label, else 0.5);
@@ -90,3 +91,49 @@ def over_threshold(head: Head, logits: Sequence[float], threshold: float | None)
     probs = [sigmoid(x) for x in logits]
     chosen = [i for i, p in enumerate(probs) if p >= head.threshold(i, threshold)]
     return sorted(chosen, key=lambda i: -probs[i])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One adapter's answers to its rows, per task: what every protocol encodes its own way."""
+
+    head: Head
+    logits: list[list[float]]  # the head's raw outputs, in label order
+    scores: list[list[float]]  # per row: the task's function (or the request's) of the logits
+    orders: list[list[int]]  # per row: label indices ranked best first (the best `top_k`)
+    chosen: list[list[int]] | None  # multi_label: per row, the labels over threshold, best first
+
+    def predictions(self) -> list[list[dict]]:
+        """Pipeline-shaped predictions per row: [{"label", "score"}], best first."""
+        label = self.head.label
+        return [
+            [{"label": label(i), "score": row[i]} for i in order]
+            for row, order in zip(self.scores, self.orders, strict=True)
+        ]
+
+    def numbers(self) -> list[float]:
+        """Regression: the one number of each row."""
+        return [row[0] for row in self.scores]
+
+    def labels_over_threshold(self) -> list[list[str]]:
+        return [[self.head.label(i) for i in row] for row in self.chosen or []]
+
+
+def render(
+    head: Head,
+    logits: Sequence[Sequence[float]],
+    *,
+    function: str | None = None,
+    top_k: int | None = None,
+    threshold: float | None = None,
+) -> Answer:
+    """The answers of one adapter's head to its rows' `logits` (see the module's doc)."""
+    rows = [scores(head, row, function) for row in logits]
+    multi = head.task == "multi_label"
+    return Answer(
+        head=head,
+        logits=[list(row) for row in logits],
+        scores=rows,
+        orders=[ranked(row, top_k) for row in rows],
+        chosen=[over_threshold(head, row, threshold) for row in logits] if multi else None,
+    )

@@ -1,6 +1,6 @@
 """Per-key limits shared through Redis (`APP_REDIS_URL`): every API process enforces one limit.
 
-The rules are app/api/limiter.py's; each check is one Lua script, so it is atomic across any
+The rules are app/tenancy/limiter.py's; each check is one Lua script, so it is atomic across any
 number of processes and hosts, and time is the Redis server's clock (`TIME`), so the hosts'
 clocks need not agree. Keys (one hash tag per API key, so a Redis Cluster keeps a key's state
 on one shard): `{prefix}:{KEYID}:rps` and `:tps` (hashes: tokens, ts; they expire when the
@@ -33,7 +33,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from app.api.limiter import Ask, Hold, LocalLimiter, refused_bucket, refused_inflight
+from app.tenancy.limiter import Ask, Hold, LocalLimiter, refused_bucket, refused_inflight
 
 log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "adapter-serve:quota"

@@ -1,0 +1,156 @@
+"""Per-key quotas and the key's share of the queue, answered with 429 and Retry-After. No HTTP.
+
+Two checks, each one call to the limiter (app/tenancy/limiter.py in process,
+app/tenancy/limiter_redis.py when `APP_REDIS_URL` is set, shared by every API process):
+
+- requests per second (`rps=`), by app.api.quotas.QuotaMiddleware right after the request
+  guard has found the key, before the body is read; it counts every request of the key on a
+  route that needs a key;
+- texts per second (`tps=`) and texts in flight (`inflight=`), by `admitted` around the
+  classifier call of app.inference (every protocol), when the texts are known: a text counts
+  once per adapter it is classified with. The texts stay held until the request ends,
+  succeeded, failed or abandoned by its client.
+
+A key without an option of its own gets the default (`APP_DEFAULT_KEY_RPS`, `_TPS`,
+`_INFLIGHT`; unset: unlimited). Besides its quota, a key may hold at most
+`APP_KEY_QUEUE_SHARE` of `APP_MAX_QUEUE` texts in flight in one process, so a flooding key
+meets its own 429 before the shared queue is full (503 for everyone). Without API keys there
+is one tenant and none of this applies (the queue's 503 as before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.config import Settings
+from app.metrics import Metrics
+from app.security import KeyLimits, Principal
+from app.tenancy.limiter import (
+    Ask,
+    Bucket,
+    LocalLimiter,
+    RateLimited,
+    TooManyInFlight,
+    refused_inflight,
+)
+
+LEASE_MARGIN_S = 30.0  # a hold outlives the request timeout by this much before it lapses
+
+
+class Quotas:
+    """The limits of one app: the limiter, the defaults, the queue share."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.defaults = KeyLimits(
+            rps=settings.default_key_rps,
+            tps=settings.default_key_tps,
+            inflight=settings.default_key_inflight,
+        )
+        self.share = max(1, math.floor(settings.key_queue_share * settings.max_queue))
+        self.delay_s = settings.quota_refusal_delay_s
+        self.metrics = metrics
+        self.local = LocalLimiter()  # the queue share: this process's own queue
+        self.limiter: Any = LocalLimiter()
+        if settings.redis_url:
+            from app.tenancy.limiter_redis import RedisLimiter
+
+            lease_s = settings.request_timeout_s + LEASE_MARGIN_S
+            self.limiter = RedisLimiter(settings.redis_url, lease_s=lease_s)
+
+    def limits(self, principal: Principal) -> KeyLimits:
+        own, default = principal.limits, self.defaults
+        return KeyLimits(
+            rps=own.rps if own.rps is not None else default.rps,
+            tps=own.tps if own.tps is not None else default.tps,
+            inflight=own.inflight if own.inflight is not None else default.inflight,
+        )
+
+    async def check_request(self, principal: Principal) -> None:
+        """Take one request from the key's requests/s bucket (RateLimited when empty)."""
+        rps = self.limits(principal).rps
+        if rps is not None:
+            await self._take(Ask(principal.key_id, (Bucket("rps", rps, 1),)))
+
+    def check_room(self, principal: Principal) -> None:
+        """Refuse a key that holds its share of the queue or its texts in flight already (in
+        this process; a Redis-shared in-flight limit is checked with the texts)."""
+        tenant = principal.key_id
+        if self.local.holding(tenant) >= self.share:
+            raise self._over_share()
+        inflight = self.limits(principal).inflight
+        local = self.limiter if isinstance(self.limiter, LocalLimiter) else None
+        if inflight is not None and local is not None and local.holding(tenant) >= inflight:
+            self._count()
+            raise refused_inflight(inflight)
+
+    def _over_share(self) -> TooManyInFlight:
+        self._count()
+        return TooManyInFlight(
+            f"this API key holds its share of the queue ({self.share} texts); retry when some "
+            "finish"
+        )
+
+    @contextlib.asynccontextmanager
+    async def texts(self, principal: Principal, n: int) -> AsyncIterator[None]:
+        """Hold `n` texts of the key while the body runs (RateLimited when over a limit)."""
+        tenant, limits = principal.key_id, self.limits(principal)
+        held = self.local.holding(tenant)
+        if held and held + n > self.share:
+            refused = self._over_share()
+            await self.pause(refused)
+            raise refused
+        share = self.local.hold(tenant, n)
+        try:
+            hold = None
+            if limits.tps is not None or limits.inflight is not None:
+                buckets = (Bucket("tps", limits.tps, n),) if limits.tps is not None else ()
+                in_flight = n if limits.inflight is not None else 0
+                try:
+                    hold = await self._take(Ask(tenant, buckets, limits.inflight, in_flight))
+                except RateLimited as exc:  # the share is not held while the answer waits
+                    self.local.release_now(share)
+                    await self.pause(exc)
+                    raise
+            try:
+                yield
+            finally:
+                if hold is not None:
+                    await asyncio.shield(self.limiter.release(hold))
+        finally:
+            self.local.release_now(share)
+
+    async def _take(self, ask: Ask) -> Any:
+        try:
+            return await self.limiter.take(ask)
+        except RateLimited:
+            self._count()
+            raise
+
+    def _count(self) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels("rate_limited").inc()
+
+    async def pause(self, exc: RateLimited) -> None:
+        """Wait before a refusal is answered: a client retrying at once then costs one
+        request per pause, not a busy loop (the wait costs no CPU)."""
+        if self.delay_s > 0:
+            await asyncio.sleep(min(self.delay_s, exc.retry_after_s))
+
+    async def close(self) -> None:
+        await self.limiter.close()
+
+
+@contextlib.asynccontextmanager
+async def admitted(
+    quotas: Quotas | None, principal: Principal | None, n: int
+) -> AsyncIterator[None]:
+    """Around a classification of `n` texts x adapters: the key's quotas (no-op without keys)."""
+    if quotas is None or principal is None:
+        yield
+        return
+    async with quotas.texts(principal, n):
+        yield
