@@ -14,7 +14,7 @@ from adapters_store.patterns import matches
 from app.api.access import patterns
 from app.api.deps import ClassifyAccess, MetricsDep
 from app.api.errors import NotReady, error_responses
-from app.observability.top import OTHER
+from app.metrics_top import OTHER
 from app.schemas import Health
 
 router = APIRouter(tags=["health"])
