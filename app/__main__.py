@@ -65,8 +65,9 @@ def main() -> int:
     logging.config.dictConfig(log_config)
     import uvicorn
 
+    from app.bootstrap import load_engine
+    from app.config import EngineView
     from app.main import create_app
-    from app.serving.engine import Engine
     from app.serving.errors import BaseModelLoadError
 
     try:  # before the (slow) model load: refuse an unintended open server at once
@@ -76,13 +77,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        engine = Engine.load(
-            base_model=settings.base_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            max_length=settings.max_length,
-            threads=settings.torch_threads,
-        )
+        engine = load_engine(EngineView.of(settings))
     except BaseModelLoadError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -60,7 +60,7 @@ def worker(argv: Sequence[str] | None = None) -> int:
     )
     _version_flag(parser)
     parser.parse_args(argv)
-    from app.jobs.worker import main
+    from app.worker import main
 
     return main([])
 

@@ -1,4 +1,8 @@
-"""Settings: the only place that reads the environment (prefix APP_)."""
+"""Settings: the only place that reads the environment (prefix APP_).
+
+`Settings` is flat (every `APP_*` name is a field); the rooms read frozen views of it
+(app/config_views.py, re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,27 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.config_views import (
+    BackendView,
+    BatchingView,
+    EngineView,
+    LimiterView,
+    ObservabilityView,
+    StoreView,
+    WorkerView,
+)
 from app.security import KeyRing
+
+__all__ = [
+    "BackendView",
+    "BatchingView",
+    "EngineView",
+    "LimiterView",
+    "ObservabilityView",
+    "Settings",
+    "StoreView",
+    "WorkerView",
+]
 
 
 class Settings(BaseSettings):

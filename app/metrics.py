@@ -4,7 +4,7 @@ A registry per app (not the process-global one) keeps several apps in one proces
 from clashing. Every label has a bounded set of values: requests are labelled by the route
 template (`/adapters/{name}`, from the request guard or the router), never by the raw path,
 a path that matches no route is `other`, and so is a method outside `METHODS`; adapters by
-name only for the busiest `top_adapters` (app.observability.top), the rest are `other`.
+name only for the busiest `top_adapters` (app.metrics_top), the rest are `other`.
 `observe_request` is what app.observability.middleware calls once per request: it keeps the
 label children it made, so a request costs dictionary look-ups, not `labels(...)` calls.
 `render(visible)` leaves out the per-adapter series whose adapter `visible` refuses (what
@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from app.observability.top import TopAdapters
+from app.metrics_top import TopAdapters
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ACTIVATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2)

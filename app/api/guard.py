@@ -36,7 +36,7 @@ from app.api.deps import INFERENCE_ROUTE, POLICY_KEY, ROUTE_KIND, UPLOAD_ROUTE
 from app.api.errors import PayloadTooLarge
 from app.api.fast_path import FastClassify, covers
 from app.api.quotas import QuotaMiddleware
-from app.config import Settings
+from app.config import ObservabilityView, Settings
 from app.metrics import Metrics
 from app.observability.middleware import install_observer
 from app.security import AuthError, KeyRing, is_loopback
@@ -261,4 +261,4 @@ def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metri
     app.add_middleware(FastClassify)
     app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
-    install_observer(app, settings, metrics)
+    install_observer(app, ObservabilityView.of(settings), metrics)

@@ -18,11 +18,10 @@ from fastapi.routing import APIRoute
 
 from adapters_store import AdapterStore
 from app.api import adapters, classify, health
-from app.api.errors import error_response, install_error_handlers
-from app.api.guard import install_middleware
-from app.config import Settings
-from app.metrics import Metrics
-from app.observability.middleware import NATIVE_TELEMETRY_OFF
+from app.api.errors import error_response
+from app.api.factory import build_http_app
+from app.config import Settings, StoreView
+from app.stores import open_store
 
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 ELSEWHERE = (
@@ -54,30 +53,26 @@ def create_ingress_app(
     extra: APIRouter | None = None,
 ) -> FastAPI:
     """The ingress app; `batcher`, `cache` and `engine` are the cluster's stand-ins."""
-    metrics = Metrics(top_adapters=settings.metrics_top_adapters)
-    app = FastAPI(
+
+    def elsewhere_routes(app: FastAPI) -> None:
+        for path in ("/adapters", "/adapters/{rest:path}"):
+            app.add_api_route(path, _elsewhere, methods=WRITES, include_in_schema=False)
+        for path in ("/train-jobs", "/train-jobs/{rest:path}"):
+            app.add_api_route(path, _elsewhere, methods=["GET", *WRITES], include_in_schema=False)
+        if extra is not None:
+            app.include_router(extra)
+
+    return build_http_app(
+        settings,
+        (health.router, classify.router, read_only(adapters.router)),
+        keyring=settings.keyring(),
+        state={
+            "engine": engine,
+            "store": store or open_store(StoreView.of(settings)),
+            "cache": cache,
+            "batcher": batcher,
+        },
+        add_routes=elsewhere_routes,
         title="adapter-serve (Ray ingress)",
-        version="0.1.0",
         summary="Many text-classification adapters on one frozen base model, on Ray Serve",
-        telemetry=NATIVE_TELEMETRY_OFF,
     )
-    state = app.state
-    state.settings, state.metrics, state.engine = settings, metrics, engine
-    state.store = store or AdapterStore(
-        settings.adapters_dir,
-        max_param_bytes=settings.max_adapter_param_bytes,
-        keep_versions=settings.keep_versions,
-    )
-    state.cache, state.batcher = cache, batcher
-    state.keyring = settings.keyring()
-    install_error_handlers(app)
-    for router in (health.router, classify.router, read_only(adapters.router)):
-        app.include_router(router)
-    for path in ("/adapters", "/adapters/{rest:path}"):
-        app.add_api_route(path, _elsewhere, methods=WRITES, include_in_schema=False)
-    for path in ("/train-jobs", "/train-jobs/{rest:path}"):
-        app.add_api_route(path, _elsewhere, methods=["GET", *WRITES], include_in_schema=False)
-    if extra is not None:
-        app.include_router(extra)
-    install_middleware(app, settings, state.keyring, metrics)
-    return app

@@ -1,6 +1,6 @@
 """One model replica on Ray Serve: our engine, adapter cache and batcher inside a Serve actor.
 
-A replica is the single-host serving stack (`app.serving`) as `app.main` wires it: one base
+A replica is the single-host serving stack (`app.serving`) as `app.bootstrap` builds it: one base
 model, adapters activated into slots under the same byte budgets (device and host tiers,
 `app.serving.adapter_cache`), dynamic batching of every adapter it holds (so it keeps
 mixed-adapter batching). On top, the adapters it holds are registered with Ray's model
@@ -28,12 +28,11 @@ from typing import Any
 
 from ray import serve
 
-from adapters_store import AdapterStore, StoreError
-from app.config import Settings
-from app.main import build_cache, build_limits
+from adapters_store import StoreError
+from app.bootstrap import build_serving, load_engine
+from app.config import EngineView, Settings
 from app.metrics import Metrics
-from app.serving.batcher import Batcher, Timing
-from app.serving.engine import Engine
+from app.serving.batcher import Timing
 from app.serving.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -72,22 +71,9 @@ class AdapterReplica:
         s = Settings(**{**settings, **overrides})
         self.settings = s
         self.metrics = Metrics()
-        self.engine = Engine.load(
-            base_model=s.base_model,
-            device=s.device,
-            dtype=s.dtype,
-            max_length=s.max_length,
-            threads=s.torch_threads,
-        )
-        self.store = AdapterStore(s.adapters_dir)
-        self.cache = build_cache(s, self.engine, self.store, self.metrics)
-        self.batcher = Batcher(
-            engine=self.engine,
-            cache=self.cache,
-            store=self.store,
-            limits=build_limits(s, self.engine),
-            metrics=self.metrics,
-        )
+        self.engine = load_engine(EngineView.of(s))
+        serving = build_serving(s, self.engine, self.metrics)
+        self.store, self.cache, self.batcher = serving.store, serving.cache, serving.batcher
 
         # Built here (not as a class decorator) so that the bound is the configured budget;
         # a plain function, since Ray keeps its per-replica state as an attribute on it.

@@ -1,25 +1,25 @@
-"""The one choice of job-record backend: Redis when `APP_REDIS_URL` is set, else SQLite.
+"""The job records' backends by kind (`BackendView.kind`: redis or sqlite).
 
-This small module imports the interface and both backends, so that neither backend nor the
+The choice itself is made once, in `app.config_views.BackendView`; this small module maps the
+kind to a backend. It imports the interface and both backends, so that neither backend nor the
 interface ever imports the other side (no import circle).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
-from app.config import Settings
+from app.config_views import BackendView
 from app.jobs.records import JobStore
 from app.jobs.records_redis import RedisJobStore
 from app.jobs.records_sqlite import SqliteJobStore
 
+RECORDS: dict[str, Callable[[BackendView], JobStore]] = {
+    "redis": lambda backend: RedisJobStore(str(backend.redis_url)),
+    "sqlite": lambda backend: SqliteJobStore(backend.sqlite_path("jobs")),
+}
 
-def jobs_db_path(settings: Settings) -> Path:
-    return settings.data_dir / "jobs.sqlite3"
 
-
-def open_job_store(settings: Settings) -> JobStore:
-    """The job records for these settings: Redis when `redis_url` is set, else SQLite."""
-    if settings.redis_url:
-        return RedisJobStore(settings.redis_url)
-    return SqliteJobStore(jobs_db_path(settings))
+def open_records(backend: BackendView) -> JobStore:
+    """The job records of this backend."""
+    return RECORDS[backend.kind](backend)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from huey import Huey, RedisHuey, SqliteHuey
@@ -22,7 +21,7 @@ from huey.api import TaskWrapper
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from app.config import Settings
+from app.config_views import BackendView
 
 QUEUE_NAME = "adapter-serve-training"
 TASK_NAME = "train_job"
@@ -67,17 +66,22 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def queue_db_path(settings: Settings) -> Path:
-    return settings.data_dir / "queue.sqlite3"
+def _redis_huey(backend: BackendView, **common: Any) -> Huey:
+    return RedisHuey(QUEUE_NAME, url=backend.redis_url, **common)
 
 
-def build_huey(settings: Settings) -> Huey:
-    """The queue for these settings: Redis when `redis_url` is set, else SQLite."""
+def _sqlite_huey(backend: BackendView, **common: Any) -> Huey:
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(QUEUE_NAME, filename=str(backend.sqlite_path("queue")), **common)
+
+
+HUEYS: dict[str, Callable[..., Huey]] = {"redis": _redis_huey, "sqlite": _sqlite_huey}
+
+
+def open_huey(backend: BackendView) -> Huey:
+    """The queue of this backend (the kind chosen once, in `BackendView`)."""
     common: dict[str, Any] = {"results": False, "serializer": JsonSerializer(), "utc": True}
-    if settings.redis_url:
-        return RedisHuey(QUEUE_NAME, url=settings.redis_url, **common)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(QUEUE_NAME, filename=str(queue_db_path(settings)), **common)
+    return HUEYS[backend.kind](backend, **common)
 
 
 class JobQueue:

@@ -1,7 +1,7 @@
 """Training-job records: the types and the `JobStore` interface (no backend is imported here).
 
 A record is durable and shared by the API and every worker. Two backends, chosen from Settings by
-`app.jobs.factory.open_job_store` and nothing else:
+`app.jobs.factory.open_records` and nothing else:
 
 - SQLite (`app.jobs.records_sqlite`, default): `<data_dir>/jobs.sqlite3`, for an API and workers
   on one host.

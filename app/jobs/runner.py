@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from adapters_store import AdapterStore, StoreError
-from app.config import Settings
-from app.jobs.factory import open_job_store
+from adapters_store import StoreError
+from app.config import BackendView, Settings, StoreView
+from app.jobs.factory import open_records
 from app.jobs.records import Job, JobStatus, JobStore, worker_id
+from app.stores import open_store
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2
@@ -125,8 +126,8 @@ class JobRunner:
 
     def __init__(self, settings: Settings, *, stop_event: threading.Event) -> None:
         self.settings = settings
-        self.jobs = open_job_store(settings)
-        self.store = AdapterStore(settings.adapters_dir, keep_versions=settings.keep_versions)
+        self.jobs = open_records(BackendView.of(settings))
+        self.store = open_store(StoreView.of(settings))
         self.stop_event = stop_event
         self.requeue: Callable[[str], None] | None = None
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import AdapterStore
-from app.config import Settings
-from app.jobs.factory import open_job_store
-from app.jobs.queue import JobQueue, build_huey
+from app.config import BackendView, Settings, StoreView
+from app.jobs.factory import open_records
+from app.jobs.queue import JobQueue, open_huey
 from app.jobs.records import (
     InvalidJob,
     Job,
@@ -28,6 +28,7 @@ from app.jobs.records import (
     JobStoreUnavailable,
     QueueUnavailable,
 )
+from app.stores import open_store
 from training.config import TrainConfig
 
 log = logging.getLogger("app.jobs")
@@ -55,9 +56,9 @@ class JobService:
             (settings.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         return cls(
             settings=settings,
-            jobs=open_job_store(settings),
-            queue=JobQueue(build_huey(settings)),
-            store=store or AdapterStore(settings.adapters_dir),
+            jobs=open_records(BackendView.of(settings)),
+            queue=JobQueue(open_huey(BackendView.of(settings))),
+            store=store or open_store(StoreView.of(settings)),
         )
 
     def close(self) -> None:

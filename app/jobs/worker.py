@@ -1,7 +1,8 @@
 """The training worker: a Huey consumer that runs queued training jobs.
 
-`python -m app.worker` runs one alone; `python -m app` starts one as a child process beside the
-API (see `EmbeddedWorker`) unless `APP_EMBEDDED_WORKER=false`.
+`python -m app.worker` (app/worker.py: the parts built by app.bootstrap) runs one alone;
+`python -m app` starts one as a child process beside the API (see `EmbeddedWorker`) unless
+`APP_EMBEDDED_WORKER=false`.
 
 - A job id comes off the queue; the worker claims the job record (queued -> running). A job
   cancelled while queued fails the claim and never starts.
@@ -22,41 +23,45 @@ The per-job work is `app.jobs.runner.JobRunner`; this module is the process arou
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import logging.config
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
-from app.config import Settings
-from app.jobs.queue import JobQueue, build_huey
+from huey import Huey
+
+from app.jobs.queue import JobQueue
 from app.jobs.runner import JobRunner
 
 log = logging.getLogger("app.worker")
 HEALTH_CHECK_S = 10.0
 
 
-def run_consumer(settings: Settings, *, parent_pid: int | None = None) -> None:
+def run_consumer(
+    huey: Huey,
+    make_runner: Callable[[threading.Event], JobRunner],
+    *,
+    shutdown_s: float,
+    parent_pid: int | None = None,
+) -> None:
     """Consume training jobs until SIGTERM/SIGINT/SIGHUP or the parent process dies.
 
     The stop is graceful: a running job stops at its next step and is re-queued; a second
     signal stops at once (the job then fails when its lease expires).
     """
-    huey = build_huey(settings)
     consumer = huey.create_consumer(
         workers=1,  # one job at a time per process; run more processes for more
         worker_type="thread",
         periodic=False,
-        shutdown_timeout=settings.worker_shutdown_s,
+        shutdown_timeout=shutdown_s,
     )
-    runner = JobRunner(settings, stop_event=consumer.stop_flag)
+    runner = make_runner(consumer.stop_flag)
     queue = JobQueue(huey, handler=runner)
     runner.requeue = queue.enqueue
     runner.prepare()
@@ -143,28 +148,3 @@ async def stop_embedded_worker(app_state: Any) -> None:
     worker = getattr(app_state, "embedded_worker", None)
     if worker is not None:
         await asyncio.to_thread(worker.stop)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.worker", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = Settings()
-    except Exception as exc:  # pydantic ValidationError: one clear line, no traceback
-        print(f"error: invalid settings: {exc}", file=sys.stderr)
-        return 2
-    from app.observability.logs import logging_config  # APP_LOG_FORMAT, as the API's lines
-
-    logging.config.dictConfig(logging_config(settings.log_format, "info"))
-    run_consumer(settings, parent_pid=args.parent_pid)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,8 +3,8 @@
 - `context`: the request being served (id, key id, adapters, timings) and `classifying`.
 - `logs`: the logging filter and formatters (text, JSON), the access line, the dictConfig.
 - `tracing`: optional OpenTelemetry spans (the `[otel]` extra, APP_OTLP_ENDPOINT).
-- `top`: the busiest adapters, which keep their own metrics label.
 - `middleware`: `RequestObserver`, the pure-ASGI middleware that ties them together.
 
-Import the modules, not this package (it imports nothing, so `app.metrics` can use `top`).
+Import the modules, not this package (it imports nothing). The busiest-adapters label
+policy lives below, in `app.metrics_top`: the metrics never import this package.
 """

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.config import Settings
+from app.config_views import ObservabilityView
 from app.metrics import METHODS, Metrics
 from app.observability.context import SCOPE_KEY, RequestContext, current, request_id
 from app.observability.logs import ACCESS_LOGGER, access_fields
@@ -93,7 +93,7 @@ class RequestObserver:
             self.access.handle(line)
 
 
-def install_observer(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def install_observer(app: FastAPI, settings: ObservabilityView, metrics: Metrics) -> None:
     """Wrap `app`'s middleware stack (built on its first call) in a `RequestObserver`; the
     tracing is `app.state.tracing` when set, else made from the settings (and kept there)."""
     tracing = getattr(app.state, "tracing", None) or Tracing.from_endpoint(settings.otlp_endpoint)

@@ -26,7 +26,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.config import Settings
+from app.config import LimiterView, Settings
 from app.metrics import Metrics
 from app.security import KeyLimits, Principal
 from app.tenancy.limiter import (
@@ -39,6 +39,16 @@ from app.tenancy.limiter import (
 )
 
 LEASE_MARGIN_S = 30.0  # a hold outlives the request timeout by this much before it lapses
+
+
+def build_limiter(view: LimiterView) -> Any:
+    """The per-key limiter of the backend chosen once (`BackendView`): in process for sqlite
+    (one process), in Redis (shared by every API process) for redis."""
+    if view.backend.kind == "sqlite":
+        return LocalLimiter()
+    from app.tenancy.limiter_redis import RedisLimiter
+
+    return RedisLimiter(str(view.backend.redis_url), lease_s=view.lease_s)
 
 
 class Quotas:
@@ -54,12 +64,7 @@ class Quotas:
         self.delay_s = settings.quota_refusal_delay_s
         self.metrics = metrics
         self.local = LocalLimiter()  # the queue share: this process's own queue
-        self.limiter: Any = LocalLimiter()
-        if settings.redis_url:
-            from app.tenancy.limiter_redis import RedisLimiter
-
-            lease_s = settings.request_timeout_s + LEASE_MARGIN_S
-            self.limiter = RedisLimiter(settings.redis_url, lease_s=lease_s)
+        self.limiter: Any = build_limiter(LimiterView.of(settings, margin_s=LEASE_MARGIN_S))
 
     def limits(self, principal: Principal) -> KeyLimits:
         own, default = principal.limits, self.defaults

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
+from app.bootstrap import open_job_store
 from app.config import Settings
-from app.jobs.factory import open_job_store
 from app.jobs.records import JobStatus
 from tests.support.adapters import AdapterFactory
 from tests.support.faults import (

@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 from huey.registry import Message
 
+from app.bootstrap import build_huey, queue_db_path
 from app.config import Settings
-from app.jobs.queue import JobQueue, JsonSerializer, build_huey, queue_db_path
+from app.jobs.queue import JobQueue, JsonSerializer
 
 
 def test_serializer_round_trip_with_nested_message_and_datetimes():

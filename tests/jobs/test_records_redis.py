@@ -10,8 +10,8 @@ import time
 import pytest
 import redis
 
+from app.bootstrap import open_job_store
 from app.config import Settings
-from app.jobs.factory import open_job_store
 from app.jobs.records import JobStatus, JobStoreUnavailable, QueueUnavailable
 from app.jobs.records_redis import DEFAULT_PREFIX, RedisJobStore
 from app.jobs.records_sqlite import SqliteJobStore

@@ -9,9 +9,9 @@ import re
 import sys
 
 from app.metrics import Metrics
+from app.metrics_top import OTHER, TopAdapters
 from app.observability.context import INVALID, RequestContext, classifying, current, request_id
 from app.observability.logs import JsonFormatter, TextFormatter, logging_config
-from app.observability.top import OTHER, TopAdapters
 
 
 def _labels(text: str) -> set[str]:
