@@ -39,3 +39,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---- the quick suite (`bash scripts/test.sh -m quick`, under 5 minutes on a 2-core box) -----
+# In-process suites: no uvicorn or worker process, no browser, no Ray cluster, no MiniLM.
+QUICK_ROOMS = frozenset({"unit", "store", "serving", "jobs", "api", "training"})
+# Files inside those rooms that take minutes (real training runs, subprocesses, docker lint).
+NOT_QUICK = frozenset({"training/test_train.py", "training/test_cli_tasks.py"})
+SLOW_MARKS = ("slow", "ray", "browser")
+TESTS = Path(__file__).resolve().parent
+
+
+def is_quick(item: pytest.Item) -> bool:
+    rel = Path(str(item.path)).resolve().relative_to(TESTS)
+    if rel.parts[0] not in QUICK_ROOMS or rel.as_posix() in NOT_QUICK:
+        return False
+    return not any(item.get_closest_marker(mark) for mark in SLOW_MARKS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_quick(item):
+            item.add_marker(pytest.mark.quick)
