@@ -12,20 +12,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from adapters_store.methods import is_base_parameter
+
 SAMPLE = 1024
-_SKIP_MARKERS = (
-    "adapters.",
-    "adapter_fusion",
-    "loras.",
-    "prefix_tunings.",
-    "prompt_tunings.",
-    "refts.",
-    "shared_parameters.",
-)
-
-
-def is_base_parameter(name: str) -> bool:
-    return not name.startswith("heads.") and not any(m in name for m in _SKIP_MARKERS)
+__all__ = ["fingerprint_model", "is_base_parameter"]
 
 
 def fingerprint_model(model: Any) -> str:

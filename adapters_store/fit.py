@@ -19,18 +19,18 @@ from typing import Any
 
 from adapters_store.convert import DEFAULT_MAX_PARAM_BYTES
 from adapters_store.errors import AdapterTooLarge, BaseModelMismatch, InvalidAdapter
+from adapters_store.methods import adapter_name_at
 
 _PROBE = "fit_probe"
 WEIGHT_FILES = ("adapter.safetensors", "model_head.safetensors")
 PARAM_ITEMSIZE = 4  # the adapter's modules are built in float32; the engine may cast them
 
-_CONTAINERS = {"adapters", "heads", "loras", "prefix_tunings", "prompt_tunings", "refts"}
 
 
 def _renamed(key: str, saved_name: str) -> str:
     parts = key.split(".")
     for i in range(1, len(parts)):
-        if parts[i] == saved_name and parts[i - 1] in _CONTAINERS:
+        if parts[i] == saved_name and adapter_name_at(parts, i):
             parts[i] = _PROBE
     return ".".join(parts)
 

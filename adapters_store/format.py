@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from adapters_store.errors import AdapterNotFound, InvalidAdapter, InvalidName
+from adapters_store.tasks import HEAD_TYPES, Task
 
 # A name is one part, or a namespace and a part (`team-a/sentiment`): each part 1-64 characters
 # of a-z, 0-9, '.', '_', '-', starting with a letter or digit. No '@' (it selects a version) and no
@@ -110,7 +111,7 @@ class Manifest(BaseModel):
     files: dict[str, FileInfo] = Field(default_factory=dict)
     # What the head computes: one label of several (softmax), any number of labels (sigmoid,
     # each against its threshold), or one number (regression; labels is {0: target name}).
-    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    task: Task = "single_label"
     # multi_label: the threshold of each label index, tuned on the evaluation split.
     thresholds: dict[int, float] | None = None
     # Trained on sentence pairs (text, text_pair): inputs should be pairs.
@@ -162,8 +163,7 @@ def read_json(path: Path) -> dict:
 def labels_from_head_config(head_config: dict) -> dict[int, str]:
     """id2label of a classification head, from the adapters library's head_config.json."""
     config = head_config.get("config")
-    classification = ("classification", "multilabel_classification")
-    if not isinstance(config, dict) or config.get("head_type") not in classification:
+    if not isinstance(config, dict) or config.get("head_type") not in HEAD_TYPES:
         raise InvalidAdapter("head_config.json must describe a classification head")
     label2id = config.get("label2id") or {}
     num_labels = config.get("num_labels")

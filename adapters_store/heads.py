@@ -12,8 +12,8 @@ from typing import Any
 
 from adapters_store import format as fmt
 from adapters_store.errors import InvalidAdapter
+from adapters_store.tasks import HEAD_TASKS
 
-HEAD_TASKS = {"classification": "single_label", "multilabel_classification": "multi_label"}
 DEFAULT_THRESHOLD = 0.5
 
 

@@ -1,4 +1,5 @@
-"""Scratch folders inside a store root (`.tmp-<host>-<pid>-*`) and removing those left behind.
+"""Scratch folders inside a store root (`.tmp-<host>-<pid>-*`), removing those left behind, and
+the store's write lock (`<root>/.lock`).
 
 A writer builds a complete copy in a scratch folder before renaming it into place; a replace or
 delete renames the old folder to `.trash-*` before removing it. A process that dies in between
@@ -8,12 +9,24 @@ leaves them behind: `remove_leftovers` removes them at the next start.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def store_lock(root: Path) -> Iterator[None]:
+    """The store's write lock: a file lock shared by every process using the same root."""
+    with (root / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

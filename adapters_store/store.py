@@ -11,12 +11,11 @@ Under the same lock each write updates the listing index (`<root>/.index/`, inde
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ from adapters_store.fit import check_param_bytes, param_bytes
 from adapters_store.heads import head_fields
 from adapters_store.index import StoreIndex
 from adapters_store.listing import Filters, Page
-from adapters_store.scratch import remove_leftovers, scratch_dir
+from adapters_store.scratch import remove_leftovers, scratch_dir, store_lock
 from adapters_store.validate import check_base, inspect_folder, prior_manifest
 from adapters_store.versions import DEFAULT_KEEP, Versions
 
@@ -288,14 +287,8 @@ class AdapterStore:
     def _scratch(self, *, keep: bool = False) -> contextlib.AbstractContextManager[Path]:
         return scratch_dir(self.root, keep=keep)
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return store_lock(self.root)
 
 
 def _write_json(path: Path, data: dict) -> None:

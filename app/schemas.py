@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from adapters_store import BaseModelRef, HubOrigin
+from adapters_store.tasks import Task
 from app.serving.engine import Text
 
 # Request models that hold texts: a ValidationError's own text never quotes the input (it may
@@ -129,7 +130,7 @@ class Score(BaseModel):
 class ClassifyResponse(BaseModel):
     adapter: str
     version: int
-    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    task: Task = "single_label"
     predictions: list[list[Prediction]] | list[Score] = Field(
         description="per input: the top_k labels with scores, best first (single- and "
         "multi-label); {score} for regression"

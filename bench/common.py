@@ -7,7 +7,8 @@
   shape (12 layers, hidden 768, 12 heads, FFN 3072) and MiniLM's real WordPiece tokenizer
   (no hub): accuracy is meaningless, the cost is the real one.
 - `load_texts(kind)`: "short" = rotten_tomatoes sentences, "long" = amazon_polarity_subsets
-  reviews (read from /work/shared/data, shuffled with a fixed seed; a synthetic fallback).
+  reviews (read from DATA: $BENCH_DATA_DIR or ../shared/data, shuffled with a fixed seed;
+  a synthetic fallback).
 - `RawModel`: the plain library in-process (AdapterModel + AdapterSetup), padded batches.
 - `Conn` / `closed_loop`: lean keep-alive HTTP clients, one text per request.
 """
@@ -27,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data"))
+# The shared data sets: $BENCH_DATA_DIR, else shared/data beside the checkout (a git worktree may
+# sit a level deeper). Never copied into the repository.
+DATA = Path(
+    os.environ.get("BENCH_DATA_DIR")
+    or next(
+        (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
+        REPO.parent / "shared" / "data",
+    )
+)
 TEXT_FILES = {
     "short": ("rotten_tomatoes", "validation.jsonl"),
     "long": ("amazon_polarity_subsets", "test.jsonl"),
@@ -262,6 +271,17 @@ def batch_stats(url: str) -> tuple[float, float]:
     for key in ("inference_batch_size_count", "inference_batch_size_sum"):
         values[key] = float(re.search(rf"^{key} (\S+)$", text, re.M).group(1))
     return values["inference_batch_size_count"], values["inference_batch_size_sum"]
+
+
+def served_cell(server, *, batches: bool = True, **loop) -> tuple[Load, float | None]:
+    """One closed loop (`closed_loop`'s keywords) against a started server: the load, and the
+    mean texts per forward pass over it (from /metrics; None when not `batches`)."""
+    before = batch_stats(server.url) if batches else None
+    load = asyncio.run(closed_loop(server.port, **loop))
+    if before is None:
+        return load, None
+    after = batch_stats(server.url)
+    return load, (after[1] - before[1]) / max(after[0] - before[0], 1)
 
 
 def wait_for_log(path: Path, pattern: str, timeout_s: float) -> str | None:

@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from adapters_store.methods import METHOD_NAMES
 from bench.common import DATA, base_model_dir, bootstrap, load_texts
 from bench.op_count import count_ops
 
-METHODS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", "prefix_tuning")
+METHODS = METHOD_NAMES  # every registered method (adapters_store.methods)
 MIX = ("seq_bn", "lora", "ia3", "prefix_tuning")
 
 

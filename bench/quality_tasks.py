@@ -55,7 +55,7 @@ def task_spec(name: str, data_root: Path) -> TaskSpec:
 
 
 def cell_config(args: argparse.Namespace, spec: TaskSpec, method: str, work: Path) -> Any:
-    from bench.quality import minilm_dir
+    from bench.common import minilm_dir
     from training.config import TrainConfig
 
     full = method == "full"

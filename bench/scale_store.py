@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adapters_store.format import SAFETENSORS_FILES
+from adapters_store.methods import METHOD_NAMES
 from bench.common import minilm_dir
 
-METHODS = ("seq_bn", "lora", "ia3", "prefix_tuning", "par_bn", "double_seq_bn")
+METHODS = METHOD_NAMES  # every registered method (adapters_store.methods)
 MODELS = ("tiny", "minilm")
 WEIGHT_FILES = SAFETENSORS_FILES
 NOISE = 0.05  # relative to each tensor's spread

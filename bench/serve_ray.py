@@ -20,8 +20,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.common import bootstrap
-from bench.serve import MAX_BATCH, Cell, closed_loop, load_texts, make_store, minilm_dir
+from bench.common import bootstrap, closed_loop, load_texts, make_store, minilm_dir
+from bench.serve import MAX_BATCH
+from bench.serve_report import Cell
 
 
 def _row(cell: Cell, plain: Cell | None) -> str:

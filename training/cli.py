@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapters_store import StoreError
+from adapters_store.methods import METHOD_NAMES
 from training.config import TrainConfig
 from training.errors import TrainingCancelled, TrainingError
 
@@ -66,7 +67,7 @@ def _help(field: str, default: Any) -> str:
             "local data without a test split holds out --eval-fraction)"
         )
     if field == "adapter_config":
-        return "seq_bn, double_seq_bn, par_bn, lora, prefix_tuning, ia3, or a JSON object"
+        return f"{', '.join(METHOD_NAMES)}, or a JSON object"
     if field == "learning_rate":
         return "default: the recipe's, per method (seq_bn 1e-3, lora 1e-3, ia3 3e-3, ...)"
     if field == "task":

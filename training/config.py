@@ -8,9 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters_store import InvalidName, validate_name
+from adapters_store.methods import DEFAULT_METHOD, METHOD_NAMES
+from adapters_store.tasks import Task
 
-# Adapter configs accepted by name (the adapters library's ADAPTER_CONFIG_MAP keys we support).
-NAMED_ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn", "par_bn", "lora", "prefix_tuning", "ia3")
+# Adapter configs accepted by name (adapters_store.methods, the registry of methods).
+NAMED_ADAPTER_CONFIGS = METHOD_NAMES
 # The default eval split; a local dataset without it evaluates on a part carved from train.
 DEFAULT_EVAL_SPLIT = "test"
 RecipeName = Literal["default", "article", "single_label", "multi_label", "pairs", "regression"]
@@ -31,9 +33,9 @@ class TrainConfig(BaseModel):
     label_column: str = "label"
     label_names: list[str] | None = None
     # None: inferred from the label column (training.tasks); set: forced.
-    task: Literal["single_label", "multi_label", "regression"] | None = None
+    task: Task | None = None
     text_pair_column: str | None = None  # sentence pairs: tokenised as (text, text_pair)
-    adapter_config: str = "seq_bn"
+    adapter_config: str = DEFAULT_METHOD
     method: Literal["adapter", "full"] = "adapter"
     # None below: the recipe decides (training.recipes; `recipes.fill` resolves them).
     # default: the recipe of the task the data implies (training.recipes.recipe_for)

@@ -32,6 +32,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from adapters_store.methods import (
+    CUSTOM_LEARNING_RATE,
+    DEFAULT_METHOD,
+    FULL_LEARNING_RATE,
+    METHODS,
+)
+
 RECIPE_NAMES = ("default", "article", "single_label", "multi_label", "pairs", "regression")
 # Per task recipe: what it changes on top of the common settings (see the module doc).
 _LONGER: dict[str, Any] = {"num_epochs": 10.0, "warmup_ratio": 0.1}
@@ -62,15 +69,11 @@ _COMMON: dict[str, Any] = {
     "logging_steps": None,  # None: about 100 loss points per run
 }
 # Learning rates of the default recipe, per method (see docs/training-recipe.md for sources).
+# Each adapter method's rate is declared with the method (adapters_store.methods).
 DEFAULT_LR = {
-    "seq_bn": 1e-3,
-    "double_seq_bn": 1e-3,
-    "par_bn": 1e-3,  # a bottleneck too (parallel); the same rate as seq_bn
-    "lora": 1e-3,
-    "ia3": 3e-3,
-    "prefix_tuning": 5e-4,
-    "custom": 1e-3,  # a JSON adapter config
-    "full": 3e-5,
+    **{name: method.learning_rate for name, method in METHODS.items()},
+    "custom": CUSTOM_LEARNING_RATE,  # a JSON adapter config
+    "full": FULL_LEARNING_RATE,
 }
 ARTICLE: dict[str, Any] = {  # and adapter_config "seq_bn", TrainConfig's default
     "max_length": 80,
@@ -109,7 +112,7 @@ def recipe_values(recipe: str, *, method: str, adapter_config: str | None) -> di
     if recipe not in TASK_RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPE_NAMES)}")
     values = {**_COMMON, **TASK_RECIPES[recipe]}
-    kind = "full" if method == "full" else _lr_key(adapter_config or "seq_bn")
+    kind = "full" if method == "full" else _lr_key(adapter_config or DEFAULT_METHOD)
     values["learning_rate"] = DEFAULT_LR[kind]
     if method == "full":
         values["weight_decay"] = 0.01  # BERT/RoBERTa fine-tuning practice

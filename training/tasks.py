@@ -10,12 +10,11 @@ names the column and the shapes accepted.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
+from adapters_store.tasks import Task
 from training.errors import TrainingError
 
-Task = Literal["single_label", "multi_label", "regression"]
-TASKS: tuple[str, ...] = ("single_label", "multi_label", "regression")
 SHAPES = (
     "integers or strings (single_label), lists of integers or strings (multi_label), "
     "or numbers (regression)"

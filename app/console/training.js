@@ -52,6 +52,10 @@ export function createTraining(ctx) {
     $("recipe").replaceChildren(
       el("legend", { text: "Recipe (empty fields take the recipe's value, shown greyed)" }),
       ...fields.flat());
+    if (recipes && recipes.default) {  // the server's registry of methods (full: not a method)
+      const methods = Object.keys(recipes.default).filter((m) => m !== "full");
+      $("job-method").replaceChildren(...methods.map((m) => el("option", { value: m, text: m })));
+    }
     if (defaults.adapter_config) $("job-method").value = defaults.adapter_config;
     showRecipe();
   }

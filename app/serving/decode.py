@@ -20,6 +20,7 @@ from typing import Any
 
 from adapters_store import AdapterNotFound, AdapterStore, BaseModelRef, InvalidAdapter, check_base
 from adapters_store import format as fmt
+from adapters_store.methods import adapter_name_at
 from adapters_store.tensor_files import read_tensors
 from app.serving.errors import ServiceError
 from app.serving.split_groups import Compat, compat_of, freeze
@@ -31,11 +32,6 @@ READ_ATTEMPTS = 3  # a read that races a replace is retried on the new version t
 TRAINING_ONLY = frozenset({"init_weights_seed", "dropout"})
 BOTTLENECK_INIT = frozenset({"init_weights"})  # bottleneck init schemes: values, not shapes
 HEAD_LABEL_FIELDS = frozenset({"label2id", "id2label"})  # labels come from our manifest
-# The library's module containers keyed by adapter name (adapters 1.3, every method).
-CONTAINERS = frozenset(
-    {"adapters", "loras", "heads", "refts", "prefix_tunings", "prefix_gates"}
-    | {"shared_parameters", "prompt_tunings", "adapter_fusion_layer"}
-)
 
 
 class AdapterChanging(ServiceError):
@@ -155,7 +151,7 @@ def _canonical(path: Path, saved: Any, dtype: Any) -> dict[str, Any]:
     out = {}
     for key, tensor in raw.items():
         parts = key.split(".")
-        hits = [i for i in range(1, len(parts)) if parts[i] == saved and parts[i - 1] in CONTAINERS]
+        hits = [i for i in range(1, len(parts)) if parts[i] == saved and adapter_name_at(parts, i)]
         if len(hits) == 1:
             parts[hits[0]] = PLACEHOLDER
             key = ".".join(parts)

@@ -26,6 +26,7 @@ from app.serving.errors import BaseModelLoadError, TextTooLong
 from app.serving.modules import AdapterModules, module_name
 from app.serving.onepass.support import ONEPASS_KEY
 from app.serving.split_groups import Compat, compat_of, plan_pieces
+from app.serving.text_limits import char_cap, model_limit
 
 __all__ = ["Engine", "Segment", "Text", "choose_device", "choose_dtype", "module_name"]
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Engine(AdapterModules):
         )
         target = choose_device(device)
         model.to(device=target, dtype=choose_dtype(dtype, target))
-        limit = min(max_length, _model_limit(tokenizer, config))
+        limit = min(max_length, model_limit(tokenizer, config))
         engine = cls(
             model=model, tokenizer=tokenizer, base_ref=base_ref, max_length=limit, onepass=onepass
         )
@@ -281,31 +282,3 @@ def _part(segment: Segment, rows: Sequence[int]) -> Segment:
     if len(rows) == len(segment.ids):
         return segment
     return Segment(segment.adapter, [segment.ids[r] for r in rows])
-
-
-def char_cap(tokenizer: Any, max_length: int) -> int:
-    """Characters that surely hold a text's first `max_length` tokens, with a 2x margin.
-
-    A token covers at most as many characters as its vocabulary string (byte-level BPE and
-    WordPiece alike); WordPiece also maps a word of up to `max_input_chars_per_word` unknown
-    characters to one [UNK]. Only a text of giant unknown words (thousands of characters with
-    no space, each one token) can lose tokens to the cut.
-    """
-    longest = max(map(len, tokenizer.get_vocab()), default=32)
-    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
-    word = getattr(backend, "max_input_chars_per_word", 0) or 0
-    return 2 * (max_length + 2) * max(longest, word, 1)
-
-
-def _model_limit(tokenizer: Any, config: Any) -> int:
-    """The longest input the model accepts (tokenizer cap, else position embeddings)."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 1_000_000:
-        return limit
-    positions = getattr(config, "max_position_embeddings", 512)
-    # RoBERTa-style models offset positions by padding_idx + 1.
-    return (
-        positions - 2
-        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta")
-        else positions
-    )

@@ -17,7 +17,7 @@ import torch
 from adapters.methods.modeling import Activation_Function_Class
 from torch import nn
 
-HEAD_TYPES = frozenset({"classification", "multilabel_classification"})
+from adapters_store.tasks import HEAD_TYPES
 
 
 def head_parts(model: Any, module: str):
