@@ -76,12 +76,23 @@ def _classify(browser) -> None:
     wait_for(browser, lambda d: len(all_css(d, "#results section.result")) == len(NAMES))
 
 
+# The page classifies every adapter in one request, the reference asks the API again: the rows
+# share other passes, and the one-pass body (gathered weights, batched heads) rounds ~1e-8
+# differently with the batch's make-up; issue 29's bound against the library is 1e-5.
+SAME = 1e-6
+
+
+def _same_bars(shown: list[tuple[str, float, bool]], predictions: list[dict]) -> None:
+    assert [label for label, _, _ in shown] == [p["label"] for p in predictions]
+    assert [score for _, score, _ in shown] == pytest.approx(
+        [p["score"] for p in predictions], abs=SAME
+    )
+
+
 def _check_page(browser, want: dict[str, dict]) -> None:
     singles = want["sentiment"]["predictions"]
     for row, item, single in zip(_rows(browser, "sentiment"), INPUTS, singles, strict=True):
-        assert [(label, score) for label, score, _ in _bars(row)] == [
-            (p["label"], p["score"]) for p in single
-        ]
+        _same_bars(_bars(row), single)
         cell = row.find_element("css selector", "td.text").text
         assert cell.startswith(item if isinstance(item, str) else item["text"])
         assert ("+ the acting was poor" in cell) == (not isinstance(item, str))
@@ -91,13 +102,11 @@ def _check_page(browser, want: dict[str, dict]) -> None:
         shown = row.find_element("css selector", ".over-threshold")
         assert shown.find_element("css selector", "strong").text == (", ".join(chosen) or "none")
         bars = _bars(row)
-        assert [(label, score) for label, score, _ in bars] == [
-            (p["label"], p["score"]) for p in multi["predictions"][index]
-        ]
+        _same_bars(bars, multi["predictions"][index])
         assert {label for label, _, over in bars if over} == set(chosen)
     for row, p in zip(_rows(browser, "stsb"), want["stsb"]["predictions"], strict=True):
         number = row.find_element("css selector", "p.number .score")
-        assert float(number.get_attribute("data-score")) == p["score"]
+        assert float(number.get_attribute("data-score")) == pytest.approx(p["score"], abs=SAME)
         assert number.text == f"{p['score']:.4f}"
 
 
