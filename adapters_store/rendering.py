@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Task = Literal["single_label", "multi_label", "regression"]
 Function = Literal["softmax", "sigmoid", "none"]
 DEFAULT_FUNCTION: dict[str, Function] = {
     "single_label": "softmax",

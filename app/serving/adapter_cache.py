@@ -28,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 from adapters_store import AdapterNotFound, AdapterStore
 from app.metrics import Metrics
@@ -36,29 +35,11 @@ from app.serving.cache_metrics import CacheMetrics
 from app.serving.decode import AdapterChanging, Decoded, decode, stamp_of
 from app.serving.engine import Engine
 from app.serving.host_tier import HostTier
+from app.serving.residents import Device, Resident
 from app.serving.slots import CacheFull, SlotPool
 
 __all__ = ["AdapterCache", "AdapterChanging", "CacheFull", "Resident"]
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Resident:
-    name: str
-    version: int
-    labels: dict[int, str]
-    nbytes: int
-    stamp: tuple[int, int]
-    loaded_at: float
-    task: str = "single_label"  # the manifest's (adapters_store.rendering)
-    thresholds: dict[int, float] | None = None
-
-
-@dataclass
-class _Device:
-    decoded: Decoded  # tensors on the device ({} when the library holds them)
-    resident: Resident
-    library: bool
 
 
 class AdapterCache:
@@ -80,7 +61,7 @@ class AdapterCache:
         self.metrics = metrics
         self._m = CacheMetrics(metrics)
         self.slots = SlotPool(engine, per_key=slots_per_key)
-        self._device: OrderedDict[str, _Device] = OrderedDict()  # LRU first
+        self._device: OrderedDict[str, Device] = OrderedDict()  # LRU first
         self._host = HostTier(
             host_bytes, on_drop=lambda: self._m.count("adapter_evictions", "host")
         )
@@ -223,7 +204,7 @@ class AdapterCache:
         self._m.count("adapter_cache_misses", "host")
         return self._decode(name)
 
-    def _admit(self, decoded: Decoded, *, pinned: Collection[str]) -> _Device:
+    def _admit(self, decoded: Decoded, *, pinned: Collection[str]) -> Device:
         """Move `decoded` onto the device (making room) and activate it."""
         name = decoded.name
         self._make_room(name, decoded.nbytes, pinned=pinned)
@@ -250,7 +231,7 @@ class AdapterCache:
             task=decoded.task,
             thresholds=decoded.thresholds,
         )
-        entry = _Device(decoded=decoded, resident=resident, library=library)
+        entry = Device(decoded=decoded, resident=resident, library=library)
         with self._lock:
             self._device[name] = entry
             self._device_used += nbytes

@@ -26,24 +26,11 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
-from app.serving.errors import (
-    QueueFull,
-    RequestTimeout,
-    RequestTooLarge,
-    ServiceStopping,
-)
+from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge, ServiceStopping
 from app.serving.fairness import FairShare
 from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
-from app.serving.planning import (
-    Item,
-    Limits,
-    Request,
-    Timing,
-    collect,
-    dispatch_delay,
-    plan_batch,
-)
+from app.serving.planning import Item, Limits, Request, Timing, collect, dispatch_delay, plan_batch
 from app.serving.tokenizing import Tokenizer
 
 log = logging.getLogger(__name__)

@@ -239,33 +239,11 @@ def _runs_back_up(mod: str, dep: str) -> bool:
     return low is not None and high is not None and FLOORS[high] > FLOORS[low]
 
 
-# Rules today's tree breaks only where the other helpers of issue 27 are moving code: xfail,
-# not strict, so that they pass (XPASS) once the moves land; then drop the marks.
-PENDING_BOOTSTRAP = pytest.mark.xfail(
-    strict=False,
-    reason="pending issue 27 (bootstrap/seam): app.metrics imports app.observability.top, "
-    "app.cluster.replica imports app.main, app.observability.context imports app.api.deps",
-)
-PENDING_ROOMS = ("app.metrics", "app.observability")
-PENDING_SPLITS = pytest.mark.xfail(
-    strict=False,
-    reason="pending issue 27: app/api/adapters.py (the seam's room), app/serving/batcher.py "
-    "and app/serving/adapter_cache.py (the lead's) are over the limit",
-)
-
-
-@PENDING_BOOTSTRAP
 def test_no_room_imports_a_room_above_it() -> None:
     assert _violations(all_imports(packages=TREE), _runs_back_up) == []
 
 
-@pytest.mark.parametrize(
-    "room",
-    [
-        pytest.param(r, marks=PENDING_BOOTSTRAP if r in PENDING_ROOMS else ())
-        for r in sorted(FORBIDDEN)
-    ],
-)
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
 def test_a_room_imports_nothing_it_must_not_know(room: str) -> None:
     assert (
         _violations(
@@ -301,8 +279,6 @@ def _long_modules(room: str) -> list[str]:
     )
 
 
-@pytest.mark.parametrize(
-    "room", [pytest.param(r, marks=PENDING_SPLITS if r == "app" else ()) for r in TREE]
-)
+@pytest.mark.parametrize("room", TREE)
 def test_no_module_is_over_the_line_limit(room: str) -> None:
     assert _long_modules(room) == []

@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from adapters_store.methods import (
     ADAPTER_CONTAINERS,
     DEFAULT_METHOD,
@@ -54,11 +52,6 @@ def _declarations(pattern: str) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pending the seam helper's move of app/serving/tasks.py to adapters_store/rendering.py"
-    ", which must import Task from adapters_store.tasks",
-)
 def test_the_task_literal_is_written_once() -> None:
     assert _declarations(r'Literal\[\s*"single_label"') == ["adapters_store/tasks.py"]
 
