@@ -43,6 +43,7 @@ def load_engine(view: EngineView) -> Engine:
         dtype=view.dtype,
         max_length=view.max_length,
         threads=view.torch_threads,
+        onepass=view.onepass,
     )
 
 

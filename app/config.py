@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads for the model (default: torch's choice)"
     )
+    onepass: bool = Field(
+        True, description="one body pass for any mix of covered adapters (false: BatchSplit)"
+    )
 
     # storage
     data_dir: Path = Path("./data")

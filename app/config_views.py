@@ -32,6 +32,7 @@ class EngineView(_View):
     dtype: str
     max_length: int
     torch_threads: int | None
+    onepass: bool = True
 
 
 @dataclass(frozen=True)
