@@ -73,3 +73,9 @@ class VersionInUse(StoreError):
     """A version (or alias) that an alias or the traffic split still points at."""
 
     code = "version_in_use"
+
+
+class InvalidCursor(StoreError):
+    """A page cursor not issued by this server, or issued for other filters (listing.py)."""
+
+    code = "validation_error"  # the protocols' 422, as for any malformed request

@@ -4,16 +4,25 @@ The index (index.py) keeps a row per adapter folder in `entries`: the name (prim
 method and source (filters), and `data`, the `Listed` entry as JSON (NULL: the manifest does not
 parse, so it is not listed). A page is a range of the name's B-tree: keyset paging, so a page
 after a given name stays right however the store changed since the previous one.
+
+The page cursors the API hands out are opaque: base64url JSON `{"after": <last key of the page>,
+"scope": <the filters>}`; clients pass `next_cursor` back as it came. A cursor stays valid
+however the listing changes between two pages (what was added before it is not seen, nothing is
+seen twice); one that was not issued here, or for other filters, is `InvalidCursor` (422).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from adapters_store import format as fmt
+from adapters_store.errors import InvalidCursor
 from adapters_store.patterns import literal_prefix, matches
 
 
@@ -89,3 +98,23 @@ def query_page(conn: sqlite3.Connection, limit: int, after: str | None, filters:
     rows = conn.execute(select, [*args, limit + 1]).fetchall()
     entries = [Listed.model_validate_json(data) for _, data in rows[:limit]]
     return Page(entries, total, rows[limit - 1][0] if len(rows) > limit else None)
+
+
+def encode_cursor(after: str, scope: dict[str, Any]) -> str:
+    raw = json.dumps({"after": after, "scope": scope}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, scope: dict[str, Any]) -> str:
+    """The `after` key of a cursor issued for `scope`; InvalidCursor (422) otherwise."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # bad base64, bad UTF-8, bad JSON
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("after"), str):
+        raise InvalidCursor("cursor: not a cursor from this server (pass next_cursor as it came)")
+    if data.get("scope") != scope:
+        raise InvalidCursor(
+            "cursor: issued for other filters (prefix, method, source): start again without it"
+        )
+    return data["after"]

@@ -12,11 +12,10 @@ from fastapi import APIRouter, FastAPI
 from app.api import (
     adapters,
     classify,
-    console,
     datasets,
-    health,
     hf_inference,
     open_inference,
+    pages,
     train_jobs,
     versions,
 )
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Every router of the service; add one here (e.g. train_jobs.router) to mount it.
 ROUTERS: list[APIRouter] = [
-    health.router,
+    pages.router,
     classify.router,
     versions.router,  # before adapters.router: /adapters/{name:path}/versions, aliases, split
     adapters.router,
@@ -46,7 +45,7 @@ ROUTERS: list[APIRouter] = [
     hf_inference.router,  # the Hugging Face Inference API (POST /models/{adapter})
     open_inference.router,  # the Open Inference Protocol (KServe v2, /v2/...)
     datasets.router,
-    console.router,
+    pages.console_router,
 ]
 
 

@@ -23,7 +23,7 @@ from adapters_store import Filters, Listed, Manifest
 from adapters_store import format as fmt
 from adapters_store.fit import check_adapter_fits
 from adapters_store.hub import import_from_hub
-from app.api.cursors import decode_cursor, encode_cursor
+from adapters_store.listing import decode_cursor, encode_cursor
 from app.api.deps import (
     UPLOAD_ROUTE,
     AdminAccess,

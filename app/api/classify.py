@@ -16,9 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from adapters_store import StoreError, rendering
-from app.api.deps import INFERENCE_ROUTE, ClassifierDep, ClassifyAccess, SettingsDep
+from app.api.deps import INFERENCE_ROUTE, QUOTAS_KEY, ClassifierDep, ClassifyAccess, SettingsDep
 from app.api.errors import domain_error_response, error_response, error_responses
-from app.api.quotas import QUOTAS_KEY
 from app.config import Settings
 from app.inference import service
 from app.inference.classifier import Classifier

@@ -69,6 +69,9 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(beare
 # body cap, error shape, ...); the principal it has authorized is under app.tenancy.principal's
 # PRINCIPAL_KEY.
 POLICY_KEY = "adapter_serve.policy"
+# Where app.api.edge.QuotaMiddleware leaves the app's quotas (app.tenancy.quotas.Quotas), for
+# the inference routes' checks that need the body.
+QUOTAS_KEY = "adapter_serve.quotas"
 
 # What a route's body is, declared as route metadata in its `openapi_extra` (an OpenAPI
 # vendor extension) and read off the router's table by app.api.guard: an inference route's

@@ -33,9 +33,8 @@ from starlette._utils import get_route_path  # the router's own view of the path
 from starlette.routing import BaseRoute
 
 from app.api.deps import INFERENCE_ROUTE, POLICY_KEY, ROUTE_KIND, UPLOAD_ROUTE
+from app.api.edge import FastClassify, QuotaMiddleware, covers
 from app.api.errors import PayloadTooLarge
-from app.api.fast_path import FastClassify, covers
-from app.api.quotas import QuotaMiddleware
 from app.config import ObservabilityView, Settings
 from app.metrics import Metrics
 from app.observability.middleware import install_observer

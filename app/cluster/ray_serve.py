@@ -27,7 +27,7 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from app.api.ingress import create_ingress_app
+from app.api.factory import create_ingress_app
 from app.cluster.replica import AdapterReplica
 from app.cluster.router import ClusterBatcher
 from app.config import Settings, StoreView

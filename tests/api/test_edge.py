@@ -11,8 +11,8 @@ import time
 import pytest
 
 import app.api.classify as classify_module
-from app.api import fast_path
-from app.api.fast_path import FastClassify
+from app.api import edge as fast_path
+from app.api.edge import FastClassify
 
 EVIL = {"Host": "evil.example", "Origin": "http://evil.example"}
 CONTROLS = ["%0A", "%0D", "%00", "%09", "%1B", "%7F", "%C2%85"]

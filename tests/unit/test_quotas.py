@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from app.api.quotas import Quotas
 from app.config import Settings
 from app.security import KeyLimits, Principal
 from app.tenancy.limiter import RateLimited, TooManyInFlight
+from app.tenancy.quotas import Quotas
 
 
 def quotas(tmp_path, **settings) -> Quotas:

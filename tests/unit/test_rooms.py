@@ -106,7 +106,7 @@ def _classify_route(app: FastAPI):
 
 def test_the_fast_path_covers_the_route_as_it_is():
     from app.api import classify
-    from app.api.fast_path import covers
+    from app.api.edge import covers
 
     app = FastAPI()
     app.include_router(classify.router)
@@ -117,7 +117,7 @@ def test_the_fast_path_stands_aside_for_a_dependency_it_would_skip():
     """A dependency added to POST /classify later (an audit, a tenant check, ...) turns the fast
     path off for the route, so that every request runs it."""
     from app.api import classify
-    from app.api.fast_path import covers
+    from app.api.edge import covers
 
     async def audit() -> None:
         return None
