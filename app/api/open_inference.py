@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP API) for text classification.
 
 Each stored adapter is a model: input `text` (BYTES, shape [-1]) and optionally `text_pair`
-(sentence pairs; app.api.oip_tensors); the outputs depend on the adapter's task
+(sentence pairs; app.inference.oip_tensors); the outputs depend on the adapter's task
 (below): `labels` (BYTES) and `probabilities` (FP32), both [batch, k] and ranked
 best first as /classify ranks them, `logits`, and `over_threshold` (multi-label) or `score`
 (regression). Parameters `top_k`, `function_to_apply` and `threshold` as on /classify. Inputs
@@ -43,7 +43,7 @@ from app.api.deps import (
     StoreDep,
 )
 from app.api.errors import DOMAIN_ERRORS, STATUS_BY_CODE, InvalidRequest
-from app.api.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
+from app.inference.oip_tensors import INPUT, PAIR_INPUT, parse_infer_request
 from app.inference.service import ClassifyFailed, check_ready
 from app.schemas import OIP_INFER_BODY
 from app.serving.passes import AdapterResult

@@ -4,6 +4,10 @@ Inputs: `text` (required) and `text_pair` (optional, as many elements: sentence 
 BYTES with shape `[n]` or `[n, 1]`, as JSON `data` or with the binary tensor extension that
 `tritonclient.http` uses by default (each input's `binary_data_size` bytes, in input order,
 after the JSON part).
+
+No HTTP here: the body's bytes and the Inference-Header-Content-Length value come in, texts go
+out, and a malformed request is `InvalidRequest` (422, rendered by app.api.open_inference); the
+same tensors would come over the protocol's gRPC transport.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import json
 import struct
 from typing import Any
 
-from app.api.errors import InvalidRequest
 from app.schemas import unicode_error
 from app.serving.engine import Text
+from app.serving.errors import InvalidRequest
 
 INPUT = "text"
 PAIR_INPUT = "text_pair"
