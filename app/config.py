@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         description="Host header values a keyless server answers besides loopback ones (* = any)",
     )
 
-    # per-key quotas (app/api/quotas.py): defaults for keys without rps=/tps=/inflight= options
+    # per-key quotas (app/api/edge.py): defaults for keys without rps=/tps=/inflight= options
     default_key_rps: float | None = Field(None, gt=0, description="requests/s (unset: no limit)")
     default_key_tps: float | None = Field(
         None, gt=0, description="texts/s, a text counting once per adapter (unset: no limit)"

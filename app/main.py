@@ -12,7 +12,6 @@ from fastapi import APIRouter, FastAPI
 from app.api import (
     adapters,
     classify,
-    datasets,
     hf_inference,
     open_inference,
     pages,
@@ -44,7 +43,7 @@ ROUTERS: list[APIRouter] = [
     train_jobs.router,
     hf_inference.router,  # the Hugging Face Inference API (POST /models/{adapter})
     open_inference.router,  # the Open Inference Protocol (KServe v2, /v2/...)
-    datasets.router,
+    train_jobs.datasets_router,
     pages.console_router,
 ]
 

@@ -8,7 +8,7 @@ name only for the busiest `top_adapters` (app.metrics_top), the rest are `other`
 `observe_request` is what app.observability.middleware calls once per request: it keeps the
 label children it made, so a request costs dictionary look-ups, not `labels(...)` calls.
 `render(visible)` leaves out the per-adapter series whose adapter `visible` refuses (what
-`GET /metrics` gives a key limited to some adapters, app/api/health.py).
+`GET /metrics` gives a key limited to some adapters, app/api/pages.py).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def failed(exc: StoreError | ServiceError, timing: Timing) -> JSONResponse:
 
 def caller(request: Request) -> Caller:
     """Who asks, read off the request: its key (set by its scope dependency), the key's quotas
-    (app.api.quotas), the routing key of sticky splits; waits end when the client leaves."""
+    (app.api.edge), the routing key of sticky splits; waits end when the client leaves."""
     return Caller(
         principal=getattr(request.state, "principal", None),
         quotas=request.scope.get(QUOTAS_KEY),
@@ -174,7 +174,7 @@ async def classify(
 async def answer(
     request: Request, body: ClassifyRequest, classifier: Classifier, settings: Settings
 ) -> JSONResponse:
-    """The route's work, also run by the fast path (app.api.fast_path) on the same request."""
+    """The route's work, also run by the fast path (app.api.edge) on the same request."""
     try:
         result, timing = await classify_texts(
             request,

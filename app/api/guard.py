@@ -55,7 +55,7 @@ class Policy:
     body_limit: int
     oip: bool  # errors in the Open Inference Protocol's shape
     inference: bool = False  # a classification: the quotas check the key's room in the queue
-    fast: bool = False  # app.api.fast_path may answer it: it runs all the route's dependencies
+    fast: bool = False  # app.api.edge.FastClassify may answer it: it runs all its dependencies
 
 
 OTHER = Policy("other", None, SMALL_BODY, False)

@@ -1,26 +1,42 @@
-"""/train-jobs: submit a training job (202 + id), list, get, cancel.
+"""/train-jobs: submit a training job (202 + id), list, get, cancel; /datasets: the files a job
+can train on (app.jobs.datasets), with columns and a few sample rows (admin scope).
 
 The request body is the training module's `TrainConfig`; the base model is always the
 server's own. The work happens in a worker process (app.worker); these routes only validate,
 record and read job records. A key with adapter patterns (app.api.deps) trains only adapters
 they cover, and sees only the jobs of those (any other job answers 404 like a missing one).
+
+The server's paths go only to a key for every adapter (no `adapters=`) and to keyless servers;
+a key limited to some adapters sees no `roots`, only the first root's files by their paths
+relative to it (what a training job takes), and names a file only by such a path (issue 26).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import AdminAccess, check_adapter, check_job, job_scan, visible_jobs
+from app.api.deps import (
+    AdminAccess,
+    SettingsDep,
+    check_adapter,
+    check_job,
+    job_scan,
+    patterns,
+    visible_jobs,
+)
 from app.api.errors import NotReady, error_responses
+from app.jobs import datasets
 from app.jobs.records import Job, JobStatus
-from app.jobs.service import JobService
+from app.jobs.service import JobService, data_roots
 from training.config import TrainConfig
 
 router = APIRouter(prefix="/train-jobs", tags=["training jobs"])
+datasets_router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 async def get_job_service(request: Request) -> JobService:
@@ -242,3 +258,41 @@ def get_job(request: Request, job_id: str, service: JobServiceDep, _: AdminAcces
 def cancel_job(request: Request, job_id: str, service: JobServiceDep, _: AdminAccess) -> TrainJob:
     check_job(request, service.get(job_id))
     return render(service.cancel(job_id))
+
+
+def shows_roots(request: Request) -> bool:
+    """Whether the key may see the server's paths: one for every adapter, or no keys at all."""
+    return patterns(request) is None
+
+
+Rows = Annotated[int, Query(ge=0, le=50, description="sample rows per file")]
+
+
+@datasets_router.get(
+    "", response_model=datasets.DatasetList, summary="Dataset files under the data roots"
+)
+async def get_datasets(
+    request: Request, settings: SettingsDep, _access: AdminAccess, rows: Rows = 5
+) -> datasets.DatasetList:
+    roots = data_roots(settings)
+    if shows_roots(request):
+        return await asyncio.to_thread(datasets.list_datasets, roots, rows=rows)
+    return datasets.hide_roots(
+        await asyncio.to_thread(datasets.list_datasets, roots[:1], rows=rows)
+    )
+
+
+@datasets_router.get(
+    "/file",
+    response_model=datasets.DatasetFile,
+    responses=error_responses(422),
+    summary="One dataset file (relative to the first data root, or absolute inside a root)",
+)
+async def get_dataset(
+    request: Request, settings: SettingsDep, _access: AdminAccess, path: str, rows: Rows = 20
+) -> datasets.DatasetFile:
+    roots, full = data_roots(settings), shows_roots(request)
+    found = await asyncio.to_thread(
+        datasets.one_dataset, roots if full else roots[:1], path, rows=rows, relative_only=not full
+    )
+    return found if full else datasets.relative(found)

@@ -10,8 +10,8 @@ two deployments:
   a fixed number or autoscaled between bounds; residency follows the replica's byte budgets
   (device and host tiers), unless `max_adapters_per_replica` sets a count cap (then also the
   multiplexing bound).
-- `Ingress`: the ordinary HTTP API (`app.api.ingress`) with a `ClusterBatcher` that splits a
-  request by adapter and routes each part by adapter name.
+- `Ingress`: the ordinary HTTP API (`app.api.factory.create_ingress_app`) with a
+  `ClusterBatcher` that splits a request by adapter and routes each part by adapter name.
 
 Every process reads the adapter store from `settings.store_dir`, a filesystem shared by all
 nodes (a ReadWriteMany volume on Kubernetes); uploads and training stay on the ordinary API

@@ -3,7 +3,7 @@
 Two checks, each one call to the limiter (app/tenancy/limiter.py in process,
 app/tenancy/limiter_redis.py when `APP_REDIS_URL` is set, shared by every API process):
 
-- requests per second (`rps=`), by app.api.quotas.QuotaMiddleware right after the request
+- requests per second (`rps=`), by app.api.edge.QuotaMiddleware right after the request
   guard has found the key, before the body is read; it counts every request of the key on a
   route that needs a key;
 - texts per second (`tps=`) and texts in flight (`inflight=`), by `admitted` around the

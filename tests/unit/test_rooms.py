@@ -80,7 +80,7 @@ def test_modules_stay_under_300_lines(room):
 def test_the_http_package_does_not_grow():
     """Issue 27 asks for at most 12; this is where it stands (a ratchet: it may only shrink)."""
     modules = [p for p in (ROOT / "app" / "api").glob("*.py") if p.name != "__init__.py"]
-    assert len(modules) <= 18
+    assert len(modules) <= 12
 
 
 def _shape(function) -> list[tuple[str, object]]:
