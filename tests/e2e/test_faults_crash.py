@@ -148,8 +148,10 @@ def test_kill9_api_during_a_job_requeues_it_and_the_restart_finishes_it(tmp_path
     system = JobSystem(tmp_path, tiny_model_dir, env=EMBEDDED, workers=0)
     with system:
         worker_pid = _worker_pid(system.server.logs())
-        # Killed as soon as it runs; the restart trains all of it again, so keep it short.
-        job_id = system.submit(name="crash", max_steps=150).json()["id"]
+        # Killed as soon as it runs; the restart trains all of it again, so keep it short, but
+        # long enough that the orphaned worker (it looks for its parent every second) stops it
+        # before it ends: at 150 steps a quiet box once finished the job first.
+        job_id = system.submit(name="crash", max_steps=400).json()["id"]
         system.wait(job_id, until=running)
         system.server.signal(signal.SIGKILL)
         system.server.proc.wait(10)
