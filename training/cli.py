@@ -25,6 +25,7 @@ EXIT_BAD_INPUT = 2
 _RECIPE_FIELDS = {
     "max_length", "num_epochs", "min_steps", "batch_size", "eval_batch_size", "warmup_ratio",
     "lr_scheduler", "weight_decay", "eval_steps", "early_stopping_patience", "logging_steps",
+    "group_by_length",
 }  # fmt: skip
 _REQUIRED = {"name", "dataset"}
 
@@ -40,8 +41,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         annotation = info.annotation
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner = args[0] if _is_optional(annotation) and args else annotation
-        if inner is bool:
-            kwargs["action"] = "store_true"
+        if inner is bool:  # a None-able one (the recipe decides) also takes --no-FLAG
+            optional = _is_optional(annotation)
+            kwargs["action"] = argparse.BooleanOptionalAction if optional else "store_true"
         elif typing.get_origin(inner) is list:
             kwargs["nargs"] = "+"
             kwargs["metavar"] = "LABEL"

@@ -53,6 +53,7 @@ class TrainConfig(BaseModel):
     eval_steps: int | None = Field(None, ge=0)
     early_stopping_patience: int | None = Field(None, ge=0)
     logging_steps: int | None = Field(None, ge=1)
+    group_by_length: bool | None = None  # batches of texts of similar length (less padding)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     seed: int = 42

@@ -122,7 +122,8 @@ def _data_section(manifest: Manifest, dataset: str) -> list[str]:
     training = manifest.training or {}
     keys = ("train_split", "eval_split", "text_column", "label_column", "train_samples",
             "eval_samples", "recipe", "max_length", "num_epochs", "max_steps", "batch_size",
-            "learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "steps_run",
+            "learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "group_by_length",
+            "steps_run",
             "best_step", "seed", "trainable_params", "total_params")  # fmt: skip
     rows = [f"| {k} | {training[k]} |" for k in keys if training.get(k) is not None]
     return [

@@ -182,6 +182,7 @@ def training_arguments(
         label_names=["labels"],
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        group_by_length=bool(config.group_by_length),
     )
 
 

@@ -93,3 +93,17 @@ def test_full_fine_tuning_recipe(tmp_path):
 def test_evaluation_off_means_no_early_stopping(tmp_path):
     _, plan, args = resolved(tmp_path, 4500, eval_steps=0)
     assert str(args.eval_strategy.value) == "no" and plan.patience == 0
+
+
+def test_group_by_length_reaches_the_trainer_and_the_cli(tmp_path):
+    from training.cli import build_parser
+
+    _, _, args = resolved(tmp_path, 4500, recipe="pairs")
+    assert args.group_by_length is True
+    _, _, args = resolved(tmp_path, 4500)  # single_label: random batches, as measured
+    assert args.group_by_length is False
+    parse = build_parser().parse_args
+    base = ["train", "--name", "n", "--dataset", "d.jsonl", "--store", "s"]
+    assert parse([*base, "--no-group-by-length"]).group_by_length is False
+    assert parse([*base, "--group-by-length"]).group_by_length is True
+    assert not hasattr(parse(base), "group_by_length")  # unset: the recipe decides

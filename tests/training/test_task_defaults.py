@@ -113,7 +113,10 @@ def test_the_default_recipe_is_the_inferred_tasks(tmp_path, rows, fields, recipe
     assert config.recipe == recipe and config.num_epochs == epochs
     if recipe in ("pairs", "regression"):
         assert config.warmup_ratio == TASK_RECIPES[recipe]["warmup_ratio"] == 0.1
+    # the new task recipes batch texts of similar length; single_label stays issue 10's
+    assert config.group_by_length is (recipe in ("multi_label", "pairs", "regression"))
     assert _recipe(tmp_path, rows, **fields, num_epochs=2).num_epochs == 2  # a flag wins
+    assert _recipe(tmp_path, rows, **fields, group_by_length=False).group_by_length is False
 
 
 @pytest.mark.parametrize(
@@ -150,6 +153,7 @@ def test_binary_pairs_select_on_f1_with_the_pairs_recipe(tmp_path, tiny_model_di
     manifest = train_adapter(config, store=AdapterStore(tmp_path / "store"), progress=writer)
     training = manifest.training
     assert training["recipe"] == "pairs" and training["num_epochs"] == 10.0
+    assert training["group_by_length"] is True  # the Trainer ran with length-grouped batches
     curves = training["curves"]
     assert curves["metric"] == "f1"
     best = max(curves["eval"], key=lambda p: p["f1"])  # ties keep the earlier step
