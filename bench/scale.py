@@ -1,6 +1,7 @@
 """Scale benchmark: the real server with thousands of adapters in its store, in one run.
 
     python -m bench.scale [--model tiny|minilm] [--adapters 10000] [--methods seq_bn,lora,...]
+                          (default: every method the trainer offers, round robin)
                           [--clients 32] [--seconds 15] [--zipf 1.1] [--cold 300]
                           [--cycles 10000] [--env APP_KEY=VALUE ...] [--json result.json]
 
@@ -201,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     opts = parse(argv)
     run = Run(opts)
+    onepass = opts.env.get("APP_ONEPASS", "true").lower() not in ("0", "false", "no", "off")
     say(
         f"bench.scale: {platform.machine()}, {os.cpu_count()} CPUs, model {opts.model}, "
-        f"{opts.adapters} adapters of {','.join(opts.methods)}, load average {os.getloadavg()}"
+        f"{opts.adapters} adapters of {','.join(opts.methods)}, "
+        f"{'one-pass' if onepass else 'library'} path (APP_ONEPASS), "
+        f"load average {os.getloadavg()}"
     )
     base, store, names = build_store(opts.scratch, opts.model, opts.adapters, opts.methods, say=say)
     texts = load_texts("short", limit=256)

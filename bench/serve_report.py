@@ -67,7 +67,7 @@ def goals(cells: list[Cell], raw: tuple[int, float, float], opts) -> list[str]:
     top = max(opts.clients)
     one = find("served", 1, top)
     for count in (a for a in opts.adapters if a > 1):
-        if one and (many := find("served", count, top)):
+        if one and one.texts_s > 0 and (many := find("served", count, top)):  # 0: none done
             r = many.texts_s / one.texts_s
             lines.append(
                 f"{count} adapters vs 1 at {top} clients: {r:.2f}x (goal >= 0.9: "
@@ -80,7 +80,7 @@ def goals(cells: list[Cell], raw: tuple[int, float, float], opts) -> list[str]:
             f"{limit:.1f} ms ({verdict(lone.p50_ms <= limit)})"
         )
     for n in (c for c in cells if c.kind == "naive"):
-        if s := find("served", n.adapters, n.clients):
+        if n.texts_s > 0 and (s := find("served", n.adapters, n.clients)):
             r = s.texts_s / n.texts_s
             lines.append(
                 f"{n.adapters} adapter(s), {n.clients} clients: {r:.2f}x the naive pipeline "

@@ -3,8 +3,8 @@
 - *host* tier: adapters decoded from the store (`app.serving.decode`) by a loader thread,
   tensors in host RAM in the serving dtype; LRU under `host_bytes`.
 - *device* tier: adapters whose tensors are on the model's device; LRU under `max_bytes` (their
-  parameter bytes, computed from the tensors, not file sizes) and `max_count`. Evicting one
-  moves it back to the host tier: a later request costs a copy, not a disk read.
+  tensors' bytes, not file sizes, + the one-pass stacks: `Engine.stack_bytes`) and `max_count`.
+  Evicting one moves it back to the host tier: a later request costs a copy, not a disk read.
 - A device adapter is *active* when a slot of its shape points at its tensors
   (`app.serving.slots`); activation costs a pointer per tensor. Adapters whose files do not map
   onto a slot take the library path (`Engine.load_adapter`), exactly as before slots existed.
@@ -82,7 +82,8 @@ class AdapterCache:
 
     @property
     def resident_bytes(self) -> int:
-        return self._device_used
+        """Device bytes under `max_bytes`: the adapters' own tensors + the one-pass stacks."""
+        return self._device_used + self.engine.stack_bytes()
 
     @property
     def host_resident_bytes(self) -> int:
@@ -157,6 +158,7 @@ class AdapterCache:
                 return entry.resident
             started = time.perf_counter()
             if self.slots.bind(entry.decoded, pinned=pinned):
+                self._stacked(name, pinned)
                 self._m.activated(started)
                 return entry.resident
         self._m.count("adapter_cache_misses", "device")
@@ -235,7 +237,7 @@ class AdapterCache:
         with self._lock:
             self._device[name] = entry
             self._device_used += nbytes
-            self._gauges()
+        self._stacked(name, pinned)
         log.debug("activated %s v%d (%d bytes, library=%s)", name, decoded.version, nbytes, library)
         return entry
 
@@ -245,15 +247,27 @@ class AdapterCache:
             with self._lock:
                 own = self._device.get(name)
                 count = len(self._device) - (own is not None)
-                used = self._device_used - (own.resident.nbytes if own is not None else 0)
+                used = self.resident_bytes - (own.resident.nbytes if own is not None else 0)
                 if count < self.max_count and (used + incoming <= self.max_bytes or not count):
                     return
-                victim = next((n for n in self._device if n != name and n not in pinned), None)
+            victim = self._victim(name, pinned)
             if victim is None:
                 raise CacheFull(
                     f"cannot make room for adapter {name!r}: all resident adapters are in use"
                 )
             self._demote(victim)
+
+    def _stacked(self, name: str, pinned: Collection[str]) -> None:
+        """Stack `name` now (one-pass path); evict LRU adapters while that put the tier over
+        `max_bytes` (over it only while the batch in flight pins the others)."""
+        self.engine.stack(name)
+        while self.resident_bytes > self.max_bytes and (victim := self._victim(name, pinned)):
+            self._demote(victim)
+        self._gauges()
+
+    def _victim(self, name: str, pinned: Collection[str]) -> str | None:
+        with self._lock:
+            return next((n for n in self._device if n != name and n not in pinned), None)
 
     def _demote(self, name: str) -> None:
         """Device -> host tier (a copy back on an accelerator; nothing moves on the CPU)."""
@@ -282,5 +296,5 @@ class AdapterCache:
 
     def _gauges(self) -> None:
         self._m.gauges(
-            device=(len(self._device), self._device_used), host=(len(self._host), self._host.used)
+            device=(len(self._device), self.resident_bytes), host=(len(self._host), self._host.used)
         )

@@ -220,31 +220,38 @@ class Engine(AdapterModules):
 
     def _forward_group(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
         """One body pass (stacked weights, or a BatchSplit when several adapters), then each
-        head on its slice: its logits, in float32."""
+        head on its slice: its logits, in float32. The one-pass path runs the segments in its
+        own order (`OnePass.order`); the results come back in theirs."""
+        names = [self.module_of(seg.adapter) for seg in segments]
+        onepass = self._onepass is not None and self._compat(names[0]).key == ONEPASS_KEY
+        order = self._onepass.order(names) if onepass else list(range(len(segments)))
+        names = [names[i] for i in order]
+        sizes = [len(segments[i].ids) for i in order]
+        input_ids, mask = self._pad([ids for i in order for ids in segments[i].ids])
+        logits = None
+        if onepass:
+            body = self._onepass.body(names, sizes, input_ids, mask)
+            logits = self._onepass.heads(body, names, sizes)
+        else:
+            body = self._library_body(names, sizes, input_ids, mask)
+        if logits is None:
+            logits, start = [], 0
+            for name, size in zip(names, sizes, strict=True):
+                rows = slice(start, start + size)
+                logits.append(self._head(body, mask, name, rows).float().cpu().tolist())
+                start += size
+        out: list[Any] = [None] * len(order)
+        for position, index in enumerate(order):
+            out[index] = logits[position]
+        return out
+
+    def _library_body(self, names: list[str], sizes: list[int], input_ids: Any, mask: Any):
         from adapters import AdapterSetup
         from adapters.composition import BatchSplit
 
-        rows = [ids for seg in segments for ids in seg.ids]
-        input_ids, mask = self._pad(rows)
-        names = [self.module_of(seg.adapter) for seg in segments]
-        sizes = [len(seg.ids) for seg in segments]
-        if self._onepass is not None and self._compat(names[0]).key == ONEPASS_KEY:
-            body = self._onepass.body(names, sizes, input_ids, mask)
-            logits = self._onepass.heads(body, names, sizes)
-            if logits is not None:
-                return logits
-        else:
-            setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
-            with AdapterSetup(setup):
-                body = self.model.base_model(
-                    input_ids=input_ids, attention_mask=mask, return_dict=True
-                )
-        out, start = [], 0
-        for name, size in zip(names, sizes, strict=True):
-            logits = self._head(body, mask, name, slice(start, start + size))
-            out.append(logits.float().cpu().tolist())
-            start += size
-        return out
+        setup = names[0] if len(names) == 1 else BatchSplit(*names, batch_sizes=sizes)
+        with AdapterSetup(setup):
+            return self.model.base_model(input_ids=input_ids, attention_mask=mask, return_dict=True)
 
     def _compat(self, slot: str) -> Compat:
         compat = self._compats.get(slot)

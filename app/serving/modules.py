@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import InvalidAdapter
+from app.serving.onepass.support import ONEPASS_KEY
 
 
 class AdapterModules:
@@ -23,6 +24,7 @@ class AdapterModules:
     dtype: Any
     _compats: dict[str, Any]
     _onepass: Any  # app.serving.onepass.runner.OnePass or None
+    _compat: Any  # Engine._compat: module -> its Compat
 
     def _init_modules(self) -> None:
         self._bound: dict[str, str] = {}  # store name -> module, for adapters in slots
@@ -55,6 +57,17 @@ class AdapterModules:
         """The tensors behind `module` changed: drop its stacked copy (one-pass path)."""
         if getattr(self, "_onepass", None) is not None:
             self._onepass.forget(module)
+
+    def stack(self, name: str) -> None:
+        """Copy `name`'s tensors into the one-pass stacks now, when that path runs it (else
+        its first pass would), so that `stack_bytes` counts them."""
+        module = self.module_of(name)
+        if self._onepass is not None and self._compat(module).key == ONEPASS_KEY:
+            self._onepass.bank.ensure(module)
+
+    def stack_bytes(self) -> int:
+        """Bytes the one-pass stacks hold (spare rows and padding included)."""
+        return 0 if self._onepass is None else self._onepass.bank.nbytes
 
     def load_adapter(self, name: str, path: Path) -> int:
         """Load a stored adapter + head as `name` (the library path); the bytes it added."""

@@ -48,7 +48,7 @@ def test_lazy_load_once(engine, store):
     assert _sample(cache, "adapter_loads_total") == 1
     assert _sample(cache, "adapter_cache_hits_total", tier="device") == 1
     assert _loaded(engine) == {"a"}
-    assert first.nbytes > 0 and cache.resident_bytes == first.nbytes
+    assert first.nbytes > 0 and cache.resident_bytes == first.nbytes + engine.stack_bytes()
 
 
 def _sample(cache: AdapterCache, name: str, **labels: str) -> float:
@@ -110,12 +110,14 @@ def test_prefetch_decodes_off_the_inference_thread(engine, store):
 def test_lru_byte_budget(engine, store):
     probe = _cache(engine, store)
     one = probe.ensure("a").nbytes
+    row = probe.resident_bytes - one  # its row in the one-pass stacks (while in its slot)
     probe.unload("a")
-    cache = _cache(engine, store, nbytes=int(one * 2.5))
+    budget = int(one * 2.5) + row  # one slot per key here: one adapter stacked at a time
+    cache = _cache(engine, store, nbytes=budget)
     for name in ["a", "b", "c"]:
         cache.ensure(name)
     assert set(cache.snapshot()) == {"b", "c"}
-    assert cache.resident_bytes <= one * 2.5
+    assert cache.resident_bytes <= budget
 
 
 def test_reload_when_the_stored_version_changes(engine, store, factory):
@@ -171,3 +173,45 @@ def test_adapter_for_another_base_is_refused(engine, store, factory, tmp_path):
     with pytest.raises(BaseModelMismatch, match="fingerprint"):
         cache.ensure("alien")
     assert not engine.has_adapter("alien") and cache.snapshot() == {}
+
+
+def test_the_byte_budget_counts_the_one_pass_stacks(engine, tmp_path, factory):
+    """The stacked copies (one-pass path) count in `max_bytes`: after every activation and
+    pass, the adapters' own tensors + every stack tensor (spare rows and padding included)
+    stay within the budget, and rows stay exact. Counting the adapters' own bytes alone would
+    admit more (each adapter in a slot has a copy in a stack), so the check can fail."""
+    import random
+
+    from app.serving.passes import run_batch
+
+    store = AdapterStore(tmp_path / "mixed")
+    methods = ("seq_bn", "lora", "ia3", "prefix_tuning")
+    names = [f"{m.replace('_', '-')}-{i}" for i in range(6) for m in methods]
+    for seed, name in enumerate(names):
+        factory.add_to_store(store, name, seed=seed, config=methods[seed % 4],
+                             flat_prefix=True)  # fmt: skip
+    cache = _cache(engine, store)
+    own, reference = {}, {}
+    for name in names:
+        own[name] = cache.ensure(name).nbytes
+        reference[name] = _probs(engine, name)
+    bound = [n for n in names if engine.module_of(n).startswith("slot_")]
+    assert engine.stack_bytes() >= sum(own[n] for n in bound) > 0  # a second copy of these
+    assert cache.resident_bytes == sum(own.values()) + engine.stack_bytes()
+    assert _sample(cache, "adapters_resident_bytes", tier="device") == cache.resident_bytes
+    cache.clear()
+    assert engine.stack_bytes() == 0 and cache.resident_bytes == 0  # every family freed
+
+    cache.max_bytes = budget = sum(own.values()) // 2
+    ids = engine.tokenize(["a good film"])
+    rng = random.Random(5)
+    for _ in range(60):
+        batch = rng.sample(names, 3)
+        result = run_batch(engine, cache, [Segment(n, ids) for n in batch], None)
+        for name, outcome in zip(batch, result.outcomes, strict=True):
+            assert outcome[0].logits == pytest.approx(reference[name], abs=1e-5), name
+        held = sum(t.untyped_storage().nbytes() for s in engine._onepass.bank.tables.values()
+                   for t in s.tensors.values())  # fmt: skip
+        assert engine.stack_bytes() == held > 0
+        assert sum(own[n] for n in cache.snapshot()) + held <= budget
+    assert len(cache.snapshot()) < budget / (sum(own.values()) / len(own))

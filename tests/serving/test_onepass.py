@@ -25,6 +25,7 @@ from adapters import (
 
 from adapters_store.rendering import softmax
 from app.serving.engine import Engine, Segment, module_name
+from app.serving.onepass.bank import family_of
 from app.serving.onepass.support import ONEPASS_KEY, stackable
 from bench.op_count import count_ops
 
@@ -153,8 +154,9 @@ def test_rows_freed_by_leaving_adapters_are_neutral_and_reused_exactly(engine, s
     leaving = [f"{m.replace('_', '-')}-{i}" for m in METHODS for i in (1, 2)]
     for name in leaving:
         engine.unload_adapter(name)
-    used = {e.row for e in bank.entries.values()}
     for key, stack in bank.tables.items():
+        family = family_of(key)
+        used = {e.rows[family] for e in bank.entries.values() if family in e.rows}
         for row in set(range(stack.capacity)) - used:
             for name, tensor in stack.tensors.items():
                 assert torch.all(tensor[row] == stack.fills[name]), (key, name, row)
@@ -202,6 +204,14 @@ ODD = {  # bottleneck wirings that are not neutral with zero weights, and learne
     "odd-par": ParBnConfig(ln_after=True, reduction_factor={"0": 4, "default": 16}),
     "odd-lora": LoRAConfig(r=3, alpha=5, attn_matrices=["k"], output_lora=True, leave_out=[1]),
     "odd-prefix": PrefixTuningConfig(prefix_length=3, flat=True, leave_out=[0]),
+    # Same wirings as others above, leaving a layer out: at that layer only some rows of the
+    # family have a part: a neutral wiring runs the family's span (the others read zeros),
+    # a non-neutral one gathers its rows.
+    "odd-ln-leave": SeqBnConfig(
+        ln_before=True, ln_after=True, adapter_residual_before_ln=True, leave_out=[1]
+    ),
+    "odd-seq": SeqBnConfig(reduction_factor=4),
+    "odd-seq-leave": SeqBnConfig(leave_out=[0], non_linearity="gelu"),
 }
 
 
@@ -226,3 +236,31 @@ def test_other_wirings_mix_exactly_and_rows_without_padding(odd):
     _check(engine, oracle, [(n, TEXTS[i % 3 : i % 3 + 2]) for i, n in enumerate(names)])
     _check(engine, oracle, [(n, [TEXTS[2]]) for n in reversed(names)])  # one length: no mask
     _check(engine, oracle, [("odd-prefix", [TEXTS[0], TEXTS[0]]), ("odd-lora", [TEXTS[0]])])
+    # Prefix rows beside rows before them (the engine orders prefix tuning last).
+    _check(engine, oracle, [("odd-prefix", TEXTS[:2]), ("odd-seq-leave", TEXTS[1:])])
+
+
+def test_families_shrink_and_free_their_stacks_and_moved_rows_stay_exact(engine, saved, alone):
+    """Rows are numbered per family: unloading most LoRA adapters compacts the LoRA stacks
+    (rows moved down), unloading all frees them; `nbytes` is what the stacks hold."""
+    bank = engine._onepass.bank
+    names = [f"lora-{i}" for i in range(12)]
+    for name in names:
+        engine.load_adapter(name, saved[name])
+    _check(engine, alone, [(n, TEXTS[:1]) for n in names])
+    wide = bank.families["lora"].rows.capacity
+    before = bank.nbytes
+    for name in names[:-3]:
+        engine.unload_adapter(name)
+    assert bank.families["lora"].rows.capacity < wide and bank.nbytes < before
+    assert bank.nbytes == sum(t.untyped_storage().nbytes() for s in bank.tables.values()
+                              for t in s.tensors.values())  # fmt: skip
+    capacity = bank.families["lora"].rows.capacity
+    assert max(bank.entries[engine.module_of(n)].rows["lora"] for n in names[-3:]) < capacity
+    _check(engine, alone, [(n, TEXTS) for n in [*names[-3:], "seq-bn-0", "ia3-0"]])
+    for name in names[-3:]:
+        engine.unload_adapter(name)
+    assert "lora" not in bank.families and not [k for k in bank.tables if k[0] == "lora"]
+    for name in names[:10]:
+        engine.load_adapter(name, saved[name])
+    _check(engine, alone, [(n, TEXTS[2:]) for n in names[:10]])

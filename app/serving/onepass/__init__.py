@@ -5,9 +5,10 @@ batch's operators grow with its distinct adapters. Here the adapters' tensors ar
 per-location stacks (one row per adapter, `bank.Bank`), and a batch runs the base model's own
 forward with hooks on the library's adapter layers (`runner.OnePass`) that apply every row's
 own adapter with gathered tensors (`compute`): a fixed number of operators per method family
-and location, whatever the number of adapters. Methods mix in one pass: a row whose adapter
-has no part at a location reads the neutral entry there (zero LoRA, unit IA3 scale, no
-bottleneck, a fully masked prefix).
+and location, whatever the number of adapters. Methods mix in one pass: the segments are
+ordered by family (`plan`), each family acts on its own span of rows only, and a row whose
+adapter has no part at a location of its family reads the neutral fill there (zero LoRA,
+unit IA3 scale, no bottleneck, a fully masked prefix).
 
 Which configs take this path: `support.stackable` (a pure module, light to import). The others
 keep the library's path (`BatchSplit` per compatibility key, app.serving.split_groups).

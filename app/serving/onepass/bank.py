@@ -4,10 +4,17 @@
 they got there: `load_adapter` or a slot pointed at them) into a row of every stack it has a
 part in; `Bank.drop(module)` resets that row. The engine drops a module whenever the tensors
 behind its name change (slot rebind, unload), so a row never outlives what it copied.
+
+Rows are numbered per *family* (`family_of`: LoRA, IA3, prefix tuning, a bottleneck wiring, a
+head wiring): an adapter holds a row only in the stacks of its own families, so a LoRA
+adapter costs nothing in the bottleneck stacks. A family whose rows are a third used or less
+is compacted (rows moved down, the stacks cut); an empty family frees its stacks. `nbytes` is
+what every stack holds (capacity included): the adapter cache counts it in its byte budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +37,28 @@ FILLS = {
 }
 
 
+BODY_ORDER = {"lora": 1, "ia3": 2, "prefix": 3}  # bottleneck wirings: 0
+
+
 @dataclass
 class Entry:
-    row: int
+    rows: dict[Hashable, int] = field(default_factory=dict)  # family -> its row there
     activation: str = ""  # a bottleneck adapter's, applied per row
     parts: dict[tuple, int] = field(default_factory=dict)  # table key -> prefix length (or 0)
+
+
+@dataclass
+class Family:
+    rows: Rows = field(default_factory=Rows)
+    keys: list[tuple] = field(default_factory=list)  # its tables
+
+
+def family_of(key: tuple) -> Hashable:
+    """Which row numbering a table follows: ("lora" | "ia3" | "prefix", site) -> the kind,
+    ("bn", site, wiring) -> ("bn", wiring), a head table -> its own key (one per wiring)."""
+    if key[0] == "bn":
+        return ("bn", key[2])
+    return key[0] if key[0] in FILLS else key
 
 
 def sites(model: Any) -> list[tuple[str, str, nn.Module]]:
@@ -55,60 +79,99 @@ class Bank:
         self.model = model
         self.sites = sites(model)
         self.device, self.dtype = device, dtype
-        self.rows = Rows()
+        self.families: dict[Hashable, Family] = {}
         self.tables: dict[tuple, Stack] = {}
         self.entries: dict[str, Entry] = {}
+        # Bytes every stack holds (spare rows and padding included); an int set after each
+        # change, so that other threads may read it (the cache's gauges).
+        self.nbytes = 0
 
     def ensure(self, module: str) -> Entry:
         entry = self.entries.get(module)
         if entry is not None:
             return entry
-        with torch.inference_mode():  # the stacks are inference tensors: edit them in it
-            entry = self._add(module)
+        try:
+            with torch.inference_mode():  # the stacks are inference tensors: edit them in it
+                entry = self._add(module)
+        finally:
+            self.nbytes = sum(stack.nbytes for stack in self.tables.values())
         self.entries[module] = entry
         return entry
+
+    def body_family(self, module: str) -> tuple:
+        """A sort key of `module`'s family in the body (bottleneck wirings, LoRA, IA3, prefix
+        tuning last: the other rows are then one span before it)."""
+        names = [n for n in self.ensure(module).rows if n in BODY_ORDER or n[0] == "bn"]
+        if not names:
+            return (-1, "")
+        return min((BODY_ORDER.get(n, 0), str(n)) for n in names)
 
     def drop(self, module: str) -> None:
         entry = self.entries.pop(module, None)
         if entry is not None:
             with torch.inference_mode():
                 self._release(entry)
+            self.nbytes = sum(stack.nbytes for stack in self.tables.values())
 
     def _add(self, module: str) -> Entry:
-        row, grown = self.rows.take()
-        if grown:
-            for stack in self.tables.values():
-                stack.grow(self.rows.capacity)
         config = self.model.adapters_config.get(module)
         config = config.to_dict() if hasattr(config, "to_dict") else config
-        entry = Entry(row, activation=bn_activation(config))
+        entry = Entry(activation=bn_activation(config))
         wiring = bn_wiring(config)
         try:
             for kind, site, layer in self.sites:
                 for key, values, length in _parts(kind, site, layer, module, wiring):
-                    # noted first: a put that fails half-way is still reset on release
-                    entry.parts[key] = length
-                    self._table(key).put(row, values)
+                    self._put(entry, key, values, length)
             for key, values, labels in head_parts(self.model, module):
-                entry.parts[key] = labels
-                self._table(key).put(row, values)
+                self._put(entry, key, values, labels)
         except Exception:
             self._release(entry)
             raise
         return entry
 
-    def _release(self, entry: Entry) -> None:
-        for key in entry.parts:
-            self.tables[key].clear(entry.row)
-        self.rows.give(entry.row)
-
-    def _table(self, key: tuple) -> Stack:
+    def _put(self, entry: Entry, key: tuple, values: dict, length: int) -> None:
+        name = family_of(key)
+        family = self.families.get(name)
+        if family is None:
+            family = self.families[name] = Family()
+        if name not in entry.rows:
+            entry.rows[name], grew = family.rows.take()
+            if grew:
+                for table in family.keys:
+                    self.tables[table].resize(family.rows.capacity)
         stack = self.tables.get(key)
         if stack is None:
             fills = head_fills(key[1]) if key[0] == "head" else FILLS[key[0]]
-            stack = Stack(fills, capacity=self.rows.capacity, device=self.device, dtype=self.dtype)
+            stack = Stack(fills, capacity=family.rows.capacity, device=self.device,
+                          dtype=self.dtype)  # fmt: skip
             self.tables[key] = stack
-        return stack
+            family.keys.append(key)
+        entry.parts[key] = length  # noted first: a put that fails half-way is still reset
+        stack.put(entry.rows[name], values)
+
+    def _release(self, entry: Entry) -> None:
+        for key in entry.parts:
+            self.tables[key].clear(entry.rows[family_of(key)])
+        for name, row in entry.rows.items():
+            family = self.families[name]
+            family.rows.give(row)
+            if family.rows.used == 0:  # nothing left: free its stacks
+                for key in family.keys:
+                    del self.tables[key]
+                del self.families[name]
+            else:
+                self._compact(name, family)
+
+    def _compact(self, name: Hashable, family: Family) -> None:
+        capacity = family.rows.shrink_to()
+        if capacity is None:
+            return
+        holders = [e for e in self.entries.values() if name in e.rows]
+        moves = family.rows.compact(capacity, [e.rows[name] for e in holders])
+        for key in family.keys:
+            self.tables[key].resize(capacity, moves)
+        for holder in holders:
+            holder.rows[name] = moves.get(holder.rows[name], holder.rows[name])
 
 
 def _parts(kind: str, site: str, layer: Any, module: str, wiring: tuple):

@@ -1,7 +1,8 @@
 """Every row's own adapter at one location, in a fixed number of operators.
 
-Each function takes the stacked tensors of one location (`stacks.Stack.tensors`) and the bank
-row of every batch row (`ids`), gathers the rows' tensors and applies them with batched
+Each function takes the stacked tensors of one location (`stacks.Stack.tensors`) and which
+batch rows it applies to with their stack rows (`plan.Rows`: every row, or the rows of one
+family gathered and put back), gathers those rows' tensors and applies them with batched
 matmuls. The arithmetic follows the library's modules (adapters 1.3: `methods/modeling.py`
 Adapter / ParallelAdapter, `methods/lora.py` LoRA / IA3, `methods/prefix_tuning.py`), so each
 row equals its adapter run alone up to float rounding.
@@ -22,14 +23,22 @@ Tensors = dict[str, torch.Tensor]
 LN_EPS = 1e-5  # nn.LayerNorm's default, which the library's adapter layer norms use
 
 
-def lora(out: torch.Tensor, x: torch.Tensor, t: Tensors, ids: torch.Tensor) -> torch.Tensor:
-    """out + x A^T (B^T alpha / r), per row (rows without a LoRA here read zeros)."""
-    return torch.baddbmm(out, torch.bmm(x, t["a"][ids]), t["b"][ids])
+def lora(out: torch.Tensor, x: torch.Tensor, t: Tensors, rows: Any) -> torch.Tensor:
+    """out + x A^T (B^T alpha / r) on the span of LoRA rows (`plan.Rows`), in place (`out` is
+    the linear's own fresh output)."""
+    a, b = t["a"][rows.ids], t["b"][rows.ids]
+    if rows.start == 0 and rows.stop == out.shape[0]:
+        return torch.baddbmm(out, torch.bmm(x, a), b)
+    out[rows.start : rows.stop].baddbmm_(torch.bmm(x[rows.start : rows.stop], a), b)
+    return out
 
 
-def ia3(out: torch.Tensor, t: Tensors, ids: torch.Tensor) -> torch.Tensor:
-    """out * (scale vector * alpha), per row (rows without IA3 here read ones)."""
-    return out * t["m"][ids]
+def ia3(out: torch.Tensor, t: Tensors, rows: Any) -> torch.Tensor:
+    """out * (scale vector * alpha) on the span of IA3 rows, in place."""
+    if rows.start == 0 and rows.stop == out.shape[0]:
+        return out * t["m"][rows.ids]
+    out[rows.start : rows.stop].mul_(t["m"][rows.ids])
+    return out
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,8 @@ class Wiring:
 
     `neutral`: with all-zero weights the layer gives exactly the plain sub-layer output
     (LN(h + input)): the up-projection adds 0 to a residual equal to h, then the model's own
-    norm follows. So rows without a part here (other adapters, leave_out) can run through it
-    reading zeros. True for seq_bn, double_seq_bn and par_bn."""
+    norm follows. So rows without a part here (adapters of the wiring that leave this layer
+    out) can run through it reading zeros. True for seq_bn, double_seq_bn and par_bn."""
 
     parallel: bool
     ln_before_orig: bool
@@ -133,23 +142,48 @@ def _row_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     return torch.addcmul(bias, F.layer_norm(x, x.shape[-1:], eps=LN_EPS), weight)
 
 
-def prefix_mask(mask: Any, lengths: torch.Tensor, width: int, keys: torch.Tensor) -> Any:
-    """The attention mask with `width` prefix positions in front of the `keys`' (before the
-    prefixes join them): position j of a row is visible when j < that row's prefix length
-    (the rest is padding: masked). `mask` None (no padding): every token visible."""
-    rows, tokens = lengths.shape[0], keys.shape[2]
-    queries = mask.shape[2] if mask is not None else tokens  # self-attention: as many as keys
-    low = torch.finfo(keys.dtype).min
-    visible = torch.arange(width, device=keys.device, dtype=torch.float32) < lengths
-    front = torch.where(visible, 0.0, low).to(keys.dtype).view(rows, 1, 1, width)
+def prefix_attention(q, k, v, mask: Any, t: Tensors, rows: Any, site: tuple, cache: dict):
+    """Scaled dot-product attention of (batch, heads, tokens, head size) queries, keys and
+    values, where the span of prefix-tuning rows (`rows`, a `plan.Rows`) attends over each
+    row's own prefix (padded to the longest, `site` = (width, their lengths), the padding
+    masked) in front of its keys, and the other rows over their own keys only. `mask`: the
+    model's additive 4-d mask or None (no padding); masks derived from it are kept in `cache`
+    (one per batch: the layers share them)."""
+    start, stop = rows.start, rows.stop
+    if start == 0 and stop == q.shape[0]:
+        return _prefixed(q, k, v, mask, t, rows.ids, site, cache)
+    pieces = []
+    for a, b in ((0, start), (start, stop), (stop, q.shape[0])):
+        if a == b:
+            continue
+        part = None if mask is None else mask[a:b]
+        if a == start:
+            pieces.append(_prefixed(q[a:b], k[a:b], v[a:b], part, t, rows.ids, site, cache))
+        else:
+            pieces.append(F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=part))
+    return torch.cat(pieces)
+
+
+def _prefixed(q, k, v, mask: Any, t: Tensors, ids, site: tuple, cache: dict):
+    width, lengths = site
+    key = (width, lengths)
+    if key not in cache:
+        cache[key] = prefix_mask(mask, lengths, width, q)
+    keys = torch.cat([t["k"][ids][:, :, :width], k], dim=2)
+    values = torch.cat([t["v"][ids][:, :, :width], v], dim=2)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=cache[key])
+
+
+def prefix_mask(mask: Any, lengths: tuple, width: int, q: torch.Tensor) -> Any:
+    """The attention mask with `width` prefix positions in front of the keys': position j of
+    row i is visible when j < lengths[i] (the rest is padding: masked). `mask` None (no
+    padding): every token visible."""
+    rows, queries = q.shape[0], q.shape[2]
+    low = torch.finfo(q.dtype).min
+    own = torch.tensor(lengths, dtype=torch.float32).view(-1, 1).to(q.device)
+    visible = torch.arange(width, device=q.device, dtype=torch.float32) < own
+    front = torch.where(visible, 0.0, low).to(q.dtype).view(rows, 1, 1, width)
     front = front.expand(rows, 1, queries, width)
     if mask is None:
-        mask = torch.zeros(rows, 1, queries, tokens, device=keys.device, dtype=keys.dtype)
-    return torch.cat([front, mask], dim=-1)
-
-
-def prefix_kv(key: torch.Tensor, value: torch.Tensor, t: Tensors, ids, width: int) -> tuple:
-    """Keys and values with each row's own prefix (padded to `width`) in front."""
-    keys = t["k"][ids][:, :, :width]
-    values = t["v"][ids][:, :, :width]
-    return torch.cat([keys, key], dim=2), torch.cat([values, value], dim=2)
+        mask = torch.zeros(rows, 1, queries, queries, device=q.device, dtype=q.dtype)
+    return torch.cat([front, mask.expand(rows, 1, queries, mask.shape[-1])], dim=-1)

@@ -71,7 +71,7 @@ def _group(bank, body, key: tuple, modules: list[str], spans: list[tuple[int, in
     device = hidden.device
     rows_t = torch.tensor(rows, dtype=torch.long).to(device)
     slots_t = torch.tensor(slots, dtype=torch.long).to(device)
-    ids = torch.tensor([bank.entries[m].row for m in modules], dtype=torch.long).to(device)
+    ids = torch.tensor([bank.entries[m].rows[key] for m in modules], dtype=torch.long).to(device)
     x = hidden.new_zeros(len(spans) * width, hidden.shape[-1])
     x = x.index_copy(0, slots_t, hidden.index_select(0, rows_t)).view(len(spans), width, -1)
     t = bank.tables[key].tensors

@@ -1,7 +1,9 @@
 """The one-pass body forward: the base model's own forward, hooks on the adapter layers.
 
 `OnePass` hooks every adapter layer of the model once: a forward hook on each LoRA-wrapped
-linear (LoRA, IA3), a forward hook on each prefix-tuning layer, and the bottleneck layers'
+linear (LoRA, IA3), the forward of each self-attention that holds a prefix-tuning layer (its
+own queries, keys and values, then `compute.prefix_attention`: prefix rows attend over their
+prefixes, the others over their own keys only), and the bottleneck layers'
 `bottleneck_layer_forward`. The hooks act only while `body` runs a batch (no AdapterSetup is
 active then, so the library applies no adapter of its own); otherwise they step aside and the
 library's own path runs unchanged.
@@ -11,8 +13,6 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Any
-
-import torch
 
 from app.serving.onepass import compute
 from app.serving.onepass.bank import Bank
@@ -24,8 +24,13 @@ MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})  # checked against t
 
 def supported_model(model: Any) -> bool:
     """Encoders whose adapter layers the hooks know (BERT-like: bottleneck layers are the
-    sub-layer outputs, prefixes enter an additive 4-d attention mask)."""
-    return getattr(model.config, "model_type", None) in MODEL_TYPES
+    sub-layer outputs; self-attention over absolute positions with an additive 4-d mask)."""
+    config = model.config
+    return (
+        getattr(config, "model_type", None) in MODEL_TYPES
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        and not getattr(config, "is_decoder", False)
+    )
 
 
 class OnePass:
@@ -38,7 +43,9 @@ class OnePass:
             if kind == "linear":
                 layer.register_forward_hook(partial(self._linear, site))
             elif kind == "prefix":
-                layer.register_forward_hook(partial(self._prefix, site))
+                attention = model.base_model.get_submodule(site.rsplit(".", 1)[0])
+                original = attention.forward
+                attention.forward = partial(self._attention, site, attention, original)
             else:
                 original = layer.bottleneck_layer_forward
                 layer.bottleneck_layer_forward = partial(self._bottleneck, site, original)
@@ -53,11 +60,17 @@ class OnePass:
         if self.model.adapters_config.active_setup is not None:
             raise RuntimeError("one-pass forward needs no active adapter setup on the model")
         entries = {m: self.bank.ensure(m) for m in dict.fromkeys(modules)}
-        self.plan = build_plan([entries[m] for m in modules], sizes, self.bank, input_ids.device)
+        self.plan = build_plan([entries[m] for m in modules], sizes, input_ids.device)
         try:
             return self.model.base_model(input_ids=input_ids, attention_mask=mask, return_dict=True)
         finally:
             self.plan = None
+
+    def order(self, modules: list[str]) -> list[int]:
+        """The order to run segments of these modules in (indexes): by body family, so each
+        family's rows are one span of the batch (`plan`)."""
+        families = [self.bank.body_family(m) for m in modules]
+        return sorted(range(len(modules)), key=lambda i: families[i])
 
     def heads(self, body: Any, modules: list[str], sizes: list[int]) -> Any:
         """Each segment's logits from its own head (float32 lists), all heads batched; None
@@ -71,25 +84,27 @@ class OnePass:
             return None
         tables = self.bank.tables
         if ("lora", site) in plan.sites:
-            out = compute.lora(out, args[0], tables["lora", site].tensors, plan.ids)
+            out = compute.lora(out, args[0], tables["lora", site].tensors, plan.families["lora"])
         if ("ia3", site) in plan.sites:
-            out = compute.ia3(out, tables["ia3", site].tensors, plan.ids)
+            out = compute.ia3(out, tables["ia3", site].tensors, plan.families["ia3"])
         return out
 
-    def _prefix(self, site: str, layer: Any, args: tuple, out: Any) -> Any:
+    def _attention(self, site: str, attn: Any, original: Any, hidden: Any, *args, **kw) -> Any:
         plan = self.plan
         if plan is None or ("prefix", site) not in plan.sites:
-            return None
-        key, value, mask = out
-        width, lengths = plan.prefixes[site]
+            return original(hidden, *args, **kw)
+        mask = args[0] if args else kw.pop("attention_mask", None)
+        if any(x is not None and x is not False for x in [*args[1:], *kw.values()]):
+            raise RuntimeError("one-pass prefix attention takes hidden states and a mask only")
+        heads, size = attn.num_attention_heads, attn.attention_head_size
+        qkv = [
+            m(hidden).view(hidden.shape[0], -1, heads, size).transpose(1, 2)
+            for m in (attn.query, attn.key, attn.value)
+        ]
         tensors = self.bank.tables["prefix", site].tensors
-        cached = plan.masks.get((lengths, id(mask)))
-        if cached is None:
-            rows = torch.tensor(lengths, dtype=torch.float32).view(-1, 1).to(key.device)
-            cached = compute.prefix_mask(mask, rows, width, key)
-            plan.masks[lengths, id(mask)] = cached
-        key, value = compute.prefix_kv(key, value, tensors, plan.ids, width)
-        return key, value, cached
+        rows, at = plan.families["prefix"], plan.prefixes[site]
+        out = compute.prefix_attention(*qkv, mask, tensors, rows, at, plan.masks)
+        return out.transpose(1, 2).reshape(hidden.shape[0], -1, heads * size), None
 
     def _bottleneck(self, site: str, original: Any, h: Any, inp: Any, ln: Any) -> Any:
         plan = self.plan
@@ -97,13 +112,18 @@ class OnePass:
         if not groups:
             return original(h, inp, ln)
         out = None
-        for wiring, sel, ids, acts in groups:
+        for wiring, rows, acts in groups:
             tensors = self.bank.tables["bn", site, wiring].tensors
             w = compute.wiring_of(wiring)
-            if sel is None:  # every row of the batch: no gather
-                return compute.bottleneck(h, inp, ln, w, tensors, ids, acts)
+            if rows.sel is None and rows.start == 0 and rows.stop == h.shape[0]:
+                return compute.bottleneck(h, inp, ln, w, tensors, rows.ids, acts)
             if out is None:
                 out = ln(h + inp) if ln is not None else h + inp  # rows without a bottleneck
-            part = compute.bottleneck(h[sel], inp[sel], ln, w, tensors, ids, acts)
-            out = out.index_copy(0, sel, part)
+            if rows.sel is None:  # a span: views in, written in place
+                span = slice(rows.start, rows.stop)
+                out[span] = compute.bottleneck(h[span], inp[span], ln, w, tensors, rows.ids, acts)
+            else:
+                part = compute.bottleneck(h[rows.sel], inp[rows.sel], ln, w, tensors, rows.ids,
+                                          acts)  # fmt: skip
+                out = out.index_copy(0, rows.sel, part)
         return out

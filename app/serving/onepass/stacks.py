@@ -2,15 +2,26 @@
 
 A `Stack` holds named tensors of shape (capacity, *dims). A row is written when an adapter is
 registered (a copy of its tensors, padded to the stack's largest shape: rank, bottleneck size,
-prefix length) and reset to the stack's neutral fill when it leaves. Row 0 stays neutral: it
-is what a row without an adapter part at a location reads.
+prefix length) and reset to the stack's neutral fill when it leaves: an adapter of the family
+without a part at this location reads that fill (zero LoRA, unit IA3 scale, ...).
+
+`Rows` numbers the rows of one family of stacks (every stack of a family has the same
+capacity): the lowest free row first, so a family that shrinks (`compact`) moves few rows.
+Capacity grows by half (geometric: a copy per growth, amortised) and shrinks back when a
+third or less is in use, so the rows held stay within 1.5x (3x just before a shrink) of the
+rows in use.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import torch
+
+
+def grown(capacity: int) -> int:
+    return max(1, -(-capacity * 3 // 2))
 
 
 class Stack:
@@ -19,6 +30,10 @@ class Stack:
         self.capacity = capacity
         self.device, self.dtype = device, dtype
         self.tensors: dict[str, torch.Tensor] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def put(self, row: int, values: dict[str, torch.Tensor]) -> None:
         """Write `values` into `row` (each padded with its fill to the stack's shape)."""
@@ -33,10 +48,17 @@ class Stack:
         for name, tensor in self.tensors.items():
             tensor[row].fill_(self.fills[name])
 
-    def grow(self, capacity: int) -> None:
-        self.capacity = capacity
+    def resize(self, capacity: int, moves: dict[int, int] | None = None) -> None:
+        """`capacity` rows, the first min(old, new) kept; `moves` (old row -> new row) copied
+        first, when shrinking."""
         for name, tensor in list(self.tensors.items()):
-            self.tensors[name] = self._resized(name, tensor, (capacity, *tensor.shape[1:]))
+            for old, new in (moves or {}).items():
+                tensor[new].copy_(tensor[old])
+            if capacity < self.capacity:
+                self.tensors[name] = tensor[:capacity].clone()  # frees the rest
+            else:
+                self.tensors[name] = self._resized(name, tensor, (capacity, *tensor.shape[1:]))
+        self.capacity = capacity
 
     def _fit(self, name: str, dims: tuple[int, ...]) -> None:
         old = self.tensors.get(name)
@@ -57,20 +79,43 @@ class Stack:
 
 
 class Rows:
-    """Row numbers of a bank: 0 is the neutral row, never given out."""
+    """Row numbers of one family of stacks."""
 
-    def __init__(self, capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         self.capacity = capacity
-        self._free = list(range(capacity - 1, 0, -1))
+        self._free = list(range(capacity))
+        self.used = 0
 
     def take(self) -> tuple[int, bool]:
-        """A free row, and whether the capacity doubled to make one."""
-        grown = False
+        """The lowest free row, and whether the capacity grew to make one."""
+        grew = False
         if not self._free:
-            self._free = list(range(2 * self.capacity - 1, self.capacity - 1, -1))
-            self.capacity *= 2
-            grown = True
-        return self._free.pop(), grown
+            old, self.capacity = self.capacity, grown(self.capacity)
+            self._free = list(range(old, self.capacity))
+            grew = True
+        self.used += 1
+        return heapq.heappop(self._free), grew
 
     def give(self, row: int) -> None:
-        self._free.append(row)
+        heapq.heappush(self._free, row)
+        self.used -= 1
+
+    def shrink_to(self) -> int | None:
+        """The capacity to shrink to when a third or less is in use, else None."""
+        if self.used * 3 > self.capacity:
+            return None
+        target = grown(self.used)
+        return target if target < self.capacity else None
+
+    def compact(self, capacity: int, live: list[int]) -> dict[int, int]:
+        """Shrink to `capacity`: live rows at or past it move to free rows below it;
+        -> {old row: new row}."""
+        low = sorted(r for r in self._free if r < capacity)
+        moves = {}
+        for row in sorted(live):
+            if row >= capacity:
+                moves[row] = low.pop(0)
+        self._free = low
+        heapq.heapify(self._free)
+        self.capacity = capacity
+        return moves
