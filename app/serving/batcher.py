@@ -253,7 +253,8 @@ class Batcher:
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
             keys = [self.engine.batch_key(item.adapter) for item in batch]
-            for rows in plan_batch(lengths, keys, self.pass_cost):
+            tenants = [item.request.tenant for item in batch]
+            for rows in plan_batch(lengths, keys, self.pass_cost, tenants):
                 await self._run([batch[i] for i in rows])
 
     async def _run(self, batch: list[Item]) -> None:
