@@ -24,6 +24,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from app.serving.costs import PassCost
@@ -103,30 +104,58 @@ def tenant_runs(
     Tenants are ordered by their predicted time alone (`cost`, their rows as one pass); next
     tenants share a run when that lowers the sum of every tenant's slowdown (its finish time /
     its time alone), each run estimated as one pass. Dynamic programming over the ordered
-    tenants, O(tenants^2). So a light key's row runs in a small pass before a flood's full
-    one, yet many light keys of one row each still share one pass (each alone would wait for
-    all the passes before it). Rows keep their order within a tenant; one tenant: one run.
+    tenants, O(tenants^2); over `MAX_BLOCKS` tenants, neighbours in that order go in blocks
+    that are never cut (the DP stays cheap on the event loop). So a light key's row runs in a
+    small pass before a flood's full one, yet many light keys of one row each still share one
+    pass (each alone would wait for all the passes before it). Rows keep their order within
+    a tenant; one tenant: one run.
     """
     lanes: dict[Hashable, list[int]] = {}
     for row, tenant in enumerate(tenants):
         lanes.setdefault(tenant, []).append(row)
     if len(lanes) <= 1:
         return list(lanes.values())
-    widths = {id(rows): max(lengths[i] for i in rows) for rows in lanes.values()}
-    groups = sorted(lanes.values(), key=lambda g: cost.predict(len(g), widths[id(g)]))
-    weight = [1 / max(cost.predict(len(g), widths[id(g)]), 1e-12) for g in groups]
-    later = [sum(weight[i:]) for i in range(len(groups))]  # tenants still waiting at run i
-    best = [0.0] + [math.inf] * len(groups)
-    cut = [0] * (len(groups) + 1)
-    for j in range(1, len(groups) + 1):
-        rows = width = 0
-        for i in range(j - 1, -1, -1):  # a run of groups i..j-1
-            rows, width = rows + len(groups[i]), max(width, widths[id(groups[i])])
-            total = best[i] + later[i] * cost.predict(rows, width)
-            if total < best[j]:
-                best[j], cut[j] = total, i
-    runs, j = [], len(groups)
+    alone = {id(g): cost.predict(len(g), max(lengths[i] for i in g)) for g in lanes.values()}
+    groups = sorted(lanes.values(), key=lambda g: alone[id(g)])
+    step = -(-len(groups) // MAX_BLOCKS)
+    blocks = [
+        sorted(r for g in groups[k : k + step] for r in g) for k in range(0, len(groups), step)
+    ]
+    weights = [sum(1 / max(alone[id(g)], 1e-12) for g in groups[k : k + step])
+               for k in range(0, len(groups), step)]  # fmt: skip
+    cut = _cheapest_cuts(
+        [len(b) for b in blocks], [max(lengths[i] for i in b) for b in blocks], weights, cost
+    )
+    runs, j = [], len(blocks)
     while j > 0:
-        runs.append(sorted(row for group in groups[cut[j] : j] for row in group))
+        runs.append(sorted(row for block in blocks[cut[j] : j] for row in block))
         j = cut[j]
     return runs[::-1]
+
+
+MAX_BLOCKS = 16
+
+
+def _cheapest_cuts(
+    sizes: list[int], widths: list[int], weights: list[float], cost: PassCost
+) -> list[int]:
+    """cut[j]: where the last run of the best plan for blocks 0..j-1 starts (the DP above)."""
+    later = list(accumulate(reversed(weights)))[::-1]  # later[i]: weight still waiting at i
+    fixed, per_row, per_token, per_token_width = (
+        cost.fixed, cost.per_row, cost.per_token, cost.per_token_width
+    )  # fmt: skip
+    best = [0.0] + [math.inf] * len(sizes)
+    cut = [0] * (len(sizes) + 1)
+    for j in range(1, len(sizes) + 1):
+        rows = width = 0
+        for i in range(j - 1, -1, -1):  # a run of blocks i..j-1, as one pass
+            rows += sizes[i]
+            width = max(width, widths[i])
+            waiting = later[i] * (
+                fixed + rows * (per_row + width * (per_token + per_token_width * width))
+            )
+            if waiting >= best[j]:  # grows as i falls, and best[i] >= 0: no better start
+                break
+            if best[i] + waiting < best[j]:
+                best[j], cut[j] = best[i] + waiting, i
+    return cut
