@@ -9,8 +9,9 @@ Ray replica in its constructor, before Ray routes to it), and readiness waits fo
 - then what start-up built (the model, torch, transformers: ~500k objects with the tiny model)
   leaves the cyclic GC's full collections (`gc.freeze`). Each full collection walks every
   tracked object with the GIL held, stalling the event loop and the forward alike: 0.2-1.2 s
-  here, once every few thousand requests (issue 28's tail). `thaw` undoes it when the batcher
-  stops (a test process starts many).
+  here, once every few thousand requests (issue 28's tail). Frozen without a full collection
+  first (that would be one such stall, in a process already serving, e.g. the tests'): what
+  start-up left as cyclic garbage stays. `thaw` undoes it when the batcher stops.
 
 A failure is logged and the service serves anyway (planning with a fixed pass overhead).
 """
@@ -37,7 +38,7 @@ def warm_up(costs: DeviceCosts, stop: Callable[[], bool]) -> None:
             forward_timer(costs.engine)(1, min(16, costs.engine.max_length))
     except Exception:
         log.exception("warm-up failed; serving without it")
-    gc.collect()
+    gc.collect(1)  # the young generations only: a full collection would stall every thread
     gc.freeze()
     log.info(
         "warm-up done in %.2f s (%d objects kept out of the GC's full collections)",
