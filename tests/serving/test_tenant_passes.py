@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.costs import PassCost
 from app.serving.engine import Engine
-from app.serving.fairness import tenant_runs
+from app.serving.fairness import MAX_BLOCKS, tenant_runs
 from app.serving.planning import Limits, plan_batch, plan_passes
 
 # A CPU-like pass: 1 ms to start, 1 ms per row (MiniLM's short texts) / a pass that is almost
@@ -92,9 +91,8 @@ def test_many_tenants_are_planned_in_blocks_smallest_first(cost):
     rng = random.Random(7)
     tenants = [f"t{rng.randint(0, 59)}" for _ in range(256)]
     lengths = [rng.randint(1, 64) for _ in tenants]
-    started = time.perf_counter()
-    runs = tenant_runs(lengths, tenants, cost)
-    assert time.perf_counter() - started < 0.05  # ~0.3 ms on a quiet box; 60 tenants
+    runs = tenant_runs(lengths, tenants, cost)  # ~0.3 ms on a quiet box (60 tenants)
+    assert len(runs) <= MAX_BLOCKS  # the DP ran over blocks, not over the 60 tenants
     assert sorted(i for run in runs for i in run) == list(range(len(tenants)))
     owners = [{tenants[i] for i in run} for run in runs]
     assert all(a.isdisjoint(b) for a, b in itertools.combinations(owners, 2))
