@@ -74,6 +74,7 @@ class AdapterReplica:
         self.engine = load_engine(EngineView.of(s))
         serving = build_serving(s, self.engine, self.metrics)
         self.store, self.cache, self.batcher = serving.store, serving.cache, serving.batcher
+        self.batcher.warm_up()  # Ray routes to a replica once this returns: warm by then
 
         # Built here (not as a class decorator) so that the bound is the configured budget;
         # a plain function, since Ray keeps its per-replica state as an attribute on it.

@@ -19,7 +19,7 @@ class Classifier(Protocol):
 
     @property
     def running(self) -> bool:
-        """Whether it takes requests (the base model is loaded, the loop runs)."""
+        """Whether it takes requests (the base model is loaded and warmed up, the loop runs)."""
         ...
 
     async def classify(

@@ -69,6 +69,7 @@ async def classify(
     timing = Timing()
     with classifying(caller.record, adapters, len(texts), timing) as seen:  # logs and traces
         try:
+            check_ready(classifier)  # while it warms up: 503, as while the model loads
             check_texts(texts, settings)
             check_adapters(patterns_of(caller.principal), adapters)  # outside the patterns: 404
             serving = resolve_selectors(store, adapters, caller.routing_key)  # name@alias -> @N
@@ -92,7 +93,7 @@ def check_ready(classifier: Classifier | None) -> Classifier:
     """The classifier when it takes requests; NotReady (503) while the service starts or stops.
     Readiness of every protocol (/readyz, /v2/health/ready) is this one decision."""
     if classifier is None or not classifier.running:
-        raise NotReady("the base model is not loaded yet")
+        raise NotReady("the base model is not loaded or warmed up yet")
     return classifier
 
 

@@ -5,8 +5,9 @@ Requests are tokenised in turns (`app.serving.tokenizing`) while their cold adap
 queue. An asyncio loop cuts batches, splits them into passes and per-adapter segments (the pure
 functions of `app.serving.planning`) and hands each pass to the single inference thread
 (`app.serving.passes.run_batch`); results and errors come back on the event loop. Passes are
-planned with this device's cost model (`Limits.calibrate`: timed at start-up, in the
-background; `Limits.learn_costs`: re-fitted from live passes; `app.serving.cost_learning`).
+planned with this device's cost model (`Limits.calibrate`: timed in the start-up's warm-up,
+`app.serving.warm_up`, which readiness (`running`) waits for; `Limits.learn_costs`: re-fitted
+from live passes; `app.serving.cost_learning`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
 from app.serving.planning import Item, Limits, Request, Timing, collect, dispatch_delay, plan_batch
 from app.serving.tokenizing import Tokenizer
+from app.serving.warm_up import thaw, warm_up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,27 +62,33 @@ class Batcher:
         self._tokenizing = 0  # texts x adapters of requests being tokenised
         self._task: asyncio.Task | None = None
         self.costs = DeviceCosts(engine, limits)
-        self.calibration: asyncio.Task | None = None
+        self.calibration: asyncio.Task | None = None  # the warm-up, while it runs
+        self.warmed = False
         self._stopping = False
         self._inference = InferenceThread(engine, cache, metrics)
         self._tokenizer = Tokenizer(engine)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Takes requests: the loop runs and the warm-up has ended (what readiness reads)."""
+        return self.warmed and self._task is not None and not self._task.done()
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
     async def start(self) -> None:
+        """Start the loop, and the warm-up unless `warm_up` ran already (again: no-op)."""
+        if self._task is not None:
+            return
         self._task = asyncio.create_task(self._loop(), name="batcher")
-        if self.limits.calibrate:
-            self.calibration = asyncio.create_task(self._calibrate(), name="calibration")
+        if not self.warmed:
+            self.calibration = asyncio.create_task(self.run_exclusive(self.warm_up))
 
-    async def _calibrate(self) -> None:
-        """Fit the pass cost model of this device (`DeviceCosts.calibrate`)."""
-        await self.run_exclusive(self.costs.calibrate, lambda: self._stopping)
+    def warm_up(self) -> None:
+        """Blocks (`app.serving.warm_up`): on the inference thread, or before `start`."""
+        warm_up(self.costs, lambda: self._stopping)
+        self.warmed = True
 
     @property
     def pass_cost(self) -> PassCost:
@@ -89,20 +97,18 @@ class Batcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.calibration is not None:
-            self.calibration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.calibration
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self.calibration, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         stopping = ServiceStopping("the service is shutting down")
         while self._queue:
             self._fail(self._queue.popleft().request, stopping)
         await self._inference.shutdown()
         self._tokenizer.close()
         self.cache.close()
+        thaw()
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn` on the inference thread (between batches): loads, unloads, checks."""
@@ -253,7 +259,8 @@ class Batcher:
             self._expected = len(batch)
             lengths = [len(item.ids) for item in batch]
             keys = [self.engine.batch_key(item.adapter) for item in batch]
-            for rows in plan_batch(lengths, keys, self.pass_cost):
+            tenants = [item.request.tenant for item in batch]
+            for rows in plan_batch(lengths, keys, self.pass_cost, tenants):
                 await self._run([batch[i] for i in rows])
 
     async def _run(self, batch: list[Item]) -> None:

@@ -4,7 +4,9 @@ The start-up timing (`app.serving.costs.calibrate`) is short and runs once. With
 it may never time the larger passes of long texts (on a CPU a 16-row pass of 128 tokens takes
 half a second), and then it caps them at twice the largest row count it saw; and it times a
 bare body forward, not the served pass with its adapter segments and heads. `CostLearner`
-keeps the timings of live forward passes and re-fits every `refit_every` passes:
+keeps the timings of live forward passes and re-fits every `refit_every` passes, at most once
+per `min_interval_s` (a re-fit runs on the event loop: ~0.1 ms quiet, ms on a loaded box; at
+60 passes/s every 8 passes would be 7 a second):
 
 - a live pass of `rows` texts padded to `width` counts at its width bucket (the next
   calibration width: 16, 32, 64, ..., the token cap), its time scaled to that width with the
@@ -56,6 +58,7 @@ class CostLearner:
         max_rows: int,
         widths: Sequence[int] = BUCKETS,
         refit_every: int = 8,
+        min_interval_s: float = 0.0,
         keep: int = 8,
         memory_s: float = 60.0,
         tolerance: float = 0.1,
@@ -64,6 +67,8 @@ class CostLearner:
         self.max_rows = max_rows
         self.widths = sorted(set(widths))
         self.refit_every = refit_every
+        self.min_interval_s = min_interval_s
+        self._fitted_at = -float("inf")
         self.memory_s = memory_s
         self.tolerance = tolerance
         self._keep = keep
@@ -86,9 +91,9 @@ class CostLearner:
         key = (rows, bucket)
         self._live.setdefault(key, deque(maxlen=self._keep)).append((now, seconds * scale))
         self._since_fit += 1
-        if self._since_fit < self.refit_every:
+        if self._since_fit < self.refit_every or now - self._fitted_at < self.min_interval_s:
             return None
-        self._since_fit = 0
+        self._since_fit, self._fitted_at = 0, now
         return self.refit(now=now)
 
     def samples(self, *, now: float) -> list[Sample]:
@@ -130,7 +135,10 @@ class DeviceCosts:
         if limits.learn_costs:
             grid = calibration_shapes(max_rows=1, max_width=engine.max_length)
             self.learner = CostLearner(
-                self.model, max_rows=limits.max_batch_size, widths=[w for _, w in grid]
+                self.model,
+                max_rows=limits.max_batch_size,
+                widths=[w for _, w in grid],
+                min_interval_s=1.0,
             )
         self.calibrating = False
 

@@ -165,10 +165,13 @@ def calibrate(
 ) -> list[Sample]:
     """Time `run(rows, width)` per shape: the best of `repeats` timings, after one warm-up.
 
-    The first round takes the shapes in order and skips one whose predicted time (from the
-    slowest time per token seen so far) would overrun `budget_s`; later rounds go over the
-    chosen shapes again, round-robin, so that a burst of load on a shared machine hits every
-    shape alike instead of spoiling one. Once `stop()` is true no more shapes are timed.
+    The first round takes the shapes in order and skips one whose predicted time would overrun
+    `budget_s`: its tokens at the time per token of the largest shape timed so far (a pass has
+    a fixed cost, so extrapolating from the largest is pessimistic, yet not by the 100x that
+    the smallest shape's time per token predicts for a big pass of a small model). Later
+    rounds go over the chosen shapes again, round-robin, so that a burst of load on a shared
+    machine hits every shape alike instead of spoiling one, and stop at the budget. Once
+    `stop()` is true no more shapes are timed.
     """
     if shapes:
         run(*shapes[0])  # the very first forward pays one-off set-up: not in the budget
@@ -184,17 +187,19 @@ def calibrate(
         elapsed = clock() - t0
         best[rows, width] = min(elapsed, best.get((rows, width), elapsed))
 
+    largest = 0
     for rows, width in shapes:
         estimate = per_token * rows * width * (repeats + 1)
         if stop() or (best and clock() - started + estimate > budget_s):
             continue
         run(rows, width)  # warm-up: allocator, kernels
         timed(rows, width)
-        if (rows, width) in best:
-            per_token = max(per_token, best[rows, width] / (rows * width))
+        if (rows, width) in best and rows * width >= largest:
+            largest, per_token = rows * width, best[rows, width] / (rows * width)
     for _ in range(repeats - 1):
         for rows, width in list(best):
-            timed(rows, width)
+            if clock() - started <= budget_s:
+                timed(rows, width)
     return [(rows, width, seconds) for (rows, width), seconds in best.items()]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.serving.costs import PassCost
-from app.serving.fairness import FairShare, one_tenant, take_fair
+from app.serving.fairness import FairShare, one_tenant, take_fair, tenant_runs
 
 
 @dataclass
@@ -229,22 +229,31 @@ def plan_passes(lengths: Sequence[int], cost: PassCost, *, step: int = 1) -> lis
     return passes[::-1]
 
 
-def plan_batch(lengths: Sequence[int], keys: Sequence[Hashable], cost: PassCost) -> list[list[int]]:
+def plan_batch(
+    lengths: Sequence[int],
+    keys: Sequence[Hashable],
+    cost: PassCost,
+    tenants: Sequence[Hashable] | None = None,
+) -> list[list[int]]:
     """Forward passes for a batch: rows grouped by key (one body pass each), then by length.
 
     Rows whose adapters cannot share a body pass (`keys`, e.g. different adapter methods) would
     run as separate body passes inside one forward anyway; planning them apart lets each group
     be cut by length on its own and keeps the passes (and the timings the cost model learns
-    from) of one kind. Groups keep the order their first row arrived in.
+    from) of one kind. Groups keep the order their first row arrived in. With `tenants` (one
+    per row) naming several, the rows are first split into runs of whole tenants, smallest
+    first (`app.serving.fairness.tenant_runs`), and each run is planned on its own.
     """
-    groups: dict[Hashable, list[int]] = {}
-    for index, key in enumerate(keys):
-        groups.setdefault(key, []).append(index)
+    runs = tenant_runs(lengths, tenants, cost) if tenants else [list(range(len(lengths)))]
     passes = []
-    for members in groups.values():
-        sizes = [lengths[i] for i in members]
-        step = 1 if len(sizes) <= 64 else 8  # coarser cuts keep big batches cheap to plan
-        passes += [[members[j] for j in cut] for cut in plan_passes(sizes, cost, step=step)]
+    for run in runs:
+        groups: dict[Hashable, list[int]] = {}
+        for index in run:
+            groups.setdefault(keys[index], []).append(index)
+        for members in groups.values():
+            sizes = [lengths[i] for i in members]
+            step = 1 if len(sizes) <= 64 else 8  # coarser cuts keep big batches cheap to plan
+            passes += [[members[j] for j in cut] for cut in plan_passes(sizes, cost, step=step)]
     return passes
 
 

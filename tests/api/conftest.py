@@ -15,6 +15,7 @@ from app.config import Settings
 from app.main import create_app
 from app.serving.engine import Engine
 from tests.support.adapters import AdapterFactory
+from tests.support.server import wait_client_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -44,6 +45,7 @@ def serve(tmp_path, tiny_model_dir, factory) -> Callable[..., contextlib.Abstrac
         settings = Settings(base_model=str(tiny_model_dir), data_dir=data_dir, **overrides)
         seed_store(AdapterStore(settings.adapters_dir), factory)
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            wait_client_ready(client)  # the batcher's warm-up: classify is 503 until then
             yield client
 
     return _serve

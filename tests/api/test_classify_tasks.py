@@ -17,6 +17,7 @@ from adapters_store import AdapterStore
 from app.config import Settings
 from app.main import create_app
 from app.serving.engine import Engine
+from tests.support.server import wait_client_ready
 from tests.support.tasks import add_task_adapter
 
 with warnings.catch_warnings():
@@ -48,6 +49,7 @@ def client(tmp_path_factory, tiny_model_dir, factory) -> Iterator[TestClient]:
         text_pair=True,
     )  # fmt: skip
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wait_client_ready(client)
         yield client
 
 

@@ -24,6 +24,7 @@ from app.observability.context import INVALID
 from app.observability.logs import JsonFormatter, RequestFilter, TextFormatter
 from app.observability.tracing import Tracing, bounded_provider
 from tests.api.conftest import seed_store
+from tests.support.server import wait_client_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -92,6 +93,7 @@ def test_span_attributes_are_bounded(tmp_path, tiny_model_dir, factory):
     exporter = InMemorySpanExporter()
     tracing = Tracing(bounded_provider(SimpleSpanProcessor(exporter)))
     with TestClient(create_app(settings, tracing=tracing)) as client:
+        wait_client_ready(client)
         assert client.post("/classify", json=HUGE).status_code == 422
         assert client.post("/classify", json={"adapter": "alpha", "inputs": "x"}).is_success
         for state in (LONG_STATE, "k=v"):

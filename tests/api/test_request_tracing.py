@@ -22,6 +22,7 @@ from app.main import create_app
 from app.observability.logs import JsonFormatter, RequestFilter
 from app.observability.tracing import Tracing
 from tests.api.conftest import seed_store
+from tests.support.server import wait_client_ready
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -58,6 +59,8 @@ def traced(tmp_path, tiny_model_dir, factory):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = create_app(settings, tracing=Tracing(provider))
     with TestClient(app, raise_server_exceptions=False) as client:
+        wait_client_ready(client)
+        exporter.clear()
         yield client, exporter, str(settings.adapters_dir)
 
 

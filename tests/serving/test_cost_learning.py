@@ -153,3 +153,22 @@ def test_batcher_learns_from_its_own_passes(engine, factory, tmp_path, learn):
     else:
         assert learner is None
         assert cost == PassCost.from_overhead(limits.split_overhead_tokens)
+
+
+def test_refits_are_rate_limited():
+    """Every `refit_every` passes, but at most once per `min_interval_s` (the event loop's)."""
+    fixed = PassCost.from_overhead(32)
+    times = [0.0, 0.1, 0.2, 0.3, 0.9, 1.05, 1.1, 1.2, 2.5, 2.6]
+    attempts = {}
+    for interval in (0.0, 1.0):
+        learner = CostLearner(
+            fixed, [], max_rows=32, widths=WIDTHS, refit_every=2, min_interval_s=interval
+        )
+        seen = []
+        for now in times:
+            learner.observe(2, 16, 1e-3, now=now)
+            if learner._fitted_at == now:
+                seen.append(now)
+        attempts[interval] = seen
+    assert attempts[0.0] == [0.1, 0.3, 1.05, 1.2, 2.6]  # every second pass
+    assert attempts[1.0] == [0.1, 1.1, 2.5]  # the second pass a second or more later

@@ -243,6 +243,22 @@ def test_big_batches_plan_fast_with_coarse_cuts(capped):
     assert len(passes) == (6 if capped else 1)  # a fixed cost this large: as few as the cap allows
 
 
+def test_calibrate_extrapolates_from_the_largest_shape_timed():
+    """A pass with a fixed cost (a small model): the smallest shape's time per token would
+    predict every larger shape to overrun; the largest timed one's lets the grid be timed."""
+    now = [0.0]
+
+    def run(rows: int, width: int) -> None:  # 5 ms a pass + 1 us a token
+        now[0] += 5e-3 + rows * width * 1e-6
+
+    shapes = calibration_shapes(max_rows=32, max_width=128)
+    samples = calibrate(run, shapes, budget_s=0.5, repeats=3, clock=lambda: now[0])
+    timed = {(r, w) for r, w, _ in samples}
+    assert max(r for r, _ in timed) == 32  # the pass sizes that set the row caps were timed
+    assert {w for _, w in timed} == {16, 32, 64, 128}
+    assert now[0] - (5e-3 + 16e-6) <= 0.5 + 0.01  # the budget (+ one pass), first one aside
+
+
 def test_calibrate_stops_when_asked():
     calls = []
     samples = calibrate(

@@ -129,6 +129,16 @@ def wait_ready(server: Server, *, path: str = "/readyz", timeout_s: float = 90.0
     raise TimeoutError(f"server not ready within {timeout_s} s:\n{server.logs()[-4000:]}")
 
 
+def wait_client_ready(client, *, path: str = "/readyz", timeout_s: float = 30.0) -> None:
+    """Poll `path` with an in-process client (a TestClient) until 200: the app warms up after
+    its lifespan has started (the batcher's first forward, its calibration)."""
+    deadline = time.monotonic() + timeout_s
+    while client.get(path).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} not 200 within {timeout_s} s")
+        time.sleep(0.01)
+
+
 def start_server(
     *,
     data_dir: Path,
