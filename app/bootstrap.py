@@ -1,9 +1,9 @@
 """The one bootstrap: the serving stack and the job service, built from settings.
 
 Every process that serves builds its parts here: the API (`app.main` lifespan, `python -m
-app`), the Ray replicas (`app.cluster.replica`). The store is opened by `app.stores.open_store`
-(also the worker's and the ingress's), the base model loaded by `load_engine`; the
-Redis-or-SQLite choice is made once, in `app.config_views.BackendView`, and the job records
+app`), the Ray replicas (`app.cluster.replica`). The store is opened by `StoreView.open`
+(app.config.views; also the worker's and the ingress's), the base model loaded by `load_engine`; the
+Redis-or-SQLite choice is made once, in `app.config.views.BackendView`, and the job records
 (`app.jobs.factory`), the job queue (`app.jobs.queue`) and the per-key limiter
 (`build_limiter`) look their backend up by its kind. No HTTP here.
 """
@@ -30,7 +30,6 @@ from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher, Limits
 from app.serving.engine import Engine
-from app.stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def build_serving(
     store: AdapterStore | None = None,
 ) -> Serving:
     """Store (opened here unless given), adapter tiers and batcher around a loaded engine."""
-    store = store or open_store(StoreView.of(settings))
+    store = store or StoreView.of(settings).open()
     batching = BatchingView.of(settings)
     cache = build_cache(batching, engine, store, metrics)
     limits = build_limits(batching, engine)

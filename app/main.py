@@ -23,7 +23,6 @@ from app.bootstrap import (
     build_serving,
     load_engine,
     open_job_service,
-    open_store,
     prepare_store,
 )
 from app.config import EngineView, Settings, StoreView
@@ -97,7 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.engine is None:
         state.engine = await asyncio.to_thread(load_engine, EngineView.of(settings))
     engine: Engine = state.engine
-    store = open_store(StoreView.of(settings))
+    store = StoreView.of(settings).open()
     prepare_store(store)
     serving = build_serving(settings, engine, state.metrics, store=store)
     batcher = serving.batcher

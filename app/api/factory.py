@@ -27,7 +27,6 @@ from app.config import Settings, StoreView
 from app.metrics import Metrics
 from app.observability.middleware import NATIVE_TELEMETRY_OFF
 from app.security import KeyRing
-from app.stores import open_store
 
 
 def build_http_app(
@@ -101,7 +100,7 @@ def create_ingress_app(
         keyring=settings.keyring(),
         state={
             "engine": engine,
-            "store": store or open_store(StoreView.of(settings)),
+            "store": store or StoreView.of(settings).open(),
             "cache": cache,
             "batcher": batcher,
         },

@@ -24,7 +24,7 @@ from adapters_store.patterns import matches
 from app.api.deps import ClassifyAccess, MetricsDep, patterns
 from app.api.errors import error_response, error_responses
 from app.inference.service import check_ready
-from app.metrics_top import OTHER
+from app.metrics import OTHER
 from app.schemas import Health
 
 router = APIRouter(tags=["health"])

@@ -31,7 +31,6 @@ from app.api.factory import create_ingress_app
 from app.cluster.replica import AdapterReplica
 from app.cluster.router import ClusterBatcher
 from app.config import Settings, StoreView
-from app.stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class ClusterIngress:
 
     async def __init__(self, replicas: Any, settings: dict[str, Any], timeout_s: float) -> None:
         self.settings = Settings(**settings)
-        self.store = open_store(StoreView.of(self.settings))
+        self.store = StoreView.of(self.settings).open()
         self.batcher = ClusterBatcher(replicas, timeout_s=timeout_s, store=self.store)
         info = await self.batcher.connect()
         log.info("ingress: replicas serve %s on %s", info.base_ref.id, info.device)

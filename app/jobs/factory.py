@@ -1,6 +1,6 @@
 """The job records' backends by kind (`BackendView.kind`: redis or sqlite).
 
-The choice itself is made once, in `app.config_views.BackendView`; this small module maps the
+The choice itself is made once, in `app.config.views.BackendView`; this small module maps the
 kind to a backend. It imports the interface and both backends, so that neither backend nor the
 interface ever imports the other side (no import circle).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.config_views import BackendView
+from app.config.views import BackendView
 from app.jobs.records import JobStore
 from app.jobs.records_redis import RedisJobStore
 from app.jobs.records_sqlite import SqliteJobStore

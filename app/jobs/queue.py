@@ -21,7 +21,7 @@ from huey.api import TaskWrapper
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from app.config_views import BackendView
+from app.config.views import BackendView
 
 QUEUE_NAME = "adapter-serve-training"
 TASK_NAME = "train_job"

@@ -20,7 +20,6 @@ from adapters_store import StoreError
 from app.config import BackendView, Settings, StoreView
 from app.jobs.factory import open_records
 from app.jobs.records import Job, JobStatus, JobStore, worker_id
-from app.stores import open_store
 
 log = logging.getLogger("app.worker")
 PROGRESS_INTERVAL_S = 0.2
@@ -127,7 +126,7 @@ class JobRunner:
     def __init__(self, settings: Settings, *, stop_event: threading.Event) -> None:
         self.settings = settings
         self.jobs = open_records(BackendView.of(settings))
-        self.store = open_store(StoreView.of(settings))
+        self.store = StoreView.of(settings).open()
         self.stop_event = stop_event
         self.requeue: Callable[[str], None] | None = None
 

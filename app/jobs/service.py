@@ -28,7 +28,6 @@ from app.jobs.records import (
     JobStoreUnavailable,
     QueueUnavailable,
 )
-from app.stores import open_store
 from training.config import TrainConfig
 
 log = logging.getLogger("app.jobs")
@@ -58,7 +57,7 @@ class JobService:
             settings=settings,
             jobs=open_records(BackendView.of(settings)),
             queue=JobQueue(open_huey(BackendView.of(settings))),
-            store=store or open_store(StoreView.of(settings)),
+            store=store or StoreView.of(settings).open(),
         )
 
     def close(self) -> None:

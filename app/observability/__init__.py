@@ -6,5 +6,5 @@
 - `middleware`: `RequestObserver`, the pure-ASGI middleware that ties them together.
 
 Import the modules, not this package (it imports nothing). The busiest-adapters label
-policy lives below, in `app.metrics_top`: the metrics never import this package.
+policy lives below, in `app.metrics` (`TopAdapters`): the metrics never import this package.
 """

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.config_views import ObservabilityView
+from app.config.views import ObservabilityView
 from app.metrics import METHODS, Metrics
 from app.observability.context import SCOPE_KEY, RequestContext, current, request_id
 from app.observability.logs import ACCESS_LOGGER, access_fields

@@ -14,8 +14,8 @@ from app.tenancy.quotas import build_limiter
 
 APP = Path(__file__).resolve().parents[2] / "app"
 # Rooms below the wiring (bootstrap, main, cluster, entry points, HTTP): never import upward.
-LOWER = ("app.serving", "app.jobs", "app.observability", "app.metrics", "app.metrics_top",
-         "app.config", "app.config_views", "app.stores", "app.security")  # fmt: skip
+LOWER = ("app.serving", "app.jobs", "app.observability", "app.metrics", "app.config",
+         "app.security")  # fmt: skip
 UPPER = ("app.bootstrap", "app.main", "app.__main__", "app.worker", "app.cluster", "app.api")
 
 
@@ -66,7 +66,7 @@ def test_the_lower_rooms_never_import_the_wiring() -> None:
 
 
 def test_each_part_is_built_in_one_place() -> None:
-    assert _callers("AdapterStore") == {"app.stores"}
+    assert _callers("AdapterStore") == {"app.config.views"}  # StoreView.open
     assert _callers("Engine.load") == {"app.bootstrap"}
     assert _callers("FastAPI") == {"app.api.factory"}
 
@@ -79,7 +79,7 @@ def test_the_backend_choice_is_made_once() -> None:
         if isinstance(node, ast.Attribute) and node.attr == "redis_url"
         and ast.unparse(node.value) in ("settings", "s", "self.settings")
     }  # fmt: skip
-    assert readers == {"app.config_views"}
+    assert readers == {"app.config.views"}
 
 
 @pytest.mark.parametrize(("url", "kind"), [(None, "sqlite"), ("redis://127.0.0.1:1/0", "redis")])

@@ -282,3 +282,9 @@ def _long_modules(room: str) -> list[str]:
 @pytest.mark.parametrize("room", TREE)
 def test_no_module_is_over_the_line_limit(room: str) -> None:
     assert _long_modules(room) == []
+
+
+def test_the_app_packages_top_level_stays_small() -> None:
+    """app/ keeps at most ten modules of its own; anything new goes into a room (a package)."""
+    top = sorted(p.name for p in (REPO / "app").glob("*.py"))
+    assert len(top) <= 10, top

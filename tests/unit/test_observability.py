@@ -8,8 +8,7 @@ import random
 import re
 import sys
 
-from app.metrics import Metrics
-from app.metrics_top import OTHER, TopAdapters
+from app.metrics import OTHER, Metrics, TopAdapters
 from app.observability.context import INVALID, RequestContext, classifying, current, request_id
 from app.observability.logs import JsonFormatter, TextFormatter, logging_config
 

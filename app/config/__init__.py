@@ -1,7 +1,7 @@
 """Settings: the only place that reads the environment (prefix APP_).
 
 `Settings` is flat (every `APP_*` name is a field); the rooms read frozen views of it
-(app/config_views.py, re-exported here).
+(app/config/views.py, re-exported here).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.config_views import (
+from app.config.views import (
     BackendView,
     BatchingView,
     EngineView,

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+if TYPE_CHECKING:
+    from adapters_store import AdapterStore
 
 SettingsLike = Any  # an app.config.Settings (not imported: config imports this module)
 
@@ -38,11 +41,22 @@ class EngineView(_View):
 @dataclass(frozen=True)
 class StoreView(_View):
     """The adapter store's directory (`adapters_dir`: APP_STORE_DIR or under APP_DATA_DIR)
-    and its limits."""
+    and its limits. `open()` is the one construction of the store: the API, the training
+    worker, the Ray replicas and the Ray ingress all open it so, and agree on its limits
+    (APP_MAX_ADAPTER_PARAM_BYTES, APP_KEEP_VERSIONS)."""
 
     adapters_dir: Path
     max_adapter_param_bytes: int
     keep_versions: int
+
+    def open(self) -> AdapterStore:
+        from adapters_store import AdapterStore  # the store's code loads with its first use
+
+        return AdapterStore(
+            self.adapters_dir,
+            max_param_bytes=self.max_adapter_param_bytes,
+            keep_versions=self.keep_versions,
+        )
 
 
 @dataclass(frozen=True)
