@@ -5,8 +5,8 @@ Requests are tokenised in turns (`app.serving.tokenizing`) while their cold adap
 queue. An asyncio loop cuts batches, splits them into passes and per-adapter segments (the pure
 functions of `app.serving.planning`) and hands each pass to the single inference thread
 (`app.serving.passes.run_batch`); results and errors come back on the event loop. Passes are
-planned with this device's cost model (`Limits.calibrate`: timed at start-up, in the
-background; `Limits.learn_costs`: re-fitted from live passes; `app.serving.cost_learning`).
+planned with this device's cost model (`app.serving.cost_learning`). `classify_ids` takes texts
+tokenised elsewhere (the API processes in front of an engine process, app.procs).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# ---- the batcher ---------------------------------------------------------------------------
 class Batcher:
     def __init__(
         self,
@@ -75,12 +74,9 @@ class Batcher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="batcher")
-        if self.limits.calibrate:
-            self.calibration = asyncio.create_task(self._calibrate(), name="calibration")
-
-    async def _calibrate(self) -> None:
-        """Fit the pass cost model of this device (`DeviceCosts.calibrate`)."""
-        await self.run_exclusive(self.costs.calibrate, lambda: self._stopping)
+        if self.limits.calibrate:  # fit the pass cost model of this device
+            fit = self.run_exclusive(self.costs.calibrate, lambda: self._stopping)
+            self.calibration = asyncio.create_task(fit, name="calibration")
 
     @property
     def pass_cost(self) -> PassCost:
@@ -89,14 +85,11 @@ class Batcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.calibration is not None:
-            self.calibration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.calibration
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self.calibration, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         stopping = ServiceStopping("the service is shutting down")
         while self._queue:
             self._fail(self._queue.popleft().request, stopping)
@@ -129,8 +122,7 @@ class Batcher:
         try:
             # Cold adapters are read from the store on the loader thread meanwhile: the
             # inference thread never waits for a disk, and unknown names fail here (404).
-            cold = [name for name in adapters if not self.cache.in_memory(name)]
-            decoding = asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
+            decoding = self._prefetch(adapters)
             self._tokenizing += size  # counted against the queue's cap while tokenised
             tokenizing = time.monotonic()
             try:
@@ -141,27 +133,40 @@ class Batcher:
                 self._tokenizing -= size
                 if decoding is not None:
                     await decoding
-            self._check_room(size)
+        except asyncio.CancelledError:
+            self._count("cancelled")
+            raise
+        return await self._submit(ids, adapters, deadline, timing, tenant)
+
+    async def classify_ids(self, *, ids, adapters, timing=None, tenant=None) -> Classified:
+        """`classify` of ids tokenised elsewhere (app.procs): same queue, deadline, cancel."""
+        deadline = time.monotonic() + self.limits.timeout_s
+        self._check_room(len(ids) * len(adapters))
+        return await self._submit(ids, adapters, deadline, timing, tenant, self._prefetch(adapters))
+
+    def _prefetch(self, adapters: Sequence[str]) -> asyncio.Future | None:
+        cold = [name for name in adapters if not self.cache.in_memory(name)]
+        return asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
+
+    async def _submit(self, ids, adapters, deadline, timing, tenant, decoding=None) -> Classified:
+        try:
+            if decoding is not None:
+                await decoding
+            self._check_room(len(ids) * len(adapters))
             request = self._enqueue(ids, adapters, deadline=deadline, tenant=tenant)
             await self._wait(request, timing or Timing())
         except asyncio.CancelledError:
             self._count("cancelled")
             raise
-        return assemble(
-            request.results, adapters, len(texts), request.queue_ms, request.inference_ms
-        )
+        return assemble(request.results, adapters, len(ids), request.queue_ms, request.inference_ms)
 
-    # ---- internals -----------------------------------------------------------------------
     async def _tokenize(
         self, texts: Sequence[Text], truncation: bool, deadline: float
     ) -> list[list[int]]:
         try:
             return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)
         except RequestTimeout:
-            self._count("timeout")
-            raise RequestTimeout(
-                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
-            ) from None
+            raise self._timed_out() from None
 
     async def _wait(self, request: Request, timing: Timing) -> None:
         enqueued = time.monotonic()
@@ -169,15 +174,17 @@ class Batcher:
             async with asyncio.timeout(request.deadline - time.monotonic()):
                 await asyncio.shield(request.future)  # results may still arrive: don't cancel it
         except TimeoutError:
-            self._count("timeout")
-            raise RequestTimeout(
-                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
-            ) from None
+            raise self._timed_out() from None
         finally:
             self._abandon(request)
             timing.inference_ms = request.inference_ms
             ran = request.inference_ms > 0
             timing.queue_ms = request.queue_ms if ran else (time.monotonic() - enqueued) * 1000
+
+    def _timed_out(self) -> RequestTimeout:
+        self._count("timeout")
+        limit = self.limits.timeout_s
+        return RequestTimeout(f"no result within {limit:g} s; the service is overloaded")
 
     def _abandon(self, request: Request) -> None:
         """Nobody waits for `request` any more: drop its queued items before any forward."""
