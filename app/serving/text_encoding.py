@@ -29,13 +29,6 @@ class TextEncoder:
             True
         )
 
-    @classmethod
-    def load(cls, base_model: str, max_length: int) -> TextEncoder:
-        """The base model's tokenizer alone (no weights); `max_length` as the engine has it."""
-        from transformers import AutoTokenizer
-
-        return cls(AutoTokenizer.from_pretrained(base_model), max_length)
-
     def tokenize(
         self, texts: Sequence[Text], *, truncation: bool = True, first: int = 0
     ) -> list[list[int]]:

@@ -151,7 +151,8 @@ class Tokenizer:
     def _encode_one(self, chunk: Chunk) -> Any:
         """The chunk's ids, or the error it fails with (its own; never another request's)."""
         try:
-            return self.encoder.tokenize(chunk.texts, truncation=chunk.truncation, first=chunk.first)
+            texts, first = chunk.texts, chunk.first
+            return self.encoder.tokenize(texts, truncation=chunk.truncation, first=first)
         except ServiceError as exc:
             return exc
         except Exception as exc:
