@@ -150,6 +150,14 @@ class EngineClient:
             task = asyncio.create_task(work)
             task.add_done_callback(_log_crash)
             self._tasks.append(task)
+        # Accept connections only with the tokenizer loaded and, when the engine is up
+        # already (this process restarted), its first beat heard: no 503 from a new process
+        # beside ready ones. While the engine loads, answer 503 rather than keep clients waiting.
+        await asyncio.shield(self._loading)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3 * wire.BEAT_S):
+                while not self.running:
+                    await asyncio.sleep(wire.BEAT_S / 10)
 
     async def close(self) -> None:
         for task in [*self._tasks, self._loading]:

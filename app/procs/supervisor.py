@@ -66,7 +66,9 @@ class Supervisor:
     def _spawn(self, module: str, *args: str, fds: tuple[int, ...] = ()) -> subprocess.Popen:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         cmd = [sys.executable, "-m", module, str(self.runtime), *args]
-        return subprocess.Popen(cmd, env=env, pass_fds=fds)
+        # A session of its own: a signal to the supervisor's group (a terminal's Ctrl-C, a test's
+        # killpg) reaches the supervisor alone, which stops the processes in order.
+        return subprocess.Popen(cmd, env=env, pass_fds=fds, start_new_session=True)
 
     def start_engine(self) -> None:
         self.engine = self._spawn("app.procs.engine_main")
@@ -107,6 +109,7 @@ class Supervisor:
         """API processes first (they drain), then the engine."""
         for proc in self.apis.values():
             _signal(proc, signal.SIGTERM)
+        self.listener.close()  # no copy left once they exit: new connections are refused
         for proc in self.apis.values():
             _wait(proc, self.settings.request_timeout_s + 10)
         if self.engine is not None:
