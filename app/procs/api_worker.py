@@ -25,7 +25,8 @@ from app.api.factory import build_http_app
 from app.bootstrap import open_job_service
 from app.config import BackendView, Settings, StoreView
 from app.main import ROUTERS
-from app.procs.engine_client import EngineClient, EngineLimiter, EngineResidency
+from app.procs.engine_client import EngineClient
+from app.procs.stand_ins import EngineLimiter, EngineResidency
 from app.procs.titles import set_title, stop_with_parent
 from app.stores import open_store
 

@@ -9,10 +9,8 @@ heartbeat says it is up: silence for BEAT_LOST_S, or a new boot id, fails every 
 with a 503 that says why, `running` turns false (`/readyz` red), and the next beat (the
 restarted engine) makes it true again. The store on disk is the truth: nothing is lost.
 
-`EngineResidency` stands where the AdapterCache stands for the admin routes (`ensure`/`unload`
-travel by name through `run_exclusive`; `fetch` gets the residency for a page in one call),
-`EngineLimiter` where the in-process LocalLimiter stands (the engine hosts it, so a key's quota
-holds across API processes), `EngineInfo` where the Engine stands for /readyz and uploads.
+`EngineInfo` stands where the Engine stands for /readyz and uploads; the other stand-ins (the
+cache's, the limiter's) are app.procs.stand_ins's.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import zmq
 import zmq.asyncio
 
@@ -36,10 +33,8 @@ from app.procs import wire
 from app.serving.errors import RequestTimeout, ServiceError
 from app.serving.passes import Classified
 from app.serving.planning import Timing
-from app.serving.residents import Resident
 from app.serving.text_encoding import Text, TextEncoder
 from app.serving.tokenizing import Tokenizer
-from app.tenancy.limiter import Ask, Hold
 
 log = logging.getLogger(__name__)
 ENGINE_GONE = "the inference engine stopped; it is being restarted"
@@ -256,54 +251,3 @@ class EngineClient:
 def _log_crash(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("engine client task %s failed", task.get_name(), exc_info=task.exception())
-
-
-class EngineResidency:
-    """The AdapterCache stand-in of an API process."""
-
-    def __init__(self, client: EngineClient) -> None:
-        self.client = client
-
-    def ensure(self, name: str) -> None:  # runs in the engine (EngineClient.run_exclusive)
-        raise NotImplementedError
-
-    def unload(self, name: str) -> None:  # runs in the engine (EngineClient.run_exclusive)
-        raise NotImplementedError
-
-    async def fetch(self) -> Residency:
-        data = await self.client.call("residency")
-        return Residency(msgspec.convert(data["resident"], dict[str, Resident]), data["last_used"])
-
-
-@dataclass(frozen=True)
-class Residency:
-    """One fetch of the engine's residency, with the AdapterCache's read methods."""
-
-    resident: dict[str, Resident]
-    used: dict[str, float]
-
-    def snapshot(self) -> dict[str, Resident]:
-        return self.resident
-
-    def last_used(self, name: str) -> float | None:
-        return self.used.get(name)
-
-
-class EngineLimiter:
-    """The per-key limiter the engine hosts (one LocalLimiter for every API process)."""
-
-    def __init__(self, client: EngineClient) -> None:
-        self.client = client
-
-    async def take(self, ask: Ask) -> Hold | None:
-        held = await self.client.call("take", msgspec.to_builtins(ask))
-        return None if held is None else Hold(held["tenant"], held["n"])
-
-    async def release(self, hold: Hold) -> None:
-        if not hold.released:
-            hold.released = True
-            with contextlib.suppress(ServiceError):  # the engine restarted: nothing is held
-                await self.client.call("release", hold.tenant, hold.n)
-
-    async def close(self) -> None:
-        pass
