@@ -1,20 +1,19 @@
-"""An API process: `python -m app.procs.api_worker RUNTIME_DIR INDEX FD` (the supervisor starts
-N of them). uvicorn serves the same FastAPI app as one process (same routers, middleware, auth,
-tenancy, quotas, rendering) on the listening socket the supervisor bound and passed down as
-FD; the engine is reached through `EngineClient` (state.batcher), its residency through
-`EngineResidency` (state.cache), its base model as `EngineInfo` (state.engine, once the
-engine's first heartbeat arrived), and with the SQLite backend the per-key limiter the engine
-hosts (`EngineLimiter`; the Redis one is shared already). Until the engine beats, /readyz and
-the inference routes answer 503. SIGTERM: uvicorn stops accepting, finishes the requests in
-flight, then the lifespan closes the client. Startup work done once (store clean-up and index,
-key file, training worker) is the supervisor's, not this process's.
-"""
+"""An API process: `python -m app.procs.api_worker RUNTIME_DIR INDEX PORT` (the supervisor
+starts N of them). uvicorn serves the same FastAPI app as one process (same routers, middleware,
+auth, tenancy, quotas, rendering) on its own SO_REUSEPORT socket on APP_HOST:PORT (the kernel
+spreads connections over the processes; app.procs.supervisor says why); the engine is reached
+through `EngineClient` (state.batcher), its residency through `EngineResidency` (state.cache),
+its base model as `EngineInfo` (state.engine, once the engine's first heartbeat arrived), and
+with the SQLite backend the per-key limiter the engine hosts (`EngineLimiter`; the Redis one is
+shared already). Until the engine beats, /readyz and the inference routes answer 503. SIGTERM:
+uvicorn stops accepting, finishes the requests in flight, then the lifespan closes the client.
+Startup work done once (store clean-up and index, key file, training worker) is the
+supervisor's, not this process's."""
 
 from __future__ import annotations
 
 import asyncio
 import logging.config
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,7 +94,9 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
-    runtime, index, fd = Path(argv[0]), int(argv[1]), int(argv[2])
+    from app.procs.supervisor import reuseport_socket
+
+    runtime, index, port = Path(argv[0]), int(argv[1]), int(argv[2])
     set_title(f"adapter-serve: api {index}")
     stop_with_parent()
     settings = Settings()
@@ -114,8 +115,9 @@ def main(argv: list[str]) -> int:
         access_log=False,  # the request observer writes the access line (APP_ACCESS_LOG)
         lifespan="on",
     )
-    listener = socket.socket(fileno=fd)
-    uvicorn.Server(config).run(sockets=[listener])
+    # Bound, not listening: uvicorn listens after the lifespan started (a restarted process
+    # takes no connections of the port's group before it can answer them).
+    uvicorn.Server(config).run(sockets=[reuseport_socket(settings.host, port)])
     return 0
 
 

@@ -107,7 +107,9 @@ class EngineClient:
         flat, lengths = wire.pack_ids(ids)
         who = None if tenant is None else str(tenant)
         answer = await self._ask(
-            wire.Classify(next(self._ids), flat, lengths, list(adapters), truncation, who)
+            wire.Classify(
+                next(self._ids), flat, lengths, list(adapters), truncation, who, self._boot or ""
+            )
         )
         timing.queue_ms, timing.inference_ms = answer.queue_ms, answer.inference_ms
         if answer.failure is not None:
@@ -123,7 +125,7 @@ class EngineClient:
 
     async def call(self, op: str, *args: Any) -> Any:
         self._check_up()
-        reply = await self._ask(wire.Call(next(self._ids), op, list(args)))
+        reply = await self._ask(wire.Call(next(self._ids), op, list(args), self._boot or ""))
         if reply.failure is not None:
             raise wire.error_of(reply.failure)
         return reply.result

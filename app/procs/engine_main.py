@@ -103,6 +103,8 @@ class EngineServer:
                 if task is not None:
                     task.cancel()
                 continue
+            if message.boot != self.boot:  # sent to the engine before this one: answered 503
+                continue
             if isinstance(message, wire.Classify):
                 work = self._classify(message)
             else:

@@ -3,7 +3,9 @@ registry that carries domain errors across by class.
 
 API -> engine, on one DEALER per API process to the engine's ROUTER: `Classify` (token ids
 packed as one int32 buffer plus one int32 length per text), `Cancel` (the client went away),
-`Call` (an admin operation or a limiter take/release). Engine -> API: `Answer` (a `Classified`,
+`Call` (an admin operation or a limiter take/release); each names the engine (boot id) it is
+meant for, and a restarted engine drops the ones its predecessor never read (their callers have
+had their 503 already). Engine -> API: `Answer` (a `Classified`,
 the plain dataclasses of app.serving.passes) or `Reply` (a call's result), each either with
 its result or a `Failure`; and on a PUB socket a `Beat` every BEAT_S: who the engine is (a boot
 id that changes when it restarts) and the base model it serves.
@@ -36,6 +38,7 @@ class Classify(msgspec.Struct, tag="classify", array_like=True):
     adapters: list[str]
     truncation: bool = True
     tenant: str | None = None
+    boot: str = ""  # the engine the sender saw: a restarted engine drops what was meant for
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):
@@ -46,6 +49,7 @@ class Call(msgspec.Struct, tag="call", array_like=True):
     id: int
     op: str
     args: list[Any] = []
+    boot: str = ""
 
 
 class Failure(msgspec.Struct, array_like=True):
