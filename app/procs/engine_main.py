@@ -39,6 +39,7 @@ from app.tenancy.limiter import Ask, Bucket, Hold, LocalLimiter
 
 log = logging.getLogger("app.procs.engine")
 CANNOT_LOAD = 3
+LOADED = "engine.loaded"  # a file in the runtime folder: the base model loaded (once)
 
 
 def describe(engine: Engine) -> dict[str, Any]:
@@ -207,6 +208,7 @@ def main(argv: list[str]) -> int:
     except BaseModelLoadError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return CANNOT_LOAD
+    (runtime / LOADED).touch()  # the supervisor starts the API processes now
     asyncio.run(run(settings, engine, runtime))
     log.info("engine stopped (pid %d)", os.getpid())
     return 0

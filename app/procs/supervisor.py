@@ -45,6 +45,7 @@ log = logging.getLogger("app.procs.supervisor")
 POLL_S = 0.1
 RESTART_PAUSE_S = 0.5  # between restarts of a process that keeps dying
 CANNOT_LOAD = 3  # app.procs.engine_main's exit code: the base model cannot be loaded
+LOADED = "engine.loaded"  # app.procs.engine_main writes it once the model loaded
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -76,31 +77,46 @@ class Supervisor:
 
     def start_engine(self) -> None:
         self.engine = self._spawn("app.procs.engine_main")
-        log.info("engine process started (pid %d)", self.engine.pid)
+        log.debug("engine process started (pid %d)", self.engine.pid)
+
+    def engine_loaded(self) -> bool:
+        """Wait until the first engine loaded the base model (restarting one that crashed);
+        False when it cannot load it (it said why on stderr) or we are asked to stop."""
+        while not (self.runtime / LOADED).exists():
+            if self.stopping.wait(POLL_S) or not self._engine_alive():
+                return False
+        return True
+
+    def _engine_alive(self) -> bool:
+        """Restart a dead engine; False when it cannot load the base model."""
+        assert self.engine is not None
+        if self.engine.poll() is None:
+            return True
+        code = self.engine.returncode
+        self._dead(self.engine.pid)
+        if code == CANNOT_LOAD:
+            self.failed = True
+            return False
+        log.warning("engine process (pid %d) died (exit %s): restarting", self.engine.pid, code)
+        time.sleep(RESTART_PAUSE_S)
+        self.start_engine()
+        return True
 
     def start_api(self, index: int) -> None:
         self.apis[index] = self._spawn("app.procs.api_worker", str(index), str(self.port))
-        log.info("API process %d started (pid %d)", index, self.apis[index].pid)
+        log.debug("API process %d started (pid %d)", index, self.apis[index].pid)
 
     def watch(self) -> None:
         """Restart what dies, until asked to stop (or the engine cannot load its model)."""
         while not self.stopping.wait(POLL_S):
-            if self.engine is not None and self.engine.poll() is not None:
-                code = self.engine.returncode
-                self._dead(self.engine.pid)
-                if code == CANNOT_LOAD:
-                    log.error("the engine cannot load the base model; stopping")
-                    self.failed = True
-                    return
-                log.warning("engine process (pid %d) died (exit %s): restarting",
-                            self.engine.pid, code)  # fmt: skip
-                time.sleep(RESTART_PAUSE_S)
-                self.start_engine()
+            if not self._engine_alive():
+                return
             for index, proc in list(self.apis.items()):
                 if proc.poll() is not None and not self.stopping.is_set():
                     self._dead(proc.pid)
                     log.warning("API process %d (pid %d) died (exit %s): restarting",
                                 index, proc.pid, proc.returncode)  # fmt: skip
+                    time.sleep(RESTART_PAUSE_S)  # one that cannot start must not spin
                     self.start_api(index)
 
     def _dead(self, pid: int) -> None:
@@ -149,6 +165,8 @@ def supervise(settings: Settings) -> int:
     worker = None
     try:
         supervisor.start_engine()
+        if not supervisor.engine_loaded():
+            return 2 if supervisor.failed else 0
         for index in range(1, (settings.api_workers or 1) + 1):
             supervisor.start_api(index)
         log.info("listening on http://%s:%d with %d API processes", settings.host, port,
