@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
-from tests.support.server import running_server
+from tests.support.server import every_process_ready, running_server
 from tests.support.tasks import add_task_adapter
 
 pytestmark = pytest.mark.timeout(300)
@@ -246,6 +246,7 @@ def test_a_killed_engine_answers_503_with_the_reason_then_comes_back(server, sin
     )
     assert "restarted" in httpx.get(server.url + "/readyz").json()["error"]["message"]
     wait_for(lambda: ready(server.url) == 200, 120, 0.5)
+    every_process_ready(server, "/readyz")  # each hears the new engine's beat (0.2 s apart)
     assert tree(server.pid)["adapter-serve: engine"] != engine
     for one, two in zip(single, answers(server.url), strict=True):
         assert_same(two, one)  # the adapters reloaded from the store

@@ -132,7 +132,7 @@ def wait_ready(server: Server, *, path: str = "/readyz", timeout_s: float = 90.0
     raise TimeoutError(f"server not ready within {timeout_s} s:\n{server.logs()[-4000:]}")
 
 
-def _every_process_ready(server: Server, path: str, in_a_row: int = 8) -> None:
+def every_process_ready(server: Server, path: str, in_a_row: int = 8) -> None:
     """Several API processes: ready once `in_a_row` fresh connections in a row answer 200."""
     import httpx
 
@@ -172,7 +172,7 @@ def start_server(
         try:
             wait_ready(server, path=ready_path, timeout_s=timeout_s)
             if int(workers) > 1:
-                _every_process_ready(server, ready_path)
+                every_process_ready(server, ready_path)
             return server
         except RuntimeError:
             lost_race = "address already in use" in server.logs().lower()
