@@ -1,10 +1,16 @@
-"""`python -m app`: run the service with uvicorn, settings from the environment (APP_*)."""
+"""`python -m app`: run the service with uvicorn, settings from the environment (APP_*).
+
+`--api-workers 1` (APP_API_WORKERS) runs everything in this one process; N > 1 makes this
+process the supervisor of one engine process and N API processes (app.procs.supervisor).
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging.config
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -50,9 +56,42 @@ def quiet_threads(device: str) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def main() -> int:
+SERVE_HELP = """Every setting is an APP_* environment variable (APP_BASE_MODEL, APP_DATA_DIR,
+APP_API_KEYS, APP_MAX_BATCH_SIZE, ...; see docs). The flags below override their variable."""
+FLAGS = {
+    "--host": "APP_HOST",
+    "--port": "APP_PORT",
+    "--base-model": "APP_BASE_MODEL",
+    "--data-dir": "APP_DATA_DIR",
+    "--device": "APP_DEVICE",
+    "--api-workers": "APP_API_WORKERS",  # N API processes before one engine process
+}
+
+
+def serve_parser(prog: str = "python -m app") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve text-classification adapters on one base model over HTTP.",
+        epilog=SERVE_HELP,
+    )
+    for flag, env in FLAGS.items():
+        parser.add_argument(flag, default=None, help=f"sets {env}")
+    return parser
+
+
+def apply_flags(args: argparse.Namespace) -> None:
+    """Each flag given overrides its APP_* variable (Settings then reads them)."""
+    for flag, env in FLAGS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            os.environ[env] = str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     from app.config import Settings
 
+    if argv is not None:
+        apply_flags(serve_parser().parse_args(argv))
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -63,6 +102,8 @@ def main() -> int:
 
     log_config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(log_config)
+    if settings.api_workers and settings.api_workers > 1:
+        return _supervise(settings)
     import uvicorn
 
     from app.bootstrap import load_engine
@@ -97,5 +138,20 @@ def main() -> int:
     return 0
 
 
+def _supervise(settings) -> int:
+    """Refuse bad settings here, before any process starts; then run the processes."""
+    from app.main import checked_keyring
+
+    try:
+        generate_key(settings)
+        checked_keyring(settings)  # StartupRefused (a ValueError), malformed keys
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from app.procs.supervisor import supervise
+
+    return supervise(settings)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -5,11 +5,7 @@ adapter-train. Each answers --help and --version and then runs what `python -m a
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
-
-SERVE_HELP = """Every setting is an APP_* environment variable (APP_BASE_MODEL, APP_DATA_DIR,
-APP_API_KEYS, APP_MAX_BATCH_SIZE, ...; see docs). The flags below override their variable."""
 
 
 def package_version() -> str:
@@ -27,28 +23,11 @@ def _version_flag(parser: argparse.ArgumentParser) -> None:
 
 def serve(argv: Sequence[str] | None = None) -> int:
     """adapter-serve: the HTTP API (uvicorn), with the training worker embedded by default."""
-    parser = argparse.ArgumentParser(
-        prog="adapter-serve",
-        description="Serve text-classification adapters on one base model over HTTP.",
-        epilog=SERVE_HELP,
-    )
-    _version_flag(parser)
-    flags = {
-        "--host": "APP_HOST",
-        "--port": "APP_PORT",
-        "--base-model": "APP_BASE_MODEL",
-        "--data-dir": "APP_DATA_DIR",
-        "--device": "APP_DEVICE",
-    }
-    for flag, env in flags.items():
-        parser.add_argument(flag, default=None, help=f"sets {env}")
-    args = parser.parse_args(argv)
-    for flag, env in flags.items():
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None:
-            os.environ[env] = str(value)
-    from app.__main__ import main
+    from app.__main__ import apply_flags, main, serve_parser
 
+    parser = serve_parser(prog="adapter-serve")
+    _version_flag(parser)
+    apply_flags(parser.parse_args(argv))
     return main()
 
 

@@ -9,6 +9,12 @@ name only for the busiest `top_adapters` (`TopAdapters`, below), the rest are `o
 label children it made, so a request costs dictionary look-ups, not `labels(...)` calls.
 `render(visible)` leaves out the per-adapter series whose adapter `visible` refuses (what
 `GET /metrics` gives a key limited to some adapters, app/api/pages.py).
+
+Several processes (app.procs: an engine and N API workers) share one view through
+prometheus_client's multiprocess mode: each process writes its samples into files of the
+directory PROMETHEUS_MULTIPROC_DIR names (set by the supervisor before they start), and
+`render` of a Metrics with `shared_dir` reads them all (counters and histograms summed over
+processes, gauges summed over live ones), whichever process is scraped.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Metrics:
 
     def __init__(self, top_adapters: int = 20) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.shared_dir: str | None = None  # render every process's samples (multiprocess)
         r = self.registry
         self.requests = Counter(
             "http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
@@ -62,7 +69,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("inference_queue_depth", "Texts waiting", registry=r)
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "Texts waiting", registry=r, multiprocess_mode="livesum"
+        )
         self.rejected = Counter(
             "inference_rejected_total", "Requests refused or dropped", ["reason"], registry=r
         )
@@ -94,10 +103,18 @@ class Metrics:
             registry=r,
         )
         self.resident_adapters = Gauge(
-            "adapters_resident", "Adapters held per tier", ["tier"], registry=r
+            "adapters_resident",
+            "Adapters held per tier",
+            ["tier"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.resident_bytes = Gauge(
-            "adapters_resident_bytes", "Adapter parameter bytes held per tier", ["tier"], registry=r
+            "adapters_resident_bytes",
+            "Adapter parameter bytes held per tier",
+            ["tier"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         for tier in TIERS:  # every series exists from the start (0), as scrapers expect
             for metric in (self.adapter_cache_hits, self.adapter_cache_misses):
@@ -176,9 +193,15 @@ class Metrics:
 
     def render(self, visible: Callable[[str], bool] | None = None) -> bytes:
         """The exposition; with `visible`, only the per-adapter series of adapters it allows."""
+        registry = self.registry
+        if self.shared_dir is not None:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.shared_dir)
         if visible is None:
-            return generate_latest(self.registry)
-        return generate_latest(_Filtered(self.registry, visible))  # type: ignore[arg-type]
+            return generate_latest(registry)
+        return generate_latest(_Filtered(registry, visible))  # type: ignore[arg-type]
 
 
 class _Filtered:

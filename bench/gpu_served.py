@@ -37,7 +37,11 @@ def start_server(base: Path, data_dir: Path, names: list[str], opts):
 
 def cell(server, names, texts, clients: int, opts) -> dict:
     load, mean_batch = served_cell(
-        server, names=names, texts=texts, clients=clients, seconds=opts.seconds,
+        server,
+        names=names,
+        texts=texts,
+        clients=clients,
+        seconds=opts.seconds,
         warmup=opts.warmup,
     )
     out = {"adapters": len(names), "clients": clients, **vars(load), "texts_per_pass": mean_batch}

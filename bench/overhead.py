@@ -2,6 +2,7 @@
 
     python -m bench.overhead [--seconds 8] [--clients 1,16,64] [--json result.json]
                              [--client auto|wrk|python] [--threads 0] [--env APP_KEY=VALUE ...]
+                             [--api-workers 1,2,4]
 
 Builds the tests' tiny random RoBERTa (hidden 32, 2 layers: its forward costs almost nothing)
 and one random seq_bn adapter in a temporary store, then starts, on 127.0.0.1:
@@ -17,6 +18,9 @@ server's own CPU seconds (utime+stime from /proc of its process and all its desc
 request answered. Then the ratio of our req/s to the reference's, each server's CPU while idle,
 the HTTP implementation and event loop uvicorn loaded in each (httptools/h11, uvloop/asyncio),
 and the goals of issue 19, met or not (--json PATH: every number, the commit, the client).
+--api-workers N[,M...] starts one of ours per count (`ours wN`: APP_API_WORKERS=N) and reports
+each cell's CPU per request per process role (engine, API processes summed, main: the
+supervisor, or the whole server with one process; bench/overhead_procs.py) and issue 28's goals.
 Both servers are stopped at the end whatever happens (also on SIGTERM).
 """
 
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 from bench import overhead_load as load
+from bench import overhead_procs as procs
 from bench.common import REPO, bootstrap, make_store
 from bench.scale import _terminated, say  # SIGTERM unwinds: the servers are stopped on the way out
 
@@ -51,8 +56,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-model", type=Path, help="a tiny model already built (default: build)")
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
     p.add_argument("--json", type=Path, help="write every number here")
+    p.add_argument("--api-workers", default="", help="a sweep, e.g. 1,2 (one of ours per count)")
     opts = p.parse_args(argv)
     opts.clients = [int(x) for x in opts.clients.split(",") if x]
+    opts.api_workers = [int(x) for x in opts.api_workers.split(",") if x] or [None]
     if opts.seconds < 1 or not opts.clients or min(opts.clients) < 1:
         p.error("--seconds and every --clients must be >= 1")
     opts.env = dict(item.split("=", 1) for item in opts.env)
@@ -87,9 +94,15 @@ def start_both(servers: dict, scratch: Path, base: Path, opts) -> dict[str, str]
     same = ("APP_ACCESS_LOG", "APP_LOG_LEVEL")  # the uvicorn.run arguments besides the address
     common = {key: ours_env[key] for key in same if key in ours_env}
     timeout = opts.startup_timeout_s
-    servers["ours"] = start_server(
-        data_dir=scratch / "ours", base_model=base, env=ours_env, timeout_s=timeout
-    )
+    for workers in opts.api_workers:  # None: the default count (APP_API_WORKERS, or cores)
+        key = "ours" if workers is None else f"ours w{workers}"
+        extra = {} if workers is None else {"APP_API_WORKERS": str(workers)}
+        servers[key] = start_server(
+            data_dir=scratch / key.replace(" ", "-"),
+            base_model=base,
+            env={**ours_env, **extra},
+            timeout_s=timeout,
+        )
     servers["reference"] = start_server(
         data_dir=scratch / "ref", env=common, module="bench.overhead_ref", timeout_s=timeout
     )
@@ -105,9 +118,10 @@ def drive(url: str, body: bytes, clients: int, seconds: float, opts) -> load.Loa
 def cell(server, body: bytes, clients: int, opts) -> dict:
     if opts.warmup > 0:
         drive(server.url, body, clients, opts.warmup, opts)
-    before = load.tree_cpu_seconds(server.pid)
+    before, roles = load.tree_cpu_seconds(server.pid), procs.role_cpu_seconds(server.pid)
     result = drive(server.url, body, clients, opts.seconds, opts)
     cpu = load.tree_cpu_seconds(server.pid) - before
+    per_role = procs.per_request(roles, procs.role_cpu_seconds(server.pid), result.requests)
     per_request = cpu * 1000 / result.requests if result.requests else float("nan")
     return {
         "clients": clients,
@@ -118,6 +132,7 @@ def cell(server, body: bytes, clients: int, opts) -> dict:
         "p99_ms": result.p99_ms,
         "cpu_s": cpu,
         "cpu_ms_per_request": per_request,
+        "role_ms_per_request": per_role,  # engine, api (summed), main, other
         "cores_used": cpu / result.seconds if result.seconds else float("nan"),
         "load_average": os.getloadavg()[0],
     }
@@ -126,9 +141,14 @@ def cell(server, body: bytes, clients: int, opts) -> dict:
 def row(name: str, c: dict) -> str:
     return (
         f"| {name} | {c['clients']} | {c['req_s']:,.0f} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
-        f"| {c['cpu_ms_per_request']:.2f} | {c['cores_used']:.2f} | {c['errors']} "
+        f"| {c['cpu_ms_per_request']:.2f} | {roles(c)} | {c['cores_used']:.2f} | {c['errors']} "
         f"| {c['load_average']:.1f} |"
     )
+
+
+def roles(c: dict) -> str:
+    r = c["role_ms_per_request"]
+    return f"{r['engine']:.3f} / {r['api']:.3f} / {r['main']:.3f}"
 
 
 def measure(servers: dict, name: str, opts) -> dict:
@@ -141,8 +161,11 @@ def measure(servers: dict, name: str, opts) -> dict:
         before = load.tree_cpu_seconds(server.pid)
         time.sleep(2.0)
         idle[key] = (load.tree_cpu_seconds(server.pid) - before) / 2.0
-    say("| server | clients | req/s | p50 ms | p99 ms | CPU ms/req | cores | errors | load |")
-    say("|---|---|---|---|---|---|---|---|---|")
+    say(
+        "| server | clients | req/s | p50 ms | p99 ms | CPU ms/req | engine / api / main ms/req "
+        "| cores | errors | load |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|---|")
     cells: dict[str, list[dict]] = {key: [] for key in servers}
     for clients in opts.clients:
         for key, server in servers.items():
@@ -152,17 +175,22 @@ def measure(servers: dict, name: str, opts) -> dict:
     return {"cells": cells, "idle_cores": idle, "uvicorn": stacks}
 
 
+def ours_key(result: dict) -> str:
+    """The server issue 19's goals read: `ours`, else the first of the sweep."""
+    return next(key for key in result["cells"] if key.startswith("ours"))
+
+
 def ratios(result: dict) -> dict[int, float]:
     ref = {c["clients"]: c["req_s"] for c in result["cells"]["reference"]}
     return {
         c["clients"]: c["req_s"] / ref[c["clients"]] if ref[c["clients"]] else float("nan")
-        for c in result["cells"]["ours"]
+        for c in result["cells"][ours_key(result)]
     }
 
 
 def goals(result: dict) -> list[tuple[str, bool | None, str]]:
     """(goal, met (None: not measured), what was measured) for issue 19's goals."""
-    ours = {c["clients"]: c for c in result["cells"]["ours"]}
+    ours = {c["clients"]: c for c in result["cells"][ours_key(result)]}
     ratio = ratios(result)
 
     def check(clients: int, key: str, limit: float, label: str):
@@ -181,6 +209,7 @@ def goals(result: dict) -> list[tuple[str, bool | None, str]]:
         check(1, "cpu_ms_per_request", 1.0, "server CPU per request at 1 client <= 1.0 ms"),
         check(1, "p99_ms", 10.0, "1-client p99 <= 10 ms"),
         versus or (label, None, "64 clients not measured"),
+        *(procs.sweep_goals(result["cells"]) if "ours w2" in result["cells"] else []),
     ]
 
 

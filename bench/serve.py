@@ -99,8 +99,13 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):
 
 def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
     load, mean_batch = served_cell(
-        server, batches=kind != "naive", names=names, texts=texts, clients=clients,
-        seconds=opts.seconds, warmup=max(2.0, opts.seconds / 5),
+        server,
+        batches=kind != "naive",
+        names=names,
+        texts=texts,
+        clients=clients,
+        seconds=opts.seconds,
+        warmup=max(2.0, opts.seconds / 5),
     )
     cell = Cell(kind, len(names), clients, **asdict(load), load=os.getloadavg()[0])
     cell.mean_batch = mean_batch

@@ -47,6 +47,13 @@ router = APIRouter(prefix="/adapters", tags=["adapters"])
 PAGE_MAX = 1000  # also the page without `limit`: a store of up to 1,000 adapters in one answer
 
 
+async def residency(cache: Any) -> Any:
+    """What `info` reads residency from: the cache itself in one process; behind an engine
+    process (app.procs), one fetch of the engine's residency."""
+    fetch = getattr(cache, "fetch", None)
+    return cache if fetch is None else await fetch()
+
+
 def info(
     manifest: Manifest | Listed, cache: AdapterCache, residents: dict[str, Any] | None = None
 ) -> AdapterInfo:
@@ -100,6 +107,7 @@ async def list_adapters(
     after = decode_cursor(cursor, scope) if cursor else None
     filters = dataclasses.replace(filters, patterns=patterns(request))
     page = await asyncio.to_thread(store.page, limit, after, filters)
+    cache = await residency(cache)  # one call to an engine process for the page
     residents = cache.snapshot()
     return AdapterList(
         adapters=[info(entry, cache, residents) for entry in page.entries],
@@ -113,7 +121,7 @@ async def get_adapter(
     name: str, store: StoreDep, cache: CacheDep, _access: ClassifyAdapterAccess
 ) -> AdapterInfo:
     stored = await asyncio.to_thread(store.get, name)
-    return info(stored.manifest, cache)
+    return info(stored.manifest, await residency(cache))
 
 
 def _scratch_dir(store_root: Path) -> tempfile.TemporaryDirectory:
@@ -181,7 +189,7 @@ async def upload_adapter(
             )
     finally:
         await form.close()
-    return info(manifest, cache)
+    return info(manifest, await residency(cache))
 
 
 @router.post(
@@ -215,7 +223,7 @@ async def import_adapter(
         overwrite=body.overwrite,
         max_bytes=settings.max_upload_bytes,
     )
-    return info(manifest, cache)
+    return info(manifest, await residency(cache))
 
 
 @router.get(
@@ -251,7 +259,7 @@ async def delete_adapter(
     """Remove the adapter from the store and unload it; later requests get 404."""
     manifest = await asyncio.to_thread(store.delete, name)
     await batcher.run_exclusive(cache.unload, name)
-    return info(manifest, cache)
+    return info(manifest, await residency(cache))
 
 
 @router.post(
@@ -262,7 +270,7 @@ async def load_adapter(
 ) -> AdapterInfo:
     """Make the adapter resident now (idempotent), evicting the least recently used."""
     await batcher.run_exclusive(cache.ensure, name)
-    return info((await asyncio.to_thread(store.get, name)).manifest, cache)
+    return info((await asyncio.to_thread(store.get, name)).manifest, await residency(cache))
 
 
 @router.post(
@@ -274,4 +282,4 @@ async def unload_adapter(
     """Evict the adapter from the device (idempotent); it reloads on its next use."""
     stored = await asyncio.to_thread(store.get, name)
     await batcher.run_exclusive(cache.unload, name)
-    return info(stored.manifest, cache)
+    return info(stored.manifest, await residency(cache))

@@ -49,9 +49,11 @@ class QuotaMiddleware:
     would be refused whatever the body holds: a flood's refusals then cost no body parsing.
     """
 
-    def __init__(self, app: Any, *, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: Any, *, settings: Settings, metrics: Metrics | None = None, limiter: Any = None
+    ) -> None:
         self.app = app
-        self.quotas = Quotas(settings, metrics)
+        self.quotas = Quotas(settings, metrics, limiter=limiter)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

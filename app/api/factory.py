@@ -36,10 +36,12 @@ def build_http_app(
     keyring: KeyRing,
     state: dict[str, Any],
     add_routes: Callable[[FastAPI], None] | None = None,
+    limiter: Any = None,
     **fastapi_args: Any,
 ) -> FastAPI:
     """`routers` mounted in order, `add_routes(app)` after them; `state` set on `app.state`
-    besides settings, metrics and keyring; `fastapi_args` (title, lifespan, ...) to FastAPI."""
+    besides settings, metrics and keyring; `limiter` for the quotas instead of the backend's
+    (an engine process's, app.procs); `fastapi_args` (title, lifespan, ...) to FastAPI."""
     metrics = Metrics(top_adapters=settings.metrics_top_adapters)
     app = FastAPI(version="0.1.0", telemetry=NATIVE_TELEMETRY_OFF, **fastapi_args)
     app.state.settings, app.state.metrics = settings, metrics
@@ -51,7 +53,7 @@ def build_http_app(
         app.include_router(router)
     if add_routes is not None:
         add_routes(app)
-    install_middleware(app, settings, keyring, metrics)
+    install_middleware(app, settings, keyring, metrics, limiter)
     return app
 
 

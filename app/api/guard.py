@@ -253,11 +253,13 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def install_middleware(app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics):
+def install_middleware(
+    app: FastAPI, settings: Settings, keyring: KeyRing, metrics: Metrics, limiter: Any = None
+):
     """The guard inside the request observer (which counts and logs its refusals), the quotas
     inside the guard (they read the key it found), innermost the fast path of `POST /classify`;
     call it after the last route is added."""
     app.add_middleware(FastClassify)
-    app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(QuotaMiddleware, settings=settings, metrics=metrics, limiter=limiter)
     app.add_middleware(RequestGuard, routes=app.routes, settings=settings, keyring=keyring)
     install_observer(app, ObservabilityView.of(settings), metrics)

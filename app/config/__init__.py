@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,6 +36,12 @@ __all__ = [
 ]
 
 
+def default_api_workers(cores: int) -> int:
+    """One process on a small box (the engine needs a core of its own), else half the cores,
+    at most 4."""
+    return 1 if cores <= 2 else min(4, cores // 2)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
 
@@ -60,6 +67,13 @@ class Settings(BaseSettings):
     # http
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    api_workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="API processes before one engine process (app/procs); 1: one process as "
+        "before; default 1 on <= 2 cores, else min(4, cores // 2)",
+    )
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -209,6 +223,8 @@ class Settings(BaseSettings):
     def _defaults(self) -> Settings:
         if self.store_dir is None:
             self.store_dir = self.data_dir / "adapters"
+        if self.api_workers is None:
+            self.api_workers = default_api_workers(len(os.sched_getaffinity(0)))
         if self.api_keys_file is not None:
             self.keyring()  # unreadable or malformed: a settings error, found at start-up
         return self

@@ -92,8 +92,11 @@ async def classify(
 def check_ready(classifier: Classifier | None) -> Classifier:
     """The classifier when it takes requests; NotReady (503) while the service starts or stops.
     Readiness of every protocol (/readyz, /v2/health/ready) is this one decision."""
-    if classifier is None or not classifier.running:
-        raise NotReady("the base model is not loaded or warmed up yet")
+    if classifier is None or not classifier.running:  # a classifier may say why (app.procs)
+        raise NotReady(
+            getattr(classifier, "down_reason", None)
+            or "the base model is not loaded or warmed up yet"
+        )
     return classifier
 
 

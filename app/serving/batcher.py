@@ -1,13 +1,11 @@
 """Dynamic batching: concurrent requests share forward passes; one thread owns the model.
 
-Requests are tokenised in turns (`app.serving.tokenizing`) while their cold adapters are read
-(`AdapterCache.prefetch`), then split into items (one text for one adapter) in a bounded FIFO
-queue. An asyncio loop cuts batches, splits them into passes and per-adapter segments (the pure
-functions of `app.serving.planning`) and hands each pass to the single inference thread
-(`app.serving.passes.run_batch`); results and errors come back on the event loop. Passes are
-planned with this device's cost model (`Limits.calibrate`: timed in the start-up's warm-up,
-`app.serving.warm_up`, which readiness (`running`) waits for; `Limits.learn_costs`: re-fitted
-from live passes; `app.serving.cost_learning`).
+Requests are tokenised in turns (`app.serving.tokenizing`; `classify_ids` takes ids tokenised
+elsewhere: app.procs) while their cold adapters are read (`AdapterCache.prefetch`), then split
+into items (one text for one adapter) in a bounded FIFO queue. An asyncio loop cuts batches,
+plans their passes (`app.serving.planning`, with this device's cost model: timed in the warm-up
+that readiness waits for, `app.serving.warm_up`, re-fitted live, `app.serving.cost_learning`)
+and hands each pass to the single inference thread (`app.serving.passes.run_batch`).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 
 from adapters_store import AdapterStore
 from app.metrics import Metrics
+from app.serving import planning
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
@@ -31,7 +30,7 @@ from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge, Servi
 from app.serving.fairness import FairShare
 from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
-from app.serving.planning import Item, Limits, Request, Timing, collect, dispatch_delay, plan_batch
+from app.serving.planning import Item, Limits, Request, Timing
 from app.serving.tokenizing import Tokenizer
 from app.serving.warm_up import thaw, warm_up
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# ---- the batcher ---------------------------------------------------------------------------
 class Batcher:
     def __init__(
         self,
@@ -124,19 +122,15 @@ class Batcher:
         tenant: Hashable = None,
     ) -> Classified:
         """Classify `texts` with each adapter; raises domain errors (not found, full, ...).
-
-        Cancelling the call (the client went away) drops its queued texts at once, so they
-        never reach a forward pass. `timing` is filled in also when the call fails. Tenants
-        (API key ids) share the queue fairly when it is contended.
-        """
+        Cancelling the call drops its queued texts before any forward. `timing` is filled in
+        also on failure. Tenants (API key ids) share a contended queue fairly."""
         deadline = time.monotonic() + self.limits.timeout_s
         size = len(texts) * len(adapters)
         self._check_room(size)
         try:
             # Cold adapters are read from the store on the loader thread meanwhile: the
             # inference thread never waits for a disk, and unknown names fail here (404).
-            cold = [name for name in adapters if not self.cache.in_memory(name)]
-            decoding = asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
+            decoding = self._prefetch(adapters)
             self._tokenizing += size  # counted against the queue's cap while tokenised
             tokenizing = time.monotonic()
             try:
@@ -147,27 +141,40 @@ class Batcher:
                 self._tokenizing -= size
                 if decoding is not None:
                     await decoding
-            self._check_room(size)
+        except asyncio.CancelledError:
+            self._count("cancelled")
+            raise
+        return await self._submit(ids, adapters, deadline, timing, tenant)
+
+    async def classify_ids(self, *, ids, adapters, timing=None, tenant=None) -> Classified:
+        """`classify` of ids tokenised elsewhere (app.procs): same queue, deadline, cancel."""
+        deadline = time.monotonic() + self.limits.timeout_s
+        self._check_room(len(ids) * len(adapters))
+        return await self._submit(ids, adapters, deadline, timing, tenant, self._prefetch(adapters))
+
+    def _prefetch(self, adapters: Sequence[str]) -> asyncio.Future | None:
+        cold = [name for name in adapters if not self.cache.in_memory(name)]
+        return asyncio.ensure_future(self.cache.prefetch(cold)) if cold else None
+
+    async def _submit(self, ids, adapters, deadline, timing, tenant, decoding=None) -> Classified:
+        try:
+            if decoding is not None:
+                await decoding
+            self._check_room(len(ids) * len(adapters))
             request = self._enqueue(ids, adapters, deadline=deadline, tenant=tenant)
             await self._wait(request, timing or Timing())
         except asyncio.CancelledError:
             self._count("cancelled")
             raise
-        return assemble(
-            request.results, adapters, len(texts), request.queue_ms, request.inference_ms
-        )
+        return assemble(request.results, adapters, len(ids), request.queue_ms, request.inference_ms)
 
-    # ---- internals -----------------------------------------------------------------------
     async def _tokenize(
         self, texts: Sequence[Text], truncation: bool, deadline: float
     ) -> list[list[int]]:
         try:
             return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)
         except RequestTimeout:
-            self._count("timeout")
-            raise RequestTimeout(
-                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
-            ) from None
+            raise self._timed_out() from None
 
     async def _wait(self, request: Request, timing: Timing) -> None:
         enqueued = time.monotonic()
@@ -175,15 +182,17 @@ class Batcher:
             async with asyncio.timeout(request.deadline - time.monotonic()):
                 await asyncio.shield(request.future)  # results may still arrive: don't cancel it
         except TimeoutError:
-            self._count("timeout")
-            raise RequestTimeout(
-                f"no result within {self.limits.timeout_s:g} s; the service is overloaded"
-            ) from None
+            raise self._timed_out() from None
         finally:
             self._abandon(request)
             timing.inference_ms = request.inference_ms
             ran = request.inference_ms > 0
             timing.queue_ms = request.queue_ms if ran else (time.monotonic() - enqueued) * 1000
+
+    def _timed_out(self) -> RequestTimeout:
+        self._count("timeout")
+        limit = self.limits.timeout_s
+        return RequestTimeout(f"no result within {limit:g} s; the service is overloaded")
 
     def _abandon(self, request: Request) -> None:
         """Nobody waits for `request` any more: drop its queued items before any forward."""
@@ -208,18 +217,8 @@ class Batcher:
     def _enqueue(
         self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float, tenant: Hashable
     ) -> Request:
-        size = len(ids) * len(adapters)
-        request = Request(
-            future=asyncio.get_running_loop().create_future(),
-            deadline=deadline,
-            results=[None] * size,
-            remaining=size,
-            tenant=tenant,
-        )
-        now = time.monotonic()
-        for a, name in enumerate(adapters):
-            for t, row in enumerate(ids):
-                request.items.append(Item(request, a * len(ids) + t, name, row, now))
+        future = asyncio.get_running_loop().create_future()
+        request = planning.new_request(future, ids, adapters, deadline=deadline, tenant=tenant)
         self._queue.extend(request.items)
         self._gauge()
         self._wake.set()
@@ -229,7 +228,7 @@ class Batcher:
         while True:
             await self._wake.wait()
             oldest = self._queue[0].enqueued if self._queue else time.monotonic()
-            delay = dispatch_delay(
+            delay = planning.dispatch_delay(
                 queued=len(self._queue),
                 oldest_age=time.monotonic() - oldest,
                 max_batch_size=self.limits.max_batch_size,
@@ -244,7 +243,7 @@ class Batcher:
                             await self._wake.wait()
                     self._wake.set()  # re-check the queue either way
                 continue
-            batch, expired = collect(
+            batch, expired = planning.collect(
                 self._queue,
                 now=time.monotonic(),
                 max_batch_size=self.limits.max_batch_size,
@@ -260,7 +259,7 @@ class Batcher:
             lengths = [len(item.ids) for item in batch]
             keys = [self.engine.batch_key(item.adapter) for item in batch]
             tenants = [item.request.tenant for item in batch]
-            for rows in plan_batch(lengths, keys, self.pass_cost, tenants):
+            for rows in planning.plan_batch(lengths, keys, self.pass_cost, tenants):
                 await self._run([batch[i] for i in rows])
 
     async def _run(self, batch: list[Item]) -> None:

@@ -22,15 +22,15 @@ from typing import Any
 
 from adapters_store import BaseModelRef
 from adapters_store.fingerprint import fingerprint_model, is_base_parameter
-from app.serving.errors import BaseModelLoadError, TextTooLong
+from app.serving.errors import BaseModelLoadError
 from app.serving.modules import AdapterModules, module_name
 from app.serving.onepass.support import ONEPASS_KEY
 from app.serving.split_groups import Compat, compat_of, plan_pieces
-from app.serving.text_limits import char_cap, model_limit
+from app.serving.text_encoding import Text, TextEncoder
+from app.serving.text_limits import model_limit
 
 __all__ = ["Engine", "Segment", "Text", "choose_device", "choose_dtype", "module_name"]
 log = logging.getLogger(__name__)
-Text = str | tuple[str, str]  # one input: a text, or a sentence pair (text, text_pair)
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,7 @@ class Engine(AdapterModules):
         # Stacked weights + hooks for the adapters the one-pass path covers (None: off).
         self._onepass = OnePass(model) if onepass and supported_model(model) else None
         self._init_modules()
-        self.char_cap = char_cap(tokenizer, max_length)
-        # The tokenizer warns once per over-long text; we check lengths ourselves.
-        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
-            True
-        )
+        self.text = TextEncoder(tokenizer, max_length)  # what tokenising needs, alone
 
     @classmethod
     def load(
@@ -155,45 +151,12 @@ class Engine(AdapterModules):
     def tokenize(
         self, texts: Sequence[Text], *, truncation: bool = True, first: int = 0
     ) -> list[list[int]]:
-        """Token ids per input (with special tokens); TextTooLong when over the limit.
+        """Token ids per input (`TextEncoder.tokenize`); TextTooLong when over the limit."""
+        return self.text.tokenize(texts, truncation=truncation, first=first)
 
-        An input is a text or a pair (text, text_pair), encoded as the model's pair input;
-        both kinds may mix in one call. With truncation, texts are first cut to `char_cap`
-        characters (`_cut`): more than `max_length` tokens can cover, so the ids are the same
-        and the work is bounded. `first` is the index of `texts[0]` in its request (for error
-        messages).
-        """
-        if truncation:
-            texts = [self._cut(t) for t in texts]
-        encoded = self.tokenizer(
-            list(texts),
-            truncation=truncation,
-            max_length=self.max_length if truncation else None,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        if not truncation:
-            for index, ids in enumerate(encoded, start=first):
-                if len(ids) > self.max_length:
-                    raise TextTooLong(
-                        f"inputs[{index}] has {len(ids)} tokens; the limit is {self.max_length} "
-                        "(send truncation: true to cut it)"
-                    )
-        return encoded
-
-    def _cut(self, item: Text) -> Text:
-        """`item` cut to what truncation keeps of it. A pair is truncated longest first: when
-        both texts are long, which side keeps the odd token depends on their full lengths, so
-        a text of a pair is cut only when the other surely holds fewer tokens than the cut one
-        (at most max_length + 2 UTF-8 bytes: a token is at least a byte)."""
-        if isinstance(item, str):
-            return item[: self.char_cap]
-        text, pair = item
-        if len(pair.encode()) <= self.max_length + 2:
-            text = text[: self.char_cap]
-        elif len(text.encode()) <= self.max_length + 2:
-            pair = pair[: self.char_cap]
-        return (text, pair)
+    @property
+    def char_cap(self) -> int:
+        return self.text.char_cap
 
     def base_state(self) -> dict[str, Any]:
         """The base model's tensors (adapters and heads excluded), for integrity checks."""

@@ -69,6 +69,20 @@ class Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
+def new_request(
+    future: asyncio.Future, ids: list[list[int]], adapters: Sequence[str], *,
+    deadline: float, tenant: Hashable,
+) -> Request:  # fmt: skip
+    """A request and its items, one per (adapter, text): adapter-major slots."""
+    size = len(ids) * len(adapters)
+    request = Request(future, deadline, [None] * size, size, tenant=tenant)
+    now = time.monotonic()
+    for a, name in enumerate(adapters):
+        for t, row in enumerate(ids):
+            request.items.append(Item(request, a * len(ids) + t, name, row, now))
+    return request
+
+
 # ---- pure functions ------------------------------------------------------------------------
 def collect(
     queue: deque[Item],

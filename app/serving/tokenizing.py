@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from app.serving.engine import Engine, Text
 from app.serving.errors import InvalidText, RequestTimeout, ServiceError
+from app.serving.text_encoding import Text
 
 log = logging.getLogger(__name__)
 TOKENIZE_CHUNK_CHARS = 32_768  # a request's texts are queued in chunks of this many characters
@@ -38,11 +38,19 @@ class Chunk:
     chars: int
 
 
+class Encodes(Protocol):
+    """What tokenising needs: an `Engine` in process, a `TextEncoder` in an API process."""
+
+    def tokenize(
+        self, texts: Sequence[Text], *, truncation: bool = True, first: int = 0
+    ) -> list[list[int]]: ...
+
+
 class Tokenizer:
     """The tokenizer thread and its inbox; `tokenize` is called on the event loop."""
 
-    def __init__(self, engine: Engine, *, name: str = "tokenize") -> None:
-        self.engine = engine
+    def __init__(self, encoder: Encodes, *, name: str = "tokenize") -> None:
+        self.encoder = encoder
         self._inbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
@@ -126,7 +134,7 @@ class Tokenizer:
                 continue
             texts = [text for i in picked for text in turn[i].texts]
             try:
-                ids = self.engine.tokenize(texts, truncation=truncation)
+                ids = self.encoder.tokenize(texts, truncation=truncation)
             except Exception as exc:  # some chunk's text fails: find which, one by one
                 if not isinstance(exc, ServiceError):
                     log.warning("tokenising %d texts failed (%s): one request at a time",
@@ -143,7 +151,8 @@ class Tokenizer:
     def _encode_one(self, chunk: Chunk) -> Any:
         """The chunk's ids, or the error it fails with (its own; never another request's)."""
         try:
-            return self.engine.tokenize(chunk.texts, truncation=chunk.truncation, first=chunk.first)
+            texts, first = chunk.texts, chunk.first
+            return self.encoder.tokenize(texts, truncation=chunk.truncation, first=first)
         except ServiceError as exc:
             return exc
         except Exception as exc:
@@ -155,7 +164,7 @@ class Tokenizer:
         for offset, text in enumerate(chunk.texts):
             index = chunk.first + offset
             try:
-                self.engine.tokenize([text], truncation=chunk.truncation, first=index)
+                self.encoder.tokenize([text], truncation=chunk.truncation, first=index)
             except ServiceError as error:
                 return error
             except Exception as error:

@@ -54,7 +54,10 @@ def build_limiter(view: LimiterView) -> Any:
 class Quotas:
     """The limits of one app: the limiter, the defaults, the queue share."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, *, limiter: Any = None
+    ) -> None:
+        """`limiter`: one of the same interface to use instead (an engine process's, app.procs)."""
         self.defaults = KeyLimits(
             rps=settings.default_key_rps,
             tps=settings.default_key_tps,
@@ -64,7 +67,9 @@ class Quotas:
         self.delay_s = settings.quota_refusal_delay_s
         self.metrics = metrics
         self.local = LocalLimiter()  # the queue share: this process's own queue
-        self.limiter: Any = build_limiter(LimiterView.of(settings, margin_s=LEASE_MARGIN_S))
+        self.limiter: Any = limiter or build_limiter(
+            LimiterView.of(settings, margin_s=LEASE_MARGIN_S)
+        )
 
     def limits(self, principal: Principal) -> KeyLimits:
         own, default = principal.limits, self.defaults

@@ -8,6 +8,9 @@
     worker = start_process([sys.executable, "-m", "app.worker"], env=..., log_path=...)
     worker.stop()
 
+`api_workers=N` (or APP_API_WORKERS=N in the test run's own environment, which every server
+inherits) runs the server as a supervisor, an engine process and N API processes (app.procs).
+
 Processes get HF_HUB_OFFLINE=1, the repository on PYTHONPATH, their own process group, and
 stdout+stderr captured to a log file. `stop()` sends SIGTERM (then SIGKILL after a grace period).
 The server listens on 127.0.0.1 on a free port; a start that loses the port race is retried.
@@ -139,6 +142,17 @@ def wait_client_ready(client, *, path: str = "/readyz", timeout_s: float = 30.0)
         time.sleep(0.01)
 
 
+def every_process_ready(server: Server, path: str, in_a_row: int = 8) -> None:
+    """Several API processes: ready once `in_a_row` fresh connections in a row answer 200."""
+    import httpx
+
+    deadline, row = time.monotonic() + 30, 0
+    while row < in_a_row and time.monotonic() < deadline:
+        ok = httpx.get(server.url + path, timeout=5).status_code == 200
+        row = row + 1 if ok else 0
+        time.sleep(0 if ok else 0.1)
+
+
 def start_server(
     *,
     data_dir: Path,
@@ -149,9 +163,12 @@ def start_server(
     ready_path: str = "/readyz",
     timeout_s: float = 90.0,
     attempts: int = 3,
+    api_workers: int | None = None,
 ) -> Server:
     """Start `python -m <module>` on 127.0.0.1:<free port> and wait until `ready_path` is 200."""
     log_path = log_path or data_dir / "server.log"
+    if api_workers is not None:
+        env = {"APP_API_WORKERS": str(api_workers), **(env or {})}
     for attempt in range(attempts):
         port = free_port()
         server_env = {"APP_HOST": "127.0.0.1", "APP_PORT": str(port), "APP_DATA_DIR": data_dir}
@@ -160,9 +177,12 @@ def start_server(
         process = start_process(
             [sys.executable, "-m", module], log_path=log_path, env={**server_env, **(env or {})}
         )
+        workers = {**os.environ, **(env or {})}.get("APP_API_WORKERS", "1")
         server = Server(process.args, process.proc, log_path, port=port, data_dir=data_dir)
         try:
             wait_ready(server, path=ready_path, timeout_s=timeout_s)
+            if int(workers) > 1:
+                every_process_ready(server, ready_path)
             return server
         except RuntimeError:
             lost_race = "address already in use" in server.logs().lower()

@@ -40,12 +40,20 @@ FLOORS = {
     "app.main": 5,  # create_app: the composition root
     "app.cli": 6,
     "app.__main__": 6,
+    "app.procs": 6,  # engine process, API processes, supervisor (python -m app --api-workers N)
     "bench": 7,
 }
 # What a room must not import, whatever the floors say: same-floor neighbours and third-party
 # packages that belong to another room.
 FORBIDDEN = {
-    "app.serving": ("fastapi", "starlette", "prometheus_client", "app.tenancy", "training"),
+    "app.serving": (
+        "fastapi",
+        "starlette",
+        "prometheus_client",
+        "app.tenancy",
+        "training",
+        "zmq",  # the engine process's wire lives in app.procs
+    ),
     "app.inference": ("fastapi", "starlette"),
     "app.tenancy": ("fastapi", "starlette", "app.inference"),
     "app.observability": ("app.api",),
@@ -260,8 +268,7 @@ def test_the_floor_rule_bites_on_a_room_that_appears(tmp_path: Path) -> None:
     (tmp_path / "app" / "serving" / "engine.py").write_text("from app.inference import usecase\n")
     (tmp_path / "app" / "inference" / "usecase.py").write_text("import fastapi\n")
     imports = {
-        name: imported_names(name, path)
-        for name, path in module_names(tmp_path, ("app",)).items()
+        name: imported_names(name, path) for name, path in module_names(tmp_path, ("app",)).items()
     }
     assert _violations(imports, _runs_back_up) == [
         "app.serving.engine imports app.inference",

@@ -90,9 +90,10 @@ def _shape(function) -> list[tuple[str, object]]:
 def test_every_engine_client_is_a_classifier():
     from app.cluster.router import ClusterBatcher
     from app.inference.classifier import Classifier
+    from app.procs.engine_client import EngineClient
     from app.serving.batcher import Batcher
 
-    for implementation in (Batcher, ClusterBatcher):
+    for implementation in (Batcher, ClusterBatcher, EngineClient):
         assert isinstance(inspect.getattr_static(implementation, "running"), property)
         assert _shape(implementation.classify) == _shape(Classifier.classify)
 

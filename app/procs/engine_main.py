@@ -1,0 +1,218 @@
+"""The engine process: `python -m app.procs.engine_main RUNTIME_DIR` (the supervisor starts it).
+
+It loads the base model, builds the serving stack as one process does (`build_serving`:
+adapter tiers and loader thread, batcher with its planner, inference thread and cost model)
+and hosts the per-key LocalLimiter of every API process. It answers on a ROUTER socket
+(`wire` messages; one task per request, cancelled by a `Cancel`) and beats on a PUB socket
+every BEAT_S. SIGTERM stops it: no new requests, the batcher stops, the sockets close.
+Exit code 3: the base model cannot be loaded (the supervisor gives up rather than restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.config
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from adapters_store import StoreError
+from app.bootstrap import Serving, build_serving, load_engine
+from app.config import EngineView, Settings
+from app.metrics import Metrics
+from app.procs import wire
+from app.procs.engine_client import socket_paths
+from app.procs.titles import set_title, stop_with_parent
+from app.serving.engine import Engine
+from app.serving.errors import BaseModelLoadError, InferenceFailed, ServiceError
+from app.serving.planning import Timing
+from app.tenancy.limiter import Ask, Bucket, Hold, LocalLimiter
+
+log = logging.getLogger("app.procs.engine")
+CANNOT_LOAD = 3
+LOADED = "engine.loaded"  # a file in the runtime folder: the base model loaded (once)
+
+
+def describe(engine: Engine) -> dict[str, Any]:
+    return {
+        "base_ref": engine.base_ref.model_dump(),
+        "device": str(engine.device),
+        "dtype": str(engine.dtype),
+        "max_length": engine.max_length,
+    }
+
+
+class EngineServer:
+    """The engine's side of the wire: requests in, answers and heartbeats out."""
+
+    def __init__(self, serving: Serving, engine: Engine, ctx: zmq.asyncio.Context, runtime: Path):
+        self.serving, self.batcher, self.cache = serving, serving.batcher, serving.cache
+        self.limiter = LocalLimiter()
+        self.info = describe(engine)
+        self.boot = uuid.uuid4().hex
+        requests, beats = socket_paths(runtime)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(requests)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(beats)
+        self.tasks: dict[tuple[bytes, int], asyncio.Task] = {}
+        self.calls = {
+            "ensure": self._ensure,
+            "unload": self._unload,
+            "residency": self._residency,
+            "take": self._take,
+            "release": self._release,
+        }
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        work = [asyncio.create_task(self._receive()), asyncio.create_task(self._beat())]
+        await stop.wait()
+        for task in work:
+            task.cancel()
+        for task in [*work, *self.tasks.values()]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _beat(self) -> None:
+        beat = wire.encode(wire.Beat(self.boot, self.info))
+        while True:
+            await self.pub.send(beat)
+            await asyncio.sleep(wire.BEAT_S)
+
+    async def _receive(self) -> None:
+        while True:
+            who, payload = await self.router.recv_multipart()
+            try:
+                message = wire.to_engine(payload)
+            except msgspec.ValidationError:
+                log.warning("dropped a malformed message from an API process")
+                continue
+            if isinstance(message, wire.Cancel):
+                task = self.tasks.get((who, message.id))
+                if task is not None:
+                    task.cancel()
+                continue
+            if message.boot != self.boot:  # sent to the engine before this one: answered 503
+                continue
+            if isinstance(message, wire.Classify):
+                work = self._classify(message)
+            else:
+                work = self._call(message)
+            key = (who, message.id)
+            task = asyncio.create_task(self._answer(who, work))
+            self.tasks[key] = task
+            task.add_done_callback(lambda _, key=key: self.tasks.pop(key, None))
+
+    async def _answer(self, who: bytes, work: Any) -> None:
+        try:
+            reply = await work
+        except asyncio.CancelledError:  # the API process gave up on it: nobody to answer
+            return
+        await self.router.send_multipart([who, wire.encode(reply)])
+
+    async def _classify(self, message: wire.Classify) -> wire.Answer:
+        timing = Timing()
+        try:
+            classified = await self.batcher.classify_ids(
+                ids=wire.unpack_ids(message.ids, message.lengths),
+                adapters=message.adapters,
+                timing=timing,
+                tenant=message.tenant,
+            )
+            answer = wire.Answer(message.id, classified)
+        except (StoreError, ServiceError) as exc:
+            answer = wire.Answer(message.id, failure=wire.failure_of(exc))
+        except Exception:
+            log.exception("classifying failed")
+            failure = wire.failure_of(InferenceFailed("inference failed; see the server log"))
+            answer = wire.Answer(message.id, failure=failure)
+        answer.queue_ms, answer.inference_ms = timing.queue_ms, timing.inference_ms
+        return answer
+
+    async def _call(self, message: wire.Call) -> wire.Reply:
+        try:
+            op = self.calls[message.op]
+            return wire.Reply(message.id, result=await op(*message.args))
+        except (StoreError, ServiceError) as exc:
+            return wire.Reply(message.id, failure=wire.failure_of(exc))
+        except Exception:
+            log.exception("engine call %r failed", message.op)
+            failure = wire.failure_of(InferenceFailed("the engine call failed; see the log"))
+            return wire.Reply(message.id, failure=failure)
+
+    async def _ensure(self, name: str) -> None:
+        await self.batcher.run_exclusive(self.cache.ensure, name)
+
+    async def _unload(self, name: str) -> None:
+        await self.batcher.run_exclusive(self.cache.unload, name)
+
+    async def _residency(self) -> dict[str, Any]:
+        resident = self.cache.snapshot()
+        used = {name: self.cache.last_used(name) for name in resident}
+        return {
+            "resident": msgspec.to_builtins(resident),
+            "last_used": {name: t for name, t in used.items() if t is not None},
+        }
+
+    async def _take(self, ask: dict[str, Any]) -> dict[str, Any] | None:
+        buckets = tuple(msgspec.convert(b, Bucket) for b in ask.pop("buckets"))
+        hold = self.limiter.take_now(Ask(buckets=buckets, **ask))
+        return None if hold is None else {"tenant": hold.tenant, "n": hold.n}
+
+    async def _release(self, tenant: str, n: int) -> None:
+        self.limiter.release_now(Hold(tenant, n))
+
+
+async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
+    serving = build_serving(settings, engine, Metrics(top_adapters=settings.metrics_top_adapters))
+    await serving.batcher.start()
+    ctx = zmq.asyncio.Context()
+    server = EngineServer(serving, engine, ctx, runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    log.info("engine serving base model %s on %s (%s)", engine.base_ref.id, engine.device,
+             engine.dtype)  # fmt: skip
+    try:
+        await server.serve(stop)
+    finally:
+        await serving.batcher.stop()
+        server.router.close(0)
+        server.pub.close(0)
+        ctx.term()
+
+
+def main(argv: list[str]) -> int:
+    runtime = Path(argv[0])
+    set_title("adapter-serve: engine")
+    stop_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the supervisor decides
+    settings = Settings()
+    from app.observability.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    try:
+        engine = load_engine(EngineView.of(settings))
+    except BaseModelLoadError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return CANNOT_LOAD
+    (runtime / LOADED).touch()  # the supervisor starts the API processes now
+    asyncio.run(run(settings, engine, runtime))
+    log.info("engine stopped (pid %d)", os.getpid())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
