@@ -27,7 +27,6 @@ from app.main import ROUTERS
 from app.procs.engine_client import EngineClient
 from app.procs.stand_ins import EngineLimiter, EngineResidency
 from app.procs.titles import set_title, stop_with_parent
-from app.stores import open_store
 
 log = logging.getLogger("app.procs.api")
 PID_HEADER = "x-served-by"  # the answering API process's pid, on every response
@@ -57,7 +56,7 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
     state = app.state
     client: EngineClient = state.client
     client.on_info = lambda info: setattr(state, "engine", info)
-    state.store = open_store(StoreView.of(state.settings))
+    state.store = StoreView.of(state.settings).open()
     state.job_service = open_job_service(state.settings, state.store)
     await client.start()
     state.cache, state.batcher = EngineResidency(client), client

@@ -39,7 +39,6 @@ from pathlib import Path
 from app.bootstrap import prepare_store
 from app.config import Settings, StoreView
 from app.procs.titles import set_title
-from app.stores import open_store
 
 log = logging.getLogger("app.procs.supervisor")
 POLL_S = 0.1
@@ -156,7 +155,7 @@ def supervise(settings: Settings) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 2
-    prepare_store(open_store(StoreView.of(settings)))
+    prepare_store(StoreView.of(settings).open())
     runtime = Path(tempfile.mkdtemp(prefix="adapter-serve-"))  # mode 0700
     port = reserved.getsockname()[1]
     supervisor = Supervisor(settings, port, runtime)
