@@ -66,7 +66,7 @@ def _help(field: str, default: Any) -> str:
     if field == "eval_split":
         return (
             "a named split, a local file, or 'none' to hold out --eval-fraction (default: test; "
-            "local data without a test split holds out --eval-fraction)"
+            "data without a test split holds out --eval-fraction)"
         )
     if field == "adapter_config":
         return f"{', '.join(METHOD_NAMES)}, or a JSON object"

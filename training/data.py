@@ -24,6 +24,7 @@ from training.loading import (  # noqa: F401  (re-exported: the module's public 
     builtin_loaders,
     check_data_roots,
     check_hub_id,
+    hub_split_names,
     is_empty_file,
     load_split,
     local_splits,
@@ -130,11 +131,15 @@ def load_train(config: TrainConfig) -> Any:
 
 def eval_split_of(config: TrainConfig) -> str | None:
     """The eval split this run reads: None (a part carved from train) when eval_split is None,
-    or when it is the default `test` and the local data has no such split."""
+    or when it is the default `test` and the data (local, or a hub dataset whose split names
+    can be read) has no such split."""
     split = config.eval_split
-    if split != DEFAULT_EVAL_SPLIT or not looks_local(config.dataset):
+    if split != DEFAULT_EVAL_SPLIT:
         return split
-    return split if split in local_splits(config.dataset) else None
+    if looks_local(config.dataset):
+        return split if split in local_splits(config.dataset) else None
+    names = hub_split_names(config.dataset, config.dataset_config)  # None: not known
+    return split if names is None or split in names else None
 
 
 def raw_splits(config: TrainConfig, train: Any | None = None) -> tuple[Any, Any]:

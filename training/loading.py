@@ -147,6 +147,17 @@ def _load_hub(dataset: str, split: str, dataset_config: str | None) -> Any:
     return ds
 
 
+def hub_split_names(dataset: str, dataset_config: str | None) -> list[str] | None:
+    """The split names a hub dataset declares; None when they cannot be read (offline, an
+    unknown id: loading the split then says why)."""
+    from datasets import get_dataset_split_names
+
+    try:
+        return list(get_dataset_split_names(dataset, dataset_config))
+    except Exception:  # offline, unknown id, bad config: the load reports it
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]

@@ -162,3 +162,26 @@ def test_binary_pairs_select_on_f1_with_the_pairs_recipe(tmp_path, tiny_model_di
     live = jobs.get(job_id).progress["curves"]
     assert live["metric"] == "f1" and [p["step"] for p in live["eval"]] == [2, 4]
     jobs.close()
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["train", "validation"], None), (["train", "test"], "test"), (None, "test")],
+)
+def test_a_hub_dataset_without_a_test_split_carves_the_eval_part(monkeypatch, names, expected):
+    """The default eval split of a hub dataset that declares no `test` split is carved from
+    train, as for a local file; unknown names (offline) keep `test` and its load says why."""
+    import training.data as data
+
+    monkeypatch.setattr(data, "hub_split_names", lambda dataset, config: names)
+    config = TrainConfig(name="h", dataset="someone/reviews")
+    assert data.eval_split_of(config) == expected
+    assert data.eval_split_of(config.model_copy(update={"eval_split": "validation"})) == (
+        "validation"
+    )
+
+
+def test_split_names_of_an_unknown_hub_dataset_offline_are_unknown():
+    from training.loading import hub_split_names
+
+    assert hub_split_names("nobody-here/no-such-dataset", None) is None  # HF_HUB_OFFLINE=1
