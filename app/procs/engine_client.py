@@ -70,6 +70,7 @@ class EngineClient:
         self._boot: str | None = None
         self._last_beat = 0.0
         self._pending: dict[int, asyncio.Future] = {}
+        self._outbox: list[bytes] = []  # messages of this turn of the loop (`_post`)
         self._ids = itertools.count(1)
         self._tokenizer: Tokenizer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -178,24 +179,38 @@ class EngineClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[message.id] = future
         try:
-            await self._socket.send(wire.encode(message))
+            self._post(wire.encode(message))
             async with asyncio.timeout(self.timeout_s + 10):  # the engine answers by its timeout
                 return await future
         except TimeoutError:
             raise RequestTimeout(f"no answer from the engine within {self.timeout_s:g} s") from None
         except asyncio.CancelledError:
-            if not future.done() and isinstance(message, wire.Classify):
-                self._socket.send(wire.encode(wire.Cancel(message.id)))  # no wait: fire
+            # Cancelling this task cancelled `future` too: unanswered unless it has a result.
+            answered = future.done() and not future.cancelled()
+            if not answered and isinstance(message, wire.Classify):
+                self._post(wire.encode(wire.Cancel(message.id)))
             raise
         finally:
             self._pending.pop(message.id, None)
 
+    def _post(self, payload: bytes) -> None:
+        """Send with the other messages of this turn of the loop: one message to the engine."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(payload)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if not self._socket.closed:
+            self._socket.send_multipart(frames)
+
     async def _receive(self) -> None:
         while True:
-            reply = wire.from_engine(await self._socket.recv())
-            future = self._pending.get(reply.id)
-            if future is not None and not future.done():
-                future.set_result(reply)
+            for payload in await self._socket.recv_multipart():  # the engine's replies, batched
+                reply = wire.from_engine(payload)
+                future = self._pending.get(reply.id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
 
     async def _listen(self) -> None:
         while True:

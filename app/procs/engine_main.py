@@ -34,7 +34,7 @@ from app.procs.engine_client import socket_paths
 from app.procs.titles import set_title, stop_with_parent
 from app.serving.engine import Engine
 from app.serving.errors import BaseModelLoadError, InferenceFailed, ServiceError
-from app.serving.planning import Timing
+from app.serving.planning import Request, Timing
 from app.tenancy.limiter import Ask, Bucket, Hold, LocalLimiter
 
 log = logging.getLogger("app.procs.engine")
@@ -66,7 +66,9 @@ class EngineServer:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(beats)
-        self.tasks: dict[tuple[bytes, int], asyncio.Task] = {}
+        self.tasks: dict[tuple[bytes, int], asyncio.Task] = {}  # awaited work (cold, calls)
+        self.requests: dict[tuple[bytes, int], Request] = {}  # queued with no task
+        self.outbox: dict[bytes, list[bytes]] = {}  # replies of this turn, per API process
         self.calls = {
             "ensure": self._ensure,
             "unload": self._unload,
@@ -93,34 +95,89 @@ class EngineServer:
 
     async def _receive(self) -> None:
         while True:
-            who, payload = await self.router.recv_multipart()
-            try:
-                message = wire.to_engine(payload)
-            except msgspec.ValidationError:
-                log.warning("dropped a malformed message from an API process")
-                continue
-            if isinstance(message, wire.Cancel):
-                task = self.tasks.get((who, message.id))
-                if task is not None:
-                    task.cancel()
-                continue
-            if message.boot != self.boot:  # sent to the engine before this one: answered 503
-                continue
-            if isinstance(message, wire.Classify):
-                work = self._classify(message)
-            else:
-                work = self._call(message)
-            key = (who, message.id)
-            task = asyncio.create_task(self._answer(who, work))
-            self.tasks[key] = task
-            task.add_done_callback(lambda _, key=key: self.tasks.pop(key, None))
+            who, *frames = await self.router.recv_multipart()  # an API process's messages
+            for payload in frames:
+                try:
+                    message = wire.to_engine(payload)
+                except msgspec.ValidationError:
+                    log.warning("dropped a malformed message from an API process")
+                    continue
+                self._take_in(who, message)
+
+    def _take_in(self, who: bytes, message: wire.ToEngine) -> None:
+        key = (who, message.id)
+        if isinstance(message, wire.Cancel):
+            request = self.requests.pop(key, None)
+            if request is not None:
+                self.batcher.requests.count("cancelled")
+                self.batcher.requests.drop(request)
+            elif (task := self.tasks.get(key)) is not None:
+                task.cancel()
+            return
+        if message.boot != self.boot:  # sent to the engine before this one: answered 503
+            return
+        if not isinstance(message, wire.Classify):
+            work = self._call(message)
+        elif self._queue(who, message):  # queued at once: no task
+            return
+        else:
+            work = self._classify(message)
+        task = asyncio.create_task(self._answer(who, work))
+        self.tasks[key] = task
+        task.add_done_callback(lambda _, key=key: self.tasks.pop(key, None))
+
+    def _queue(self, who: bytes, message: wire.Classify) -> bool:
+        """Queue a request whose adapters are in memory, with no task: its future's callback
+        answers. False: an adapter must be read first (the awaited path)."""
+        if not all(map(self.cache.in_memory, message.adapters)):
+            return False
+        ids = wire.unpack_ids(message.ids, message.lengths)
+        try:
+            request = self.batcher.requests.enqueue(ids, message.adapters, tenant=message.tenant)
+        except (StoreError, ServiceError) as exc:
+            self._post(who, wire.Answer(message.id, failure=wire.failure_of(exc)))
+            return True
+        key = (who, message.id)
+        self.requests[key] = request
+        request.future.add_done_callback(lambda _: self._finished(key, message, len(ids)))
+        return True
+
+    def _finished(self, key: tuple[bytes, int], message: wire.Classify, n_texts: int) -> None:
+        request = self.requests.pop(key, None)
+        if request is None:  # cancelled: nobody to answer
+            return
+        timing = Timing()
+        try:
+            classified = self.batcher.requests.finish(request, message.adapters, n_texts, timing)
+            answer = wire.Answer(message.id, classified)
+        except (StoreError, ServiceError) as exc:
+            answer = wire.Answer(message.id, failure=wire.failure_of(exc))
+        except Exception:
+            log.exception("classifying failed")
+            failure = wire.failure_of(InferenceFailed("inference failed; see the server log"))
+            answer = wire.Answer(message.id, failure=failure)
+        answer.queue_ms, answer.inference_ms = timing.queue_ms, timing.inference_ms
+        self._post(key[0], answer)
+
+    def _post(self, who: bytes, reply: wire.Answer | wire.Reply) -> None:
+        """Send `reply` with the others of this turn of the loop: one message per API process."""
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.outbox.setdefault(who, []).append(wire.encode(reply))
+
+    def _flush(self) -> None:
+        boxes, self.outbox = self.outbox, {}
+        if self.router.closed:  # stopping: the API processes answer what is left
+            return
+        for who, frames in boxes.items():
+            self.router.send_multipart([who, *frames])
 
     async def _answer(self, who: bytes, work: Any) -> None:
         try:
             reply = await work
         except asyncio.CancelledError:  # the API process gave up on it: nobody to answer
             return
-        await self.router.send_multipart([who, wire.encode(reply)])
+        self._post(who, reply)
 
     async def _classify(self, message: wire.Classify) -> wire.Answer:
         timing = Timing()

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -26,11 +25,12 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
-from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge, ServiceStopping
+from app.serving.errors import RequestTimeout, ServiceStopping
 from app.serving.fairness import FairShare
 from app.serving.inference_thread import InferenceThread
-from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
-from app.serving.planning import Item, Limits, Request, Timing
+from app.serving.passes import BatchResult, Classified, deliver
+from app.serving.planning import Item, Limits, Timing
+from app.serving.requests import RequestQueue
 from app.serving.tokenizing import Tokenizer
 from app.serving.warm_up import thaw, warm_up
 
@@ -53,11 +53,9 @@ class Batcher:
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self._queue: deque[Item] = deque()
+        self.requests = RequestQueue(limits, metrics)  # admission, deadlines, results
         self._fair = FairShare()  # tenants' shares of the queue (app.serving.fairness)
-        self._wake = asyncio.Event()
         self._expected = 1
-        self._tokenizing = 0  # texts x adapters of requests being tokenised
         self._task: asyncio.Task | None = None
         self.costs = DeviceCosts(engine, limits)
         self.calibration: asyncio.Task | None = None  # the warm-up, while it runs
@@ -73,7 +71,7 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self.requests.items)
 
     async def start(self) -> None:
         """Start the loop, and the warm-up unless `warm_up` ran already (again: no-op)."""
@@ -100,9 +98,7 @@ class Batcher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        stopping = ServiceStopping("the service is shutting down")
-        while self._queue:
-            self._fail(self._queue.popleft().request, stopping)
+        self.requests.fail_all(ServiceStopping("the service is shutting down"))
         await self._inference.shutdown()
         self._tokenizer.close()
         self.cache.close()
@@ -126,30 +122,30 @@ class Batcher:
         also on failure. Tenants (API key ids) share a contended queue fairly."""
         deadline = time.monotonic() + self.limits.timeout_s
         size = len(texts) * len(adapters)
-        self._check_room(size)
+        self.requests.check_room(size)
         try:
             # Cold adapters are read from the store on the loader thread meanwhile: the
             # inference thread never waits for a disk, and unknown names fail here (404).
             decoding = self._prefetch(adapters)
-            self._tokenizing += size  # counted against the queue's cap while tokenised
+            self.requests.tokenizing += size  # counted against the queue's cap while tokenised
             tokenizing = time.monotonic()
             try:
                 ids = await self._tokenize(texts, truncation, deadline)
             finally:
                 if timing is not None:
                     timing.tokenize_ms = (time.monotonic() - tokenizing) * 1000
-                self._tokenizing -= size
+                self.requests.tokenizing -= size
                 if decoding is not None:
                     await decoding
         except asyncio.CancelledError:
-            self._count("cancelled")
+            self.requests.count("cancelled")
             raise
         return await self._submit(ids, adapters, deadline, timing, tenant)
 
     async def classify_ids(self, *, ids, adapters, timing=None, tenant=None) -> Classified:
         """`classify` of ids tokenised elsewhere (app.procs): same queue, deadline, cancel."""
         deadline = time.monotonic() + self.limits.timeout_s
-        self._check_room(len(ids) * len(adapters))
+        self.requests.check_room(len(ids) * len(adapters))
         return await self._submit(ids, adapters, deadline, timing, tenant, self._prefetch(adapters))
 
     def _prefetch(self, adapters: Sequence[str]) -> asyncio.Future | None:
@@ -160,13 +156,16 @@ class Batcher:
         try:
             if decoding is not None:
                 await decoding
-            self._check_room(len(ids) * len(adapters))
-            request = self._enqueue(ids, adapters, deadline=deadline, tenant=tenant)
-            await self._wait(request, timing or Timing())
+            request = self.requests.enqueue(ids, adapters, tenant=tenant, deadline=deadline)
+            try:
+                await asyncio.shield(request.future)  # results may still arrive: don't cancel it
+            except asyncio.CancelledError:
+                self.requests.drop(request, timing)
+                raise
         except asyncio.CancelledError:
-            self._count("cancelled")
+            self.requests.count("cancelled")
             raise
-        return assemble(request.results, adapters, len(ids), request.queue_ms, request.inference_ms)
+        return self.requests.finish(request, adapters, len(ids), timing)
 
     async def _tokenize(
         self, texts: Sequence[Text], truncation: bool, deadline: float
@@ -174,85 +173,39 @@ class Batcher:
         try:
             return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)
         except RequestTimeout:
-            raise self._timed_out() from None
-
-    async def _wait(self, request: Request, timing: Timing) -> None:
-        enqueued = time.monotonic()
-        try:
-            async with asyncio.timeout(request.deadline - time.monotonic()):
-                await asyncio.shield(request.future)  # results may still arrive: don't cancel it
-        except TimeoutError:
-            raise self._timed_out() from None
-        finally:
-            self._abandon(request)
-            timing.inference_ms = request.inference_ms
-            ran = request.inference_ms > 0
-            timing.queue_ms = request.queue_ms if ran else (time.monotonic() - enqueued) * 1000
-
-    def _timed_out(self) -> RequestTimeout:
-        self._count("timeout")
-        limit = self.limits.timeout_s
-        return RequestTimeout(f"no result within {limit:g} s; the service is overloaded")
-
-    def _abandon(self, request: Request) -> None:
-        """Nobody waits for `request` any more: drop its queued items before any forward."""
-        request.done = True
-        if request.remaining > 0 and any(item.request is request for item in self._queue):
-            self._queue = deque(item for item in self._queue if item.request is not request)
-            self._gauge()
-
-    def _check_room(self, n: int) -> None:
-        if n > self.limits.max_queue:
-            raise RequestTooLarge(
-                f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
-                "the queue: split it"
-            )
-        if len(self._queue) + self._tokenizing + n > self.limits.max_queue:
-            self._count("queue_full")
-            raise QueueFull(
-                f"the queue is full ({len(self._queue) + self._tokenizing} texts waiting, cap "
-                f"{self.limits.max_queue}); retry later"
-            )
-
-    def _enqueue(
-        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float, tenant: Hashable
-    ) -> Request:
-        future = asyncio.get_running_loop().create_future()
-        request = planning.new_request(future, ids, adapters, deadline=deadline, tenant=tenant)
-        self._queue.extend(request.items)
-        self._gauge()
-        self._wake.set()
-        return request
+            raise self.requests.timed_out() from None
 
     async def _loop(self) -> None:
         while True:
-            await self._wake.wait()
-            oldest = self._queue[0].enqueued if self._queue else time.monotonic()
+            await self.requests.wake.wait()
+            queue = self.requests.items
+            oldest = queue[0].enqueued if queue else time.monotonic()
             delay = planning.dispatch_delay(
-                queued=len(self._queue),
+                queued=len(queue),
                 oldest_age=time.monotonic() - oldest,
                 max_batch_size=self.limits.max_batch_size,
                 max_wait=self.limits.max_wait_s,
                 expected=self._expected,
             )
             if delay > 0:
-                self._wake.clear()
+                self.requests.gauge()
+                self.requests.wake.clear()
                 if delay != math.inf:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):  # no task per wait (wait_for's)
-                            await self._wake.wait()
-                    self._wake.set()  # re-check the queue either way
+                            await self.requests.wake.wait()
+                    self.requests.wake.set()  # re-check the queue either way
                 continue
             batch, expired = planning.collect(
-                self._queue,
+                queue,
                 now=time.monotonic(),
                 max_batch_size=self.limits.max_batch_size,
                 max_batch_tokens=self.limits.max_batch_tokens,
                 key=self.engine.batch_key,
                 fair=self._fair,
             )
-            self._expire(expired)
-            self._gauge()
+            self.requests.expire(expired)
+            self.requests.gauge()
             if not batch:
                 continue
             self._expected = len(batch)
@@ -274,26 +227,8 @@ class Batcher:
             width = max(len(item.ids) for item in batch)  # every row ran: a pass of this shape
             self.costs.observe(len(batch), width, result.forward_s)
 
-    def _expire(self, expired: list[Item]) -> None:
-        for item in expired:
-            if not item.request.done:
-                self._count("timeout")
-                self._fail(item.request, RequestTimeout("the request timed out in the queue"))
-
     def _deliver(self, items: list[Item], outcome: Any, result: BatchResult) -> None:
         redo = deliver(items, outcome, result, self.metrics)
         if redo:  # the adapter was replaced between passes of these requests: run them again
             log.info("adapter replaced mid-request: re-running %d texts", len(redo))
-            self._queue.extendleft(reversed(redo))
-            self._gauge()
-            self._wake.set()
-
-    _fail = staticmethod(fail)
-
-    def _gauge(self) -> None:
-        if self.metrics:
-            self.metrics.queue_depth.set(len(self._queue))
-
-    def _count(self, reason: str) -> None:
-        if self.metrics:
-            self.metrics.rejected.labels(reason).inc()
+            self.requests.requeue(redo)

@@ -58,6 +58,7 @@ class Request:
     items: list[Item] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)  # adapter -> version of its rows
     tenant: Hashable = None  # whose request (the API key's id): the queue is shared fairly
+    timer: asyncio.TimerHandle | None = None  # fails it at its deadline (Batcher.enqueue_ids)
 
 
 @dataclass(eq=False)

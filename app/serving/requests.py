@@ -1,0 +1,112 @@
+"""The batcher's queue of requests: admission, deadlines, results and cancellation.
+
+A request is admitted whole or not at all (`check_room`: RequestTooLarge, QueueFull), queued
+as one item per (adapter, text), and failed at its deadline by a timer of the event loop
+(no task per request: the engine process queues requests from a socket callback). Its future
+completes when every item has a result; `finish` turns it into a `Classified`, `drop` takes
+the items of a request nobody waits for out of the queue before any forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+
+from app.metrics import Metrics
+from app.serving import planning
+from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge
+from app.serving.passes import Classified, assemble, fail
+from app.serving.planning import Item, Limits, Request, Timing
+
+
+class RequestQueue:
+    def __init__(self, limits: Limits, metrics: Metrics | None) -> None:
+        self.limits, self.metrics = limits, metrics
+        self.items: deque[Item] = deque()
+        self.tokenizing = 0  # texts x adapters of requests being tokenised (count as queued)
+        self.wake = asyncio.Event()  # set when items arrive: the batcher's loop looks
+
+    def check_room(self, n: int) -> None:
+        if n > self.limits.max_queue:
+            raise RequestTooLarge(
+                f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
+                "the queue: split it"
+            )
+        if len(self.items) + self.tokenizing + n > self.limits.max_queue:
+            self.count("queue_full")
+            raise QueueFull(
+                f"the queue is full ({len(self.items) + self.tokenizing} texts waiting, cap "
+                f"{self.limits.max_queue}); retry later"
+            )
+
+    def enqueue(
+        self, ids: list[list[int]], adapters: Sequence[str], *, tenant: Hashable = None,
+        deadline: float | None = None,
+    ) -> Request:  # fmt: skip
+        """Queue ids whose adapters are read already; raises when there is no room."""
+        deadline = deadline or time.monotonic() + self.limits.timeout_s
+        self.check_room(len(ids) * len(adapters))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        request = planning.new_request(future, ids, adapters, deadline=deadline, tenant=tenant)
+        request.timer = loop.call_at(deadline, self._deadline, request)  # loop time: monotonic
+        self.items.extend(request.items)
+        self.wake.set()  # the loop updates the queue-depth gauge
+        return request
+
+    def _deadline(self, request: Request) -> None:
+        if not request.future.done():
+            fail(request, self.timed_out())
+
+    def finish(
+        self, request: Request, adapters: Sequence[str], n_texts: int, timing: Timing | None
+    ) -> Classified:
+        """The Classified of a completed request, or its error raised; `timing` filled in."""
+        self.drop(request, timing)
+        error = request.future.exception()
+        if error is not None:
+            raise error
+        return assemble(request.results, adapters, n_texts, request.queue_ms, request.inference_ms)
+
+    def drop(self, request: Request, timing: Timing | None = None) -> None:
+        """Nobody waits for `request` any more: its queued items go before any forward."""
+        if request.timer is not None:
+            request.timer.cancel()
+        request.done = True
+        if request.remaining > 0 and any(item.request is request for item in self.items):
+            self.items = deque(item for item in self.items if item.request is not request)
+        if timing is not None:
+            timing.inference_ms = request.inference_ms
+            waited = (time.monotonic() - request.items[0].enqueued) * 1000 if request.items else 0
+            timing.queue_ms = request.queue_ms if request.inference_ms > 0 else waited
+
+    def timed_out(self) -> RequestTimeout:
+        self.count("timeout")
+        limit = self.limits.timeout_s
+        return RequestTimeout(f"no result within {limit:g} s; the service is overloaded")
+
+    def expire(self, expired: list[Item]) -> None:
+        for item in expired:
+            if not item.request.done:
+                self.count("timeout")
+                fail(item.request, RequestTimeout("the request timed out in the queue"))
+
+    def requeue(self, items: list[Item]) -> None:
+        """Run `items` again, first (an adapter was replaced between passes of a request)."""
+        self.items.extendleft(reversed(items))
+        self.gauge()
+        self.wake.set()
+
+    def fail_all(self, exc: BaseException) -> None:
+        while self.items:
+            fail(self.items.popleft().request, exc)
+
+    def gauge(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.set(len(self.items))
+
+    def count(self, reason: str) -> None:
+        if self.metrics:
+            self.metrics.rejected.labels(reason).inc()
