@@ -34,6 +34,7 @@ from app.procs.engine_client import socket_paths
 from app.procs.titles import set_title, stop_with_parent
 from app.serving.engine import Engine
 from app.serving.errors import BaseModelLoadError, InferenceFailed, ServiceError
+from app.serving.passes import Classified
 from app.serving.planning import Request, Timing
 from app.tenancy.limiter import Ask, Bucket, Hold, LocalLimiter
 
@@ -49,6 +50,20 @@ def describe(engine: Engine) -> dict[str, Any]:
         "dtype": str(engine.dtype),
         "max_length": engine.max_length,
     }
+
+
+def answer_of(request_id: int, outcome: Classified | Exception, timing: Timing) -> wire.Answer:
+    """The wire answer of a classify request: its result or its error, and its timings."""
+    if isinstance(outcome, Classified):
+        answer = wire.Answer(request_id, outcome)
+    elif isinstance(outcome, (StoreError, ServiceError)):
+        answer = wire.Answer(request_id, failure=wire.failure_of(outcome))
+    else:
+        log.error("classifying failed", exc_info=outcome)
+        failure = wire.failure_of(InferenceFailed("inference failed; see the server log"))
+        answer = wire.Answer(request_id, failure=failure)
+    answer.queue_ms, answer.inference_ms = timing.queue_ms, timing.inference_ms
+    return answer
 
 
 class EngineServer:
@@ -148,15 +163,10 @@ class EngineServer:
             return
         timing = Timing()
         try:
-            classified = self.batcher.requests.finish(request, message.adapters, n_texts, timing)
-            answer = wire.Answer(message.id, classified)
-        except (StoreError, ServiceError) as exc:
-            answer = wire.Answer(message.id, failure=wire.failure_of(exc))
-        except Exception:
-            log.exception("classifying failed")
-            failure = wire.failure_of(InferenceFailed("inference failed; see the server log"))
-            answer = wire.Answer(message.id, failure=failure)
-        answer.queue_ms, answer.inference_ms = timing.queue_ms, timing.inference_ms
+            outcome = self.batcher.requests.finish(request, message.adapters, n_texts, timing)
+        except Exception as exc:
+            outcome = exc
+        answer = answer_of(message.id, outcome, timing)
         self._post(key[0], answer)
 
     def _post(self, who: bytes, reply: wire.Answer | wire.Reply) -> None:
@@ -182,21 +192,15 @@ class EngineServer:
     async def _classify(self, message: wire.Classify) -> wire.Answer:
         timing = Timing()
         try:
-            classified = await self.batcher.classify_ids(
+            outcome = await self.batcher.classify_ids(
                 ids=wire.unpack_ids(message.ids, message.lengths),
                 adapters=message.adapters,
                 timing=timing,
                 tenant=message.tenant,
             )
-            answer = wire.Answer(message.id, classified)
-        except (StoreError, ServiceError) as exc:
-            answer = wire.Answer(message.id, failure=wire.failure_of(exc))
-        except Exception:
-            log.exception("classifying failed")
-            failure = wire.failure_of(InferenceFailed("inference failed; see the server log"))
-            answer = wire.Answer(message.id, failure=failure)
-        answer.queue_ms, answer.inference_ms = timing.queue_ms, timing.inference_ms
-        return answer
+        except Exception as exc:
+            outcome = exc
+        return answer_of(message.id, outcome, timing)
 
     async def _call(self, message: wire.Call) -> wire.Reply:
         try:
