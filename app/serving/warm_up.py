@@ -38,13 +38,19 @@ def warm_up(costs: DeviceCosts, stop: Callable[[], bool]) -> None:
             forward_timer(costs.engine)(1, min(16, costs.engine.max_length))
     except Exception:
         log.exception("warm-up failed; serving without it")
-    gc.collect(1)  # the young generations only: a full collection would stall every thread
-    gc.freeze()
     log.info(
         "warm-up done in %.2f s (%d objects kept out of the GC's full collections)",
         time.monotonic() - started,
-        gc.get_freeze_count(),
+        freeze_heap(),
     )
+
+
+def freeze_heap() -> int:
+    """Keep what start-up built out of the GC's full collections; -> objects frozen. The API
+    processes of app.procs call it too, once their tokenizer loaded (transformers' import)."""
+    gc.collect(1)  # the young generations only: a full collection would stall every thread
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def thaw() -> None:
