@@ -42,6 +42,13 @@ def default_api_workers(cores: int) -> int:
     return 1 if cores <= 2 else min(4, cores // 2)
 
 
+def engine_threads(cores: int, api_workers: int) -> int:
+    """Torch's intra-op threads in the engine process when APP_TORCH_THREADS is unset: the
+    cores the API processes leave (torch's default takes them all, and its idle threads
+    spin on the cores the API processes need)."""
+    return max(1, cores - api_workers)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
 
@@ -51,7 +58,10 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_length: int = Field(512, ge=8, le=8192, description="token cap per text")
     torch_threads: int | None = Field(
-        None, ge=1, description="intra-op threads for the model (default: torch's choice)"
+        None,
+        ge=1,
+        description="intra-op threads for the model (default: torch's choice; the engine "
+        "process of --api-workers N > 1: the cores less N)",
     )
     onepass: bool = Field(
         True, description="one body pass for any mix of covered adapters (false: BatchSplit)"

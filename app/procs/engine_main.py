@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from adapters_store import StoreError
 from app.bootstrap import Serving, build_serving, load_engine
-from app.config import EngineView, Settings
+from app.config import EngineView, Settings, engine_threads
 from app.metrics import Metrics
 from app.procs import wire
 from app.procs.engine_client import socket_paths
@@ -244,8 +244,8 @@ async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    log.info("engine serving base model %s on %s (%s)", engine.base_ref.id, engine.device,
-             engine.dtype)  # fmt: skip
+    log.info("engine serving base model %s on %s (%s, %d torch threads)", engine.base_ref.id,
+             engine.device, engine.dtype, torch_threads())  # fmt: skip
     try:
         await server.serve(stop)
     finally:
@@ -255,12 +255,21 @@ async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
         ctx.term()
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: list[str]) -> int:
     runtime = Path(argv[0])
     set_title("adapter-serve: engine")
     stop_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the supervisor decides
     settings = Settings()
+    if settings.torch_threads is None:  # the API processes keep their cores
+        cores = len(os.sched_getaffinity(0))
+        settings.torch_threads = engine_threads(cores, settings.api_workers or 1)
     from app.observability.logs import logging_config
 
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))

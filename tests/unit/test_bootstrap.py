@@ -106,3 +106,12 @@ def test_views_are_frozen_copies_of_the_settings(tmp_path: Path) -> None:
     assert (store.adapters_dir, store.keep_versions) == (tmp_path / "adapters", 4)
     with pytest.raises(AttributeError):
         store.keep_versions = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("cores", "api_workers", "threads"), [(2, 2, 1), (2, 4, 1), (16, 4, 12), (8, 1, 7)]
+)
+def test_the_engine_process_leaves_the_api_processes_their_cores(cores, api_workers, threads):
+    from app.config import engine_threads
+
+    assert engine_threads(cores, api_workers) == threads
