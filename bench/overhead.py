@@ -20,7 +20,7 @@ the HTTP implementation and event loop uvicorn loaded in each (httptools/h11, uv
 and the goals of issue 19, met or not (--json PATH: every number, the commit, the client).
 --api-workers N[,M...] starts one of ours per count (`ours wN`: APP_API_WORKERS=N) and reports
 each cell's CPU per request per process role (engine, API processes summed, main: the
-supervisor, or the whole server with one process; bench/overhead_procs.py) and issue 28's goals.
+supervisor, or the whole server with one process; bench/proctree.py) and issue 28's goals.
 Both servers are stopped at the end whatever happens (also on SIGTERM).
 """
 
@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bench import overhead_load as load
 from bench import overhead_procs as procs
+from bench import proctree as tree
 from bench.common import REPO, bootstrap, make_store
 from bench.scale import _terminated, say  # SIGTERM unwinds: the servers are stopped on the way out
 
@@ -118,10 +119,11 @@ def drive(url: str, body: bytes, clients: int, seconds: float, opts) -> load.Loa
 def cell(server, body: bytes, clients: int, opts) -> dict:
     if opts.warmup > 0:
         drive(server.url, body, clients, opts.warmup, opts)
-    before, roles = load.tree_cpu_seconds(server.pid), procs.role_cpu_seconds(server.pid)
+    before = tree.role_cpu_seconds(server.pid)
     result = drive(server.url, body, clients, opts.seconds, opts)
-    cpu = load.tree_cpu_seconds(server.pid) - before
-    per_role = procs.per_request(roles, procs.role_cpu_seconds(server.pid), result.requests)
+    spent = tree.delta(before, tree.role_cpu_seconds(server.pid))
+    per_role = tree.per_request(spent, result.requests)
+    cpu = sum(spent.values())
     per_request = cpu * 1000 / result.requests if result.requests else float("nan")
     return {
         "clients": clients,
@@ -158,9 +160,9 @@ def measure(servers: dict, name: str, opts) -> dict:
         load.run_python(server.url, body, clients=1, seconds=0.5)
     idle = {}
     for key, server in servers.items():  # CPU while nothing is asked: spinning threads show
-        before = load.tree_cpu_seconds(server.pid)
+        before = tree.tree_cpu_seconds(server.pid)
         time.sleep(2.0)
-        idle[key] = (load.tree_cpu_seconds(server.pid) - before) / 2.0
+        idle[key] = (tree.tree_cpu_seconds(server.pid) - before) / 2.0
     say(
         "| server | clients | req/s | p50 ms | p99 ms | CPU ms/req | engine / api / main ms/req "
         "| cores | errors | load |"

@@ -1,51 +1,8 @@
-"""bench/overhead.py's view of the processes of one server (issue 28): CPU per role from /proc,
-and the goals of `--api-workers` (a supervisor, an engine process, N API processes).
-
-A process's role is read off its title (`adapter-serve: engine`, `adapter-serve: api N`, set
-with setproctitle); the server's own process is `main` (the supervisor, or with one API
-process the whole server); anything else it started (the training worker) is `other`.
+"""Issue 28's goals of `--api-workers` (a supervisor, an engine process, N API processes) from
+bench/overhead.py's cells; the CPU per process role they read comes from bench/proctree.py.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-from bench import overhead_load as load
-
-ROLES = ("engine", "api", "main", "other")
-
-
-def role_of(pid: int, root: int) -> str:
-    if pid == root:
-        return "main"
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return "other"
-    if title == "adapter-serve: engine":
-        return "engine"
-    return "api" if title.startswith("adapter-serve: api ") else "other"
-
-
-def role_cpu_seconds(root: int) -> dict[str, float]:
-    """CPU seconds (user + system, reaped children included) per role of `root`'s tree."""
-    seconds = dict.fromkeys(ROLES, 0.0)
-    tick = os.sysconf("SC_CLK_TCK")
-    for member in load.process_tree(root):
-        fields = load._stat(member)
-        if fields is not None:
-            used = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
-            seconds[role_of(member, root)] += used
-    return seconds
-
-
-def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict:
-    """CPU ms per answered request, per role."""
-    return {
-        role: (after[role] - before[role]) * 1000 / requests if requests else float("nan")
-        for role in ROLES
-    }
 
 
 def sweep_goals(cells: dict[str, list[dict]]) -> list[tuple[str, bool | None, str]]:
