@@ -50,7 +50,7 @@ from pathlib import Path
 
 from bench import proctree as tree
 from bench import scale_phases as phases
-from bench.common import bootstrap, load_texts
+from bench.common import api_workers_env, bootstrap, load_texts
 from bench.first_request import first_request
 from bench.scale_report import summary
 from bench.scale_store import METHODS, MODELS, build_store
@@ -107,12 +107,10 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 def start(opts, base: Path, store: Path, data_dir: Path, extra: dict[str, str]):
     """`python -m app` on 127.0.0.1 (keys off); -> (server, seconds until /readyz is 200)."""
-    from app.config import default_api_workers
     from tests.support.server import start_server
 
-    cores = len(os.sched_getaffinity(0))
     env = {
-        "APP_API_WORKERS": str(default_api_workers(cores)),  # start_server waits for each
+        **api_workers_env(),  # the server's default, unless --api-workers or --env set it
         "APP_STORE_DIR": str(store),
         "APP_MAX_LENGTH": "128",
         "APP_ACCESS_LOG": "false",
