@@ -28,3 +28,18 @@ def sweep_goals(cells: dict[str, list[dict]]) -> list[tuple[str, bool | None, st
     else:
         out.append((label, None, "16 clients not measured"))
     return out
+
+
+def first_goals(firsts: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
+    """Issue 28's first-request goal for each of ours (bench/first_request.py's answers)."""
+    out: list[tuple[str, bool | None, str]] = []
+    for key, first in firsts.items():
+        label = f"{key}: first /classify after /readyz <= 2x a warm one"
+        if "ratio" not in first:
+            out.append((label, None, "not measured"))
+        else:
+            shown = (
+                f"{first['ratio']:.2f}x ({first['first_ms']:.1f} / {first['warm_p50_ms']:.1f} ms)"
+            )
+            out.append((label, first["met"], shown))
+    return out
