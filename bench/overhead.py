@@ -226,6 +226,8 @@ def goals(result: dict) -> list[tuple[str, bool | None, str]]:
 
 def report(result: dict) -> list[str]:
     lines = [f"{n} clients: ours / reference req/s = {r:.2f}x" for n, r in ratios(result).items()]
+    if sum(key.startswith("ours w") for key in result["cells"]) > 1:
+        lines += procs.sweep_lines(result["cells"])
     for key, stack in result["uvicorn"].items():
         lines.append(
             f"{key}: uvicorn with {stack['http']} and {stack['loop']} "

@@ -1,8 +1,12 @@
 """Issue 28's goals of `--api-workers` (a supervisor, an engine process, N API processes) from
-bench/overhead.py's cells; the CPU per process role they read comes from bench/proctree.py.
+bench/overhead.py's cells, and how far the API processes scale (`sweep_lines`: each `ours wN`
+against `ours w1`, also read by bench/gpu_check.py); the CPU per process role they read comes
+from bench/proctree.py.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def sweep_goals(cells: dict[str, list[dict]]) -> list[tuple[str, bool | None, str]]:
@@ -43,3 +47,22 @@ def first_goals(firsts: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
             )
             out.append((label, first["met"], shown))
     return out
+
+
+def sweep_lines(cells: dict[str, list[dict]]) -> list[str]:
+    """Per `ours wN` and client count: req/s, its ratio to `ours w1` at the same count, and the
+    CPU ms per request of each role (engine / API processes summed / main)."""
+    one = {c["clients"]: c for c in cells.get("ours w1", [])}
+    lines = []
+    for key, rows in cells.items():
+        if not key.startswith("ours w"):
+            continue
+        for c in rows:
+            base = one.get(c["clients"], {}).get("req_s")
+            ratio = c["req_s"] / base if base else math.nan
+            r = c["role_ms_per_request"]
+            lines.append(
+                f"{key}, {c['clients']} clients: {c['req_s']:,.0f} req/s = {ratio:.2f}x w1; "
+                f"CPU ms/req engine {r['engine']:.3f}, api {r['api']:.3f}, main {r['main']:.3f}"
+            )
+    return lines
