@@ -8,6 +8,7 @@ that reads the server's CPU or memory reads the server's pid **and every descend
 - `role_of(pid, root)`: a process's role, read off its title (`adapter-serve: engine`,
   `adapter-serve: api N`, set with setproctitle): `engine`, `api`, `main` (the root: the
   supervisor, or with one API process the whole server) or `other` (anything else it started);
+  a zombie (exited, not yet reaped) has its parent's role, where reaping moves its CPU;
 - `role_cpu_seconds(root)`: utime + stime per role, plus cutime + cstime (what reaped children
   used: a restarted process's CPU stays counted, with its parent's role);
 - `tree_cpu_seconds(root)`: the same, summed;
@@ -51,6 +52,8 @@ def process_tree(pid: int) -> list[int]:
 def role_of(pid: int, root: int) -> str:
     if pid == root:
         return "main"
+    if (fields := stat(pid)) is not None and fields[0] == "Z":  # a zombie has no title left:
+        return role_of(int(fields[1]), root)  # its parent's role, where reaping puts its CPU
     try:
         title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
@@ -61,10 +64,11 @@ def role_of(pid: int, root: int) -> str:
 
 
 def role_counts(root: int) -> dict[str, int]:
-    """How many live processes of each role `root`'s tree has."""
+    """How many live processes (zombies left out) of each role `root`'s tree has."""
     counts = dict.fromkeys(ROLES, 0)
     for member in process_tree(root):
-        counts[role_of(member, root)] += 1
+        if (fields := stat(member)) is not None and fields[0] != "Z":
+            counts[role_of(member, root)] += 1
     return counts
 
 
