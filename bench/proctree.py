@@ -122,11 +122,6 @@ async def cpu_window(root: int, warmup: float, seconds: float) -> dict[str, floa
     return delta(before, role_cpu_seconds(root))
 
 
-def several(counts: dict[str, int]) -> bool:
-    """True when the server is split into processes (an engine process runs)."""
-    return counts.get("engine", 0) > 0
-
-
 def roles_text(values: dict[str, float], fmt: str = ".2f") -> str:
     """`engine / api / main` as a table cell (main: the supervisor when split)."""
     return " / ".join(format(values.get(role, float("nan")), fmt) for role in ROLES[:3])

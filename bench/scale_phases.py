@@ -189,8 +189,9 @@ def adapter_metrics(url: str) -> dict[str, float]:
 
 
 async def cycle(port, pid, *, names, texts, count, limit_s, every=1000, clients=2) -> dict:
-    """`count` activations over `names` in turn (a small residency budget evicts): RSS growth
-    from the first `every` activations (sampled every `every`) to the end."""
+    """`count` activations over `names` in turn (a small residency budget evicts): growth of
+    the server's RSS (every process summed) from the first `every` activations (sampled every
+    `every`) to the end."""
     order = itertools.cycle(names)
     counts = {"started": 0, "done": 0, "errors": 0}
     samples: list[tuple[int, float]] = []
