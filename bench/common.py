@@ -6,11 +6,13 @@
   "roberta-base-shape" builds, locally, a randomly initialised RoBERTa with roberta-base's
   shape (12 layers, hidden 768, 12 heads, FFN 3072) and MiniLM's real WordPiece tokenizer
   (no hub): accuracy is meaningless, the cost is the real one.
+- `api_workers_env(count)`: APP_API_WORKERS for a bench's server (0: the server's default).
 - `load_texts(kind)`: "short" = rotten_tomatoes sentences, "long" = amazon_polarity_subsets
   reviews (read from DATA: $BENCH_DATA_DIR or ../shared/data, shuffled with a fixed seed;
   a synthetic fallback).
 - `RawModel`: the plain library in-process (AdapterModel + AdapterSetup), padded batches.
-- `Conn` / `closed_loop`: lean keep-alive HTTP clients, one text per request.
+- `Conn` / `closed_loop`: lean keep-alive HTTP clients, one text per request (one measured
+  cell against a started server, with its texts per pass and its CPU per role: bench/served.py).
 """
 
 from __future__ import annotations
@@ -131,6 +133,15 @@ def make_store(
         config = methods[seed % len(methods)]
         factory.add_to_store(store, name, seed=seed, std=0.05, config=config)
     return names
+
+
+def api_workers_env(count: int = 0) -> dict[str, str]:
+    """APP_API_WORKERS for a bench's server: `count`, or (0) the server's own default for this
+    box's cores, written out so that tests.support.server's start_server waits for every API
+    process and the run records the count."""
+    from app.config import default_api_workers
+
+    return {"APP_API_WORKERS": str(count or default_api_workers(len(os.sched_getaffinity(0))))}
 
 
 # ---- raw in-process forward ------------------------------------------------------------------
@@ -260,28 +271,6 @@ async def closed_loop(
         p50_ms=latencies[n // 2] * 1000 if n else float("nan"),
         p99_ms=latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
     )
-
-
-def batch_stats(url: str) -> tuple[float, float]:
-    """(forward passes, texts in them) so far, from /metrics."""
-    import httpx
-
-    text = httpx.get(url + "/metrics", timeout=10).text
-    values = {}
-    for key in ("inference_batch_size_count", "inference_batch_size_sum"):
-        values[key] = float(re.search(rf"^{key} (\S+)$", text, re.M).group(1))
-    return values["inference_batch_size_count"], values["inference_batch_size_sum"]
-
-
-def served_cell(server, *, batches: bool = True, **loop) -> tuple[Load, float | None]:
-    """One closed loop (`closed_loop`'s keywords) against a started server: the load, and the
-    mean texts per forward pass over it (from /metrics; None when not `batches`)."""
-    before = batch_stats(server.url) if batches else None
-    load = asyncio.run(closed_loop(server.port, **loop))
-    if before is None:
-        return load, None
-    after = batch_stats(server.url)
-    return load, (after[1] - before[1]) / max(after[0] - before[0], 1)
 
 
 def wait_for_log(path: Path, pattern: str, timeout_s: float) -> str | None:

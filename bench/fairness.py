@@ -1,6 +1,7 @@
 """Fair shares under a flood: a light key's latency alone and while another key floods.
 
     python -m bench.fairness [--model minilm|tiny] [--flood-clients 64] [--seconds 8]
+                             [--api-workers N] [--env APP_KEY=VALUE ...]
 
 Starts `python -m app` on 127.0.0.1 with two API keys: FLOOD (keys-file options
 `--flood-options`, default `inflight=64`) and LIGHT (no limits). The light key sends one text
@@ -9,7 +10,11 @@ per request, one request at a time: first alone (`--alone` requests), then while
 send `--flood-texts` texts per request back to back, retrying at once after a 429 (they ignore
 Retry-After, the worst case). Prints the light key's p50/p99 alone and under the flood, the p99
 ratio (the issue's goal: <= 2), and every status each key got (goal: the flood gets 429s, the
-light key no 429 or 503). Traffic to 127.0.0.1 only, bounded by `--seconds`.
+light key no 429 or 503), and the server's CPU while the flood ran per process role (engine /
+API processes summed / main: the supervisor or the one process; bench/proctree.py): cores
+used and ms per request. `--api-workers N` sets APP_API_WORKERS (default: the server's own
+choice; each API process keeps its own in-flight counts). Traffic to 127.0.0.1 only, bounded
+by `--seconds`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import REPO, bootstrap
+from bench import proctree as tree
+from bench.common import REPO, api_workers_env, bootstrap
 
 TEXTS = ["a good film", "the battery is awful", "quite a lovely phone", "poor service"]
 FLOOD_KEY_ENV = "FAIRNESS_FLOOD_KEY"
@@ -141,8 +147,6 @@ def base_model(kind: str, scratch: Path) -> tuple[Path, str]:
 
 
 def run(opts) -> dict:
-    import httpx
-
     from bench.common import make_store
     from tests.support.server import running_server
 
@@ -160,37 +164,60 @@ def run(opts) -> dict:
             "APP_ACCESS_LOG": "false",
             "APP_EMBEDDED_WORKER": "false",
             "APP_MAX_LENGTH": "64",
+            **api_workers_env(opts.api_workers),
             **dict(pair.split("=", 1) for pair in opts.env),
         }
         with running_server(data_dir=data_dir, base_model=base, env=env) as server:
-            port = server.port
-            asyncio.run(light(port, keys["light"], count=20))  # warm-up
-            queued_alone, queued_under = [], []
-            alone, alone_errors = asyncio.run(
-                light(port, keys["light"], count=opts.alone, queue_ms=queued_alone)
-            )
-            proc = start_flood(port, keys["flood"], opts)
-            time.sleep(1.0)  # the flood is under way
-            until = time.monotonic() + opts.seconds - 2.0
-            under, under_errors = asyncio.run(
-                light(port, keys["light"], until=until, queue_ms=queued_under)
-            )
-            flood_out, _ = proc.communicate(timeout=opts.seconds + 60)
-            headers = {"Authorization": f"Bearer {keys['light']}"}
-            metrics = httpx.get(server.url + "/metrics", headers=headers, timeout=10).text
-    rejected = dict(re.findall(r'inference_rejected_total\{reason="(\w+)"\} (\S+)', metrics))
+            return summary(measure(server, keys, opts))
+
+
+def measure(server, keys: dict[str, str], opts) -> dict:
+    """The light key alone, then under the flood; the server's CPU per role while it ran."""
+    import httpx
+
+    port, m = server.port, {"queued_alone": [], "queued_under": []}
+    asyncio.run(light(port, keys["light"], count=20))  # warm-up
+    m["alone"], m["alone_errors"] = asyncio.run(
+        light(port, keys["light"], count=opts.alone, queue_ms=m["queued_alone"])
+    )
+    cpu_before, started = tree.role_cpu_seconds(server.pid), time.monotonic()
+    proc = start_flood(port, keys["flood"], opts)
+    time.sleep(1.0)  # the flood is under way
+    until = time.monotonic() + opts.seconds - 2.0
+    m["under"], m["under_errors"] = asyncio.run(
+        light(port, keys["light"], until=until, queue_ms=m["queued_under"])
+    )
+    flood_out, _ = proc.communicate(timeout=opts.seconds + 60)
+    m["cpu"] = tree.delta(cpu_before, tree.role_cpu_seconds(server.pid))
+    m["elapsed"], m["processes"] = time.monotonic() - started, tree.role_counts(server.pid)
+    m["flood_statuses"] = json.loads(flood_out.strip().splitlines()[-1])
+    headers = {"Authorization": f"Bearer {keys['light']}"}
+    m["metrics"] = httpx.get(server.url + "/metrics", headers=headers, timeout=10).text
+    return m
+
+
+def summary(m: dict) -> dict:
+    alone, under = m["alone"], m["under"]
+    queued_alone, queued_under = sorted(m["queued_alone"]), sorted(m["queued_under"])
+    rejected = dict(re.findall(r'inference_rejected_total\{reason="(\w+)"\} (\S+)', m["metrics"]))
+    flood = m["flood_statuses"]
+    answered = sum(v for k, v in flood.items() if k != "reset") + len(under)
+    answered += sum(m["under_errors"].values())
     result = {
         "light_alone": {"requests": len(alone), "p50_ms": percentile(alone, 0.5)},
         "light_flood": {"requests": len(under), "p50_ms": percentile(under, 0.5)},
         "light_queue_ms": {
-            "alone_p50": percentile(sorted(queued_alone), 0.5),
-            "alone_p99": percentile(sorted(queued_alone), 0.99),
-            "flood_p50": percentile(sorted(queued_under), 0.5),
-            "flood_p99": percentile(sorted(queued_under), 0.99),
+            "alone_p50": percentile(queued_alone, 0.5),
+            "alone_p99": percentile(queued_alone, 0.99),
+            "flood_p50": percentile(queued_under, 0.5),
+            "flood_p99": percentile(queued_under, 0.99),
         },
-        "light_errors": {str(k): v for k, v in (alone_errors + under_errors).items()},
-        "flood_statuses": json.loads(flood_out.strip().splitlines()[-1]),
+        "light_errors": {str(k): v for k, v in (m["alone_errors"] + m["under_errors"]).items()},
+        "flood_statuses": flood,
         "server_rejected": rejected,
+        "processes": m["processes"],
+        "flood_cpu_cores": {role: sec / m["elapsed"] for role, sec in m["cpu"].items()},
+        "flood_cpu_ms_per_request": tree.per_request(m["cpu"], answered),
     }
     result["light_alone"]["p99_ms"] = percentile(alone, 0.99)
     result["light_flood"]["p99_ms"] = percentile(under, 0.99)
@@ -209,6 +236,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alone", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="APP_X=VALUE for the server")
+    parser.add_argument("--api-workers", type=int, default=0, help="APP_API_WORKERS (0: default)")
     opts = parser.parse_args(argv)
     opts.seconds = min(opts.seconds, 120.0)  # bounded
     opts.flood_clients = min(opts.flood_clients, 256)
@@ -232,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         f"light key p99: alone {alone:.1f} ms, under a {opts.flood_clients}-client flood "
         f"{under:.1f} ms, ratio {result['p99_ratio']:.2f} (goal <= 2); light key errors "
         f"{result['light_errors'] or 'none'}; flood statuses {result['flood_statuses']}"
+    )
+    print(
+        f"server {result['processes']}, while the flood ran: cores (engine / api / main) "
+        f"{tree.roles_text(result['flood_cpu_cores'])}, CPU ms per request "
+        f"{tree.roles_text(result['flood_cpu_ms_per_request'], '.3f')}"
     )
     return 0
 

@@ -13,9 +13,13 @@
 5. Scale (bench/scale.py, a subprocess bounded by --scale-timeout-s): MiniLM with 2,000
    adapters of six methods on the device, short phases: start-up, one adapter vs Zipf req/s,
    cold/warm activation, hot p99 under a cold storm, the listing, the activate/evict RSS check.
-6. Overhead (bench/overhead.py, a subprocess bounded at 150 s): the tiny model on the device,
-   our server vs a bare FastAPI app at 1/16/64 clients: req/s, p50/p99, server CPU ms per
-   request (wrk when installed, else the bench's Python client). Runs before the scale part.
+6. Overhead (bench/overhead.py, a subprocess bounded by --overhead-timeout-s): the tiny model
+   on the device, our server with each --api-workers count (1, 2, 4: a supervisor, one engine
+   process and N API processes; 1 is one process) vs a bare FastAPI app at 1/16/64 clients:
+   req/s, p50/p99, server CPU ms per request per process role (wrk when installed, else the
+   bench's Python client), each count's req/s against one API process (how far the API
+   processes scale), and each server's first /classify after /readyz against warm ones.
+   Runs before the scale part.
 7. Mixed methods (bench/mixed_methods.py, subprocesses bounded by --mixed-timeout-s): one
    forward of 64 texts over k = 1, 16, 64 distinct adapters per method and over 4 methods,
    the one-pass path vs the library's BatchSplit, in fp16 and in bf16: aten operators, kernel
@@ -45,6 +49,7 @@ from bench.common import (
 from bench.gpu_parts import RESULTS, part, say
 from bench.gpu_served import throughput
 from bench.gpu_subbench import mixed_args, overhead_args, run_bench, scale_args
+from bench.overhead_procs import sweep_lines
 
 
 def _sync(device: str) -> None:
@@ -153,7 +158,9 @@ def overhead(opts) -> None:
     """The serving path's own CPU cost (tiny model) against a bare FastAPI app, on this machine:
     wrk when installed, else bench.overhead's Python client (it shares the CPUs)."""
     path = opts.out / "overhead.json"
-    RESULTS["overhead"] = run_bench("bench.overhead", overhead_args(opts), 150.0, path)
+    result = run_bench("bench.overhead", overhead_args(opts), opts.overhead_timeout_s, path)
+    result["api_workers_scaling"] = sweep_lines(result["cells"])
+    RESULTS["overhead"] = result  # bench.overhead printed the scaling lines too
 
 
 @part("mixed")
@@ -182,6 +189,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parts", default="precision,memory,throughput,mixed,overhead,scale")
     p.add_argument("--mixed-timeout-s", type=float, default=150.0, help="per dtype")
     p.add_argument("--overhead-seconds", type=int, default=5, help="per bench.overhead cell")
+    p.add_argument("--overhead-timeout-s", type=float, default=300.0)
+    p.add_argument("--api-workers", default="1,2,4", help="bench.overhead's sweep ('': none)")
     p.add_argument("--scale-adapters", type=int, default=2000)
     p.add_argument("--scale-timeout-s", type=float, default=200.0)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds")
@@ -191,9 +200,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         opts.device, opts.model, opts.adapters = "cpu", "tiny", 8
         opts.clients, opts.raw_batches = "1,4,8", "1,4,8"
         opts.seconds, opts.warmup, opts.raw_seconds = 2.0, 1.0, 0.5
+        opts.api_workers = "1,2"
     opts.clients = [int(x) for x in opts.clients.split(",")]
     opts.raw_batches = [int(x) for x in opts.raw_batches.split(",")]
     opts.methods = opts.methods.split(",")
+    opts.api_workers = [int(x) for x in opts.api_workers.split(",") if x]
+    if any(n < 1 for n in opts.api_workers):
+        p.error("every --api-workers count must be >= 1")
     opts.parts = set(opts.parts.split(","))
     return opts
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.common import RawModel, served_cell, wait_for_log
+from bench.common import RawModel, api_workers_env, wait_for_log
 from bench.gpu_parts import RESULTS, part, say
+from bench.proctree import roles_text
+from bench.served import served_cell
 
 
 def start_server(base: Path, data_dir: Path, names: list[str], opts):
@@ -26,6 +28,7 @@ def start_server(base: Path, data_dir: Path, names: list[str], opts):
         "APP_LOG_LEVEL": "info",
         "APP_EMBEDDED_WORKER": "false",
         "APP_REQUEST_TIMEOUT_S": "120",
+        **api_workers_env(),  # the server's default for this host's cores
     }
     server = start(data_dir=data_dir, base_model=base, env=env, timeout_s=300)
     line = wait_for_log(server.log_path, "pass cost model|fixed pass overhead|failed", 60)
@@ -36,7 +39,7 @@ def start_server(base: Path, data_dir: Path, names: list[str], opts):
 
 
 def cell(server, names, texts, clients: int, opts) -> dict:
-    load, mean_batch = served_cell(
+    load, mean_batch, cpu_ms = served_cell(
         server,
         names=names,
         texts=texts,
@@ -45,9 +48,10 @@ def cell(server, names, texts, clients: int, opts) -> dict:
         warmup=opts.warmup,
     )
     out = {"adapters": len(names), "clients": clients, **vars(load), "texts_per_pass": mean_batch}
+    out["cpu_ms_per_request"] = cpu_ms  # per process role
     say(
         f"| served | {len(names)} | {clients} | {load.texts_s:.1f} | {load.p50_ms:.1f} | "
-        f"{load.p99_ms:.1f} | {mean_batch:.1f} | {load.errors} |"
+        f"{load.p99_ms:.1f} | {mean_batch:.1f} | {load.errors} | {roles_text(cpu_ms)} |"
     )
     return out
 
@@ -70,8 +74,11 @@ def throughput(base: Path, data_dir: Path, names: list[str], texts: list[str], o
     if opts.device.startswith("cuda"):
         torch.cuda.empty_cache()
     server = start_server(base, data_dir, names, opts)
-    say("| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors |")
-    say("|---|---|---|---|---|---|---|---|")
+    say(
+        "| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors "
+        "| server CPU ms/req (engine / api / main) |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
     cells = []
     try:
         for clients in opts.clients:

@@ -34,12 +34,15 @@ def scale_args(opts) -> list[str]:
 
 
 def overhead_args(opts) -> list[str]:
-    """bench.overhead's cells on the device (the dry run: 1-second cells on the CPU)."""
+    """bench.overhead's cells on the device (the dry run: 1-second cells on the CPU), one of
+    ours per --api-workers count (`ours wN`), each beside the same bare reference."""
     if opts.dry_run:
         size = ["--seconds", "1", "--warmup", "0.5", "--clients", "1,4"]
     else:
         size = ["--seconds", str(opts.overhead_seconds), "--warmup", "1", "--clients", "1,16,64"]
-    return [*size, "--env", f"APP_DEVICE={opts.device}", "--json", str(opts.out / "overhead.json")]
+    workers = ["--api-workers", ",".join(map(str, opts.api_workers))] if opts.api_workers else []
+    out = ["--json", str(opts.out / "overhead.json")]
+    return [*size, *workers, "--env", f"APP_DEVICE={opts.device}", *out]
 
 
 def mixed_args(opts, dtype: str) -> list[str]:

@@ -18,9 +18,11 @@ server's own CPU seconds (utime+stime from /proc of its process and all its desc
 request answered. Then the ratio of our req/s to the reference's, each server's CPU while idle,
 the HTTP implementation and event loop uvicorn loaded in each (httptools/h11, uvloop/asyncio),
 and the goals of issue 19, met or not (--json PATH: every number, the commit, the client).
+Right after each of ours is ready, its first /classify is timed against 20 warm ones and one
+to a never-requested adapter (bench/first_request.py; issue 28's goal: first <= 2x warm).
 --api-workers N[,M...] starts one of ours per count (`ours wN`: APP_API_WORKERS=N) and reports
 each cell's CPU per request per process role (engine, API processes summed, main: the
-supervisor, or the whole server with one process; bench/overhead_procs.py) and issue 28's goals.
+supervisor, or the whole server with one process; bench/proctree.py) and issue 28's goals.
 Both servers are stopped at the end whatever happens (also on SIGTERM).
 """
 
@@ -39,7 +41,10 @@ from pathlib import Path
 
 from bench import overhead_load as load
 from bench import overhead_procs as procs
-from bench.common import REPO, bootstrap, make_store
+from bench import proctree as tree
+from bench.common import REPO, api_workers_env, bootstrap, make_store
+from bench.first_request import first_request
+from bench.first_request import line as first_line
 from bench.scale import _terminated, say  # SIGTERM unwinds: the servers are stopped on the way out
 
 TEXT = "the movie was great and the acting superb"
@@ -70,20 +75,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
-def prepare(scratch: Path, opts) -> tuple[Path, str]:
-    """(tiny base model, the adapter's name) in `scratch`."""
+def prepare(scratch: Path, opts) -> tuple[Path, list[str]]:
+    """(tiny base model, [the measured adapter, a spare one]) in `scratch`."""
     base = opts.base_model
     if base is None:
         from tests.support.tiny import build_tiny_roberta
 
         base = build_tiny_roberta(scratch / "tiny")
-    (name,) = make_store(scratch, base, 1, model_id="tiny")
-    return base, name
+    return base, make_store(scratch, base, 2, model_id="tiny")
 
 
-def start_both(servers: dict, scratch: Path, base: Path, opts) -> dict[str, str]:
-    """Ours, then the reference, into `servers` as each comes up (the caller stops them);
-    -> our server's APP_* settings."""
+def start_both(servers: dict, scratch: Path, base: Path, names: list[str], opts) -> dict:
+    """Ours, then the reference, into `servers` as each comes up (the caller stops them); each
+    of ours answers its first /classify at once (bench/first_request.py; `names`: the measured
+    adapter, then one never requested); -> our server's APP_* settings and those answers."""
     from tests.support.server import start_server
 
     ours_env = {
@@ -94,19 +99,23 @@ def start_both(servers: dict, scratch: Path, base: Path, opts) -> dict[str, str]
     same = ("APP_ACCESS_LOG", "APP_LOG_LEVEL")  # the uvicorn.run arguments besides the address
     common = {key: ours_env[key] for key in same if key in ours_env}
     timeout = opts.startup_timeout_s
+    firsts = {}
     for workers in opts.api_workers:  # None: the default count (APP_API_WORKERS, or cores)
         key = "ours" if workers is None else f"ours w{workers}"
-        extra = {} if workers is None else {"APP_API_WORKERS": str(workers)}
+        extra = api_workers_env(workers or 0) if "APP_API_WORKERS" not in ours_env else {}
         servers[key] = start_server(
             data_dir=scratch / key.replace(" ", "-"),
             base_model=base,
             env={**ours_env, **extra},
             timeout_s=timeout,
         )
+        url, (name, spare) = servers[key].url, names
+        firsts[key] = first_request(url, adapter=name, text=TEXT, cold_adapter=spare)
+        say(f"{key}: {first_line(firsts[key])}")
     servers["reference"] = start_server(
         data_dir=scratch / "ref", env=common, module="bench.overhead_ref", timeout_s=timeout
     )
-    return ours_env
+    return {"ours_env": ours_env, "first_request": firsts}
 
 
 def drive(url: str, body: bytes, clients: int, seconds: float, opts) -> load.Load:
@@ -118,10 +127,11 @@ def drive(url: str, body: bytes, clients: int, seconds: float, opts) -> load.Loa
 def cell(server, body: bytes, clients: int, opts) -> dict:
     if opts.warmup > 0:
         drive(server.url, body, clients, opts.warmup, opts)
-    before, roles = load.tree_cpu_seconds(server.pid), procs.role_cpu_seconds(server.pid)
+    before = tree.role_cpu_seconds(server.pid)
     result = drive(server.url, body, clients, opts.seconds, opts)
-    cpu = load.tree_cpu_seconds(server.pid) - before
-    per_role = procs.per_request(roles, procs.role_cpu_seconds(server.pid), result.requests)
+    spent = tree.delta(before, tree.role_cpu_seconds(server.pid))
+    per_role = tree.per_request(spent, result.requests)
+    cpu = sum(spent.values())
     per_request = cpu * 1000 / result.requests if result.requests else float("nan")
     return {
         "clients": clients,
@@ -158,9 +168,9 @@ def measure(servers: dict, name: str, opts) -> dict:
         load.run_python(server.url, body, clients=1, seconds=0.5)
     idle = {}
     for key, server in servers.items():  # CPU while nothing is asked: spinning threads show
-        before = load.tree_cpu_seconds(server.pid)
+        before = tree.tree_cpu_seconds(server.pid)
         time.sleep(2.0)
-        idle[key] = (load.tree_cpu_seconds(server.pid) - before) / 2.0
+        idle[key] = (tree.tree_cpu_seconds(server.pid) - before) / 2.0
     say(
         "| server | clients | req/s | p50 ms | p99 ms | CPU ms/req | engine / api / main ms/req "
         "| cores | errors | load |"
@@ -210,11 +220,14 @@ def goals(result: dict) -> list[tuple[str, bool | None, str]]:
         check(1, "p99_ms", 10.0, "1-client p99 <= 10 ms"),
         versus or (label, None, "64 clients not measured"),
         *(procs.sweep_goals(result["cells"]) if "ours w2" in result["cells"] else []),
+        *procs.first_goals(result.get("first_request", {})),
     ]
 
 
 def report(result: dict) -> list[str]:
     lines = [f"{n} clients: ours / reference req/s = {r:.2f}x" for n, r in ratios(result).items()]
+    if sum(key.startswith("ours w") for key in result["cells"]) > 1:
+        lines += procs.sweep_lines(result["cells"])
     for key, stack in result["uvicorn"].items():
         lines.append(
             f"{key}: uvicorn with {stack['http']} and {stack['loop']} "
@@ -257,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     result = header(opts)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         scratch = Path(tmp)
-        base, name = prepare(scratch, opts)
+        base, names = prepare(scratch, opts)
         servers: dict = {}
         try:
-            result["ours_env"] = start_both(servers, scratch, base, opts)
-            result.update(measure(servers, name, opts))
+            result.update(start_both(servers, scratch, base, names, opts))
+            result.update(measure(servers, names[0], opts))
         finally:
             for server in servers.values():
                 server.stop()

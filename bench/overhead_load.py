@@ -6,9 +6,8 @@
 - `run_python`: the fallback when wrk is missing: one asyncio client process, `clients`
   keep-alive connections, the request's bytes built once, no HTTP library. It shares the CPU
   with the server, so its req/s is a floor, not wrk's number.
-- `tree_cpu_seconds(pid)`: utime+stime (and cutime+cstime, what reaped children used) of the
-  process and every descendant, so an API/engine split into processes is counted whole.
 - `uvicorn_stack(pid)`: which HTTP parser and event loop the server's processes have loaded.
+(The server's CPU per process role: bench/proctree.py.)
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.proctree import process_tree
 
 LUA = """wrk.method = "POST"
 wrk.body = [==[{body}]==]
@@ -128,36 +128,6 @@ def run_python(url: str, body: bytes, *, clients: int, seconds: float) -> Load:
 
 
 # ---- the server's side ------------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its live descendants (from every process's parent id in /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
-    return tree
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its descendants, reaped children included."""
-    ticks = 0
-    for member in process_tree(pid):
-        if (fields := _stat(member)) is not None:  # utime stime cutime cstime
-            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def uvicorn_stack(pid: int) -> dict[str, str]:
     """The HTTP parser and event loop loaded in the server's processes (uvicorn's "auto"
     imports httptools / uvloop exactly when it uses them)."""

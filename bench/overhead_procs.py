@@ -1,51 +1,12 @@
-"""bench/overhead.py's view of the processes of one server (issue 28): CPU per role from /proc,
-and the goals of `--api-workers` (a supervisor, an engine process, N API processes).
-
-A process's role is read off its title (`adapter-serve: engine`, `adapter-serve: api N`, set
-with setproctitle); the server's own process is `main` (the supervisor, or with one API
-process the whole server); anything else it started (the training worker) is `other`.
+"""Issue 28's goals of `--api-workers` (a supervisor, an engine process, N API processes) from
+bench/overhead.py's cells, and how far the API processes scale (`sweep_lines`: each `ours wN`
+against `ours w1`, also read by bench/gpu_check.py); the CPU per process role they read comes
+from bench/proctree.py.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from bench import overhead_load as load
-
-ROLES = ("engine", "api", "main", "other")
-
-
-def role_of(pid: int, root: int) -> str:
-    if pid == root:
-        return "main"
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return "other"
-    if title == "adapter-serve: engine":
-        return "engine"
-    return "api" if title.startswith("adapter-serve: api ") else "other"
-
-
-def role_cpu_seconds(root: int) -> dict[str, float]:
-    """CPU seconds (user + system, reaped children included) per role of `root`'s tree."""
-    seconds = dict.fromkeys(ROLES, 0.0)
-    tick = os.sysconf("SC_CLK_TCK")
-    for member in load.process_tree(root):
-        fields = load._stat(member)
-        if fields is not None:
-            used = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
-            seconds[role_of(member, root)] += used
-    return seconds
-
-
-def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict:
-    """CPU ms per answered request, per role."""
-    return {
-        role: (after[role] - before[role]) * 1000 / requests if requests else float("nan")
-        for role in ROLES
-    }
+import math
 
 
 def sweep_goals(cells: dict[str, list[dict]]) -> list[tuple[str, bool | None, str]]:
@@ -71,3 +32,37 @@ def sweep_goals(cells: dict[str, list[dict]]) -> list[tuple[str, bool | None, st
     else:
         out.append((label, None, "16 clients not measured"))
     return out
+
+
+def first_goals(firsts: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
+    """Issue 28's first-request goal for each of ours (bench/first_request.py's answers)."""
+    out: list[tuple[str, bool | None, str]] = []
+    for key, first in firsts.items():
+        label = f"{key}: first /classify after /readyz <= 2x a warm one"
+        if "ratio" not in first:
+            out.append((label, None, "not measured"))
+        else:
+            shown = (
+                f"{first['ratio']:.2f}x ({first['first_ms']:.1f} / {first['warm_p50_ms']:.1f} ms)"
+            )
+            out.append((label, first["met"], shown))
+    return out
+
+
+def sweep_lines(cells: dict[str, list[dict]]) -> list[str]:
+    """Per `ours wN` and client count: req/s, its ratio to `ours w1` at the same count, and the
+    CPU ms per request of each role (engine / API processes summed / main)."""
+    one = {c["clients"]: c for c in cells.get("ours w1", [])}
+    lines = []
+    for key, rows in cells.items():
+        if not key.startswith("ours w"):
+            continue
+        for c in rows:
+            base = one.get(c["clients"], {}).get("req_s")
+            ratio = c["req_s"] / base if base else math.nan
+            r = c["role_ms_per_request"]
+            lines.append(
+                f"{key}, {c['clients']} clients: {c['req_s']:,.0f} req/s = {ratio:.2f}x w1; "
+                f"CPU ms/req engine {r['engine']:.3f}, api {r['api']:.3f}, main {r['main']:.3f}"
+            )
+    return lines

@@ -3,11 +3,14 @@
     python -m bench.scale [--model tiny|minilm] [--adapters 10000] [--methods seq_bn,lora,...]
                           (default: every method the trainer offers, round robin)
                           [--clients 32] [--seconds 15] [--zipf 1.1] [--cold 300]
-                          [--cycles 10000] [--env APP_KEY=VALUE ...] [--json result.json]
+                          [--cycles 10000] [--api-workers N] [--env APP_KEY=VALUE ...]
+                          [--json result.json]
 
 Builds (or takes from the cache under --scratch) a store of N adapters of several methods
 (bench/scale_store.py), starts `python -m app` on 127.0.0.1 with it and measures:
-1. start-up: process spawn until /readyz answers 200;
+1. start-up: process spawn until /readyz answers 200; at once the first /classify (a hot
+   adapter, cold), then 20 warm ones: first / warm median (goal <= 2x), and one never-requested
+   adapter on the warm server (bench/first_request.py);
 2. req/s with --clients closed-loop clients on one adapter, then with each request's adapter
    drawn from Zipf(s) over all N names, and their ratio; the server's CPU ms per request;
    (the 2 hot adapters get a few untimed requests first);
@@ -16,11 +19,15 @@ Builds (or takes from the cache under --scratch) a store of N adapters of severa
 4. hot p99: --hot-clients on 2 hot adapters alone, then while --storm-clients request
    never-seen adapters back to back (a cold storm); the ratio;
 5. GET /adapters?limit=50: median time of 20 calls and the answer's size;
-6. server RSS after start-up and after the Zipf phase; then a second server with a small
+6. server RSS (per role) after start-up and after the Zipf phase; then a second server with a small
    residency budget (--cycle-env) runs --cycles activations over all names: RSS after the
    first --rss-after (1,000) vs at the end.
-The server runs torch on --threads threads (default 1: on a shared or small CPU box, torch's
-default spins its idle threads and the numbers measure that); --threads 0 keeps its default.
+The server's CPU and RSS are read from /proc of its process and every descendant, per role
+(bench/proctree.py: engine, API processes summed, main = the supervisor or the one process);
+--api-workers N sets APP_API_WORKERS (default: the server's own choice from the cores, written
+out so the run records it). The server runs torch on --threads threads (default 1: on a shared
+or small CPU box, torch's default spins its idle threads and the numbers measure that);
+--threads 0 keeps its default.
 Every phase is bounded in time; a phase that fails is reported and the others still run; the
 servers are stopped at the end whatever happens. Prints each phase, then a summary table.
 """
@@ -41,8 +48,10 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import proctree as tree
 from bench import scale_phases as phases
-from bench.common import bootstrap, load_texts
+from bench.common import api_workers_env, bootstrap, load_texts
+from bench.first_request import first_request
 from bench.scale_report import summary
 from bench.scale_store import METHODS, MODELS, build_store
 
@@ -74,12 +83,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="the server's APP_TORCH_THREADS (0: its default)"
     )
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--api-workers", type=int, default=0, help="APP_API_WORKERS (0: its default)")
     p.add_argument("--startup-timeout-s", type=float, default=600.0)
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bench-scale")
     p.add_argument("--json", type=Path)
     opts = p.parse_args(argv)
     opts.methods = [m for m in opts.methods.split(",") if m]
     opts.env = _pairs(opts.env)
+    if opts.api_workers < 0:
+        p.error("--api-workers must be >= 1 (0: the server's default)")
+    if opts.api_workers:
+        opts.env["APP_API_WORKERS"] = str(opts.api_workers)
     opts.cycle_env = _pairs(opts.cycle_env) or {"APP_MAX_RESIDENT_ADAPTERS": "8"}
     return opts
 
@@ -96,6 +110,7 @@ def start(opts, base: Path, store: Path, data_dir: Path, extra: dict[str, str]):
     from tests.support.server import start_server
 
     env = {
+        **api_workers_env(),  # the server's default, unless --api-workers or --env set it
         "APP_STORE_DIR": str(store),
         "APP_MAX_LENGTH": "128",
         "APP_ACCESS_LOG": "false",
@@ -148,6 +163,8 @@ def serve_phases(run: Run, server, names: list[str], texts: list[str]) -> None:
     opts, pid, port = run.opts, server.pid, server.port
     ranked, cum, pool = traffic(names, opts.zipf)
     hot, cold, storm = ranked[:HOT], pool[: opts.cold], pool[opts.cold :]
+    run.phase("first_request", first_request, server.url, adapter=hot[0], text=texts[0],
+              cold_adapter=pool[-1] if pool else None)  # fmt: skip
     run.phase("listing", phases.listing, server.url, calls=opts.list_calls)
     run.phase("prime", phases.prime, server.url, names=hot, texts=texts)
     load = {"texts": texts, "clients": opts.clients, "seconds": opts.seconds}
@@ -160,7 +177,8 @@ def serve_phases(run: Run, server, names: list[str], texts: list[str]) -> None:
         clients=opts.hot_clients, storm_clients=opts.storm_clients, seconds=opts.seconds,
     )  # fmt: skip
     run.phase("zipf", phases.throughput, port, pid, names=ranked, cum_weights=cum, **load)
-    run.results["rss_mb"]["after_zipf"] = phases.rss_mb(pid)
+    run.results["rss_roles_mb"]["after_zipf"] = tree.role_rss_mb(pid)
+    run.results["rss_mb"]["after_zipf"] = run.results["rss_roles_mb"]["after_zipf"]["total"]
     run.phase("metrics_end", phases.adapter_metrics, server.url)
 
 
@@ -171,7 +189,10 @@ def measure(run: Run, base: Path, store: Path, names: list[str], texts: list[str
         try:
             server, run.results["startup_s"] = start(opts, base, store, Path(tmp) / "a", {})
             say(f"start-up with {len(names)} adapters: {run.results['startup_s']:.2f} s")
-            run.results["rss_mb"] = {"startup": phases.rss_mb(server.pid)}
+            run.results["processes"] = tree.role_counts(server.pid)
+            say(f"processes: {run.results['processes']}")
+            run.results["rss_roles_mb"] = {"startup": tree.role_rss_mb(server.pid)}
+            run.results["rss_mb"] = {"startup": run.results["rss_roles_mb"]["startup"]["total"]}
             serve_phases(run, server, names, texts)
         finally:
             if server is not None:

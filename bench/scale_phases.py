@@ -1,19 +1,19 @@
 """The measured phases of bench/scale.py: each bounded in time, traffic to 127.0.0.1 only.
 
-Every request carries one text. The server's own cost is read from /proc/<pid> (utime + stime
-for CPU seconds, VmRSS for memory); its adapter metrics from /metrics, whatever of them exist.
+Every request carries one text. The server's own cost is read from /proc of its process and
+every descendant, per role (bench/proctree.py: engine, API processes, main); its adapter
+metrics from /metrics, whatever of them exist.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import statistics
 import time
 from dataclasses import asdict
-from pathlib import Path
 
+from bench import proctree as tree
 from bench.common import Conn, closed_loop
 
 # Today's adapter metrics and the ones the reworked cache adds; absent ones are skipped.
@@ -27,19 +27,6 @@ ADAPTER_METRICS = (
     "adapter_load_seconds",
     "adapter_loads_total",
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def percentiles(prefix: str, seconds: list[float]) -> dict[str, float]:
@@ -77,23 +64,18 @@ def prime(url: str, *, names: list[str], texts: list[str], rounds: int = 5) -> d
 
 
 async def throughput(port, pid, *, names, texts, clients, seconds, cum_weights=None) -> dict:
-    """Closed-loop req/s over `names` (uniform or by `cum_weights`) + server CPU ms/request."""
+    """Closed-loop req/s over `names` (uniform or by `cum_weights`) + server CPU ms/request
+    (the whole process tree, and per role)."""
     warmup = warmup_for(seconds)
-    marks: list[float] = []
-
-    async def mark() -> None:
-        await asyncio.sleep(warmup)
-        marks.append(cpu_seconds(pid))
-        await asyncio.sleep(seconds)
-        marks.append(cpu_seconds(pid))
-
     run = {"names": names, "texts": texts, "clients": clients, "seconds": seconds}
-    load, _ = await asyncio.gather(
-        closed_loop(port, **run, warmup=warmup, cum_weights=cum_weights), mark()
+    load, cpu = await asyncio.gather(
+        closed_loop(port, **run, warmup=warmup, cum_weights=cum_weights),
+        tree.cpu_window(pid, warmup, seconds),
     )
     done = load.requests + load.errors
-    cpu_ms = (marks[1] - marks[0]) * 1000 / done if done else float("nan")
-    return {**asdict(load), "req_s": load.texts_s, "cpu_ms_per_request": cpu_ms}
+    cpu_ms = sum(cpu.values()) * 1000 / done if done else float("nan")
+    out = {**asdict(load), "req_s": load.texts_s, "cpu_ms_per_request": cpu_ms}
+    return {**out, "role_ms_per_request": tree.per_request(cpu, done)}
 
 
 async def cold_then_warm(port, *, names, texts, limit_s) -> dict:
@@ -207,8 +189,9 @@ def adapter_metrics(url: str) -> dict[str, float]:
 
 
 async def cycle(port, pid, *, names, texts, count, limit_s, every=1000, clients=2) -> dict:
-    """`count` activations over `names` in turn (a small residency budget evicts): RSS growth
-    from the first `every` activations (sampled every `every`) to the end."""
+    """`count` activations over `names` in turn (a small residency budget evicts): growth of
+    the server's RSS (every process summed) from the first `every` activations (sampled every
+    `every`) to the end."""
     order = itertools.cycle(names)
     counts = {"started": 0, "done": 0, "errors": 0}
     samples: list[tuple[int, float]] = []
@@ -223,12 +206,12 @@ async def cycle(port, pid, *, names, texts, count, limit_s, every=1000, clients=
                 counts["done"] += 1
                 counts["errors"] += status != 200
                 if counts["done"] % every == 0:
-                    samples.append((counts["done"], rss_mb(pid)))
+                    samples.append((counts["done"], tree.role_rss_mb(pid)["total"]))
         finally:
             conn.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    samples.append((counts["done"], rss_mb(pid)))
+    samples.append((counts["done"], tree.role_rss_mb(pid)["total"]))
     first = next((mb for n, mb in samples if n >= every), float("nan"))
     return {
         "activations": counts["done"],

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+from bench.proctree import ROLES
+
 GOALS = {
     "zipf_ratio": ("Zipf / one adapter req/s", ">= 0.8x"),
     "hot_ratio": ("hot p99 under a cold storm / alone", "<= 2x"),
     "listing": ("GET /adapters?limit=50 median", "<= 50 ms at 10,000"),
+    "first_ratio": ("first request after /readyz / warm median", "<= 2x"),
     "growth": ("RSS growth after the first --rss-after activations", "within 10%"),
 }
 
@@ -38,28 +41,44 @@ def ratios(results: dict) -> dict[str, float | None]:
         "zipf_ratio": zipf / one if one and zipf is not None else None,
         "hot_ratio": _get(results, "hot_storm", "ratio_p99"),
         "listing": _get(results, "listing", "median_ms"),
+        "first_ratio": _get(results, "first_request", "ratio"),
         "growth": _get(results, "cycles", "growth"),
     }
+
+
+def _roles(values: dict | None, fmt: str) -> str:
+    """` [engine / api / main]` when the server runs an engine process, else nothing."""
+    if not values or not values.get("engine"):
+        return ""
+    return " [" + " / ".join(_num(values.get(role), fmt) for role in ROLES[:3]) + "]"
 
 
 def _throughput_row(results: dict, key: str, label: str) -> str:
     r = results.get(key) or {}
     return (
-        f"| {label}: req/s (p50 / p99 ms, server CPU ms/req, errors) | {_num(r.get('req_s'))} "
-        f"({_num(r.get('p50_ms'))} / {_num(r.get('p99_ms'))}, "
-        f"{_num(r.get('cpu_ms_per_request'), '.2f')}, {r.get('errors', '-')}) |"
+        f"| {label}: req/s (p50 / p99 ms, server CPU ms/req [engine / api / main], errors) | "
+        f"{_num(r.get('req_s'))} ({_num(r.get('p50_ms'))} / {_num(r.get('p99_ms'))}, "
+        f"{_num(r.get('cpu_ms_per_request'), '.2f')}"
+        f"{_roles(r.get('role_ms_per_request'), '.2f')}, {r.get('errors', '-')}) |"
     )
 
 
 def rows(results: dict, opts) -> list[str]:
     cold, hot = results.get("cold") or {}, results.get("hot_storm") or {}
     lst, cyc, rss = results.get("listing") or {}, results.get("cycles") or {}, results.get("rss_mb")
-    rss = rss or {}
+    rss, roles = rss or {}, results.get("rss_roles_mb") or {}
+    first = results.get("first_request") or {}
+    procs = results.get("processes") or {}
     alone, storm = hot.get("alone") or {}, hot.get("storm") or {}
     budget = " ".join(f"{k}={v}" for k, v in opts.cycle_env.items())
     return [
         f"| start-up with {opts.adapters} adapters (spawn to /readyz 200), s | "
         f"{_num(results.get('startup_s'), '.2f')} |",
+        f"| processes: engine / api / main / other | {procs.get('engine', '-')} / "
+        f"{procs.get('api', '-')} / {procs.get('main', '-')} / {procs.get('other', '-')} |",
+        f"| first /classify after /readyz: ms (warm median; a new adapter on the warm server) | "
+        f"{_num(first.get('first_ms'))} ({_num(first.get('warm_p50_ms'))}; "
+        f"{_num(first.get('cold_adapter_warm_server_ms'))}) |",
         _throughput_row(results, "one_adapter", f"one adapter, {opts.clients} clients"),
         _throughput_row(results, "zipf", f"Zipf(s={opts.zipf}) over {opts.adapters} names"),
         f"| cold request, {cold.get('adapters', '-')} distinct adapters in a row: p50 / p99 ms "
@@ -71,8 +90,9 @@ def rows(results: dict, opts) -> list[str]:
         f"{_num(alone.get('p99_ms'))} / {_num(storm.get('p99_ms'))} |",
         f"| GET /adapters?limit=50: median ms (bytes, items) | {_num(lst.get('median_ms'))} "
         f"({lst.get('bytes', '-')}, {lst.get('items', '-')}) |",
-        f"| server RSS MB: after start-up / after the Zipf phase | {_num(rss.get('startup'))} / "
-        f"{_num(rss.get('after_zipf'))} |",
+        f"| server RSS MB [engine / api / main]: after start-up / after the Zipf phase | "
+        f"{_num(rss.get('startup'))}{_roles(roles.get('startup'), '.0f')} / "
+        f"{_num(rss.get('after_zipf'))}{_roles(roles.get('after_zipf'), '.0f')} |",
         f"| RSS MB after {opts.rss_after} / after {cyc.get('activations', '-')} activations "
         f"({budget}) | {_num(cyc.get('rss_after_first_mb'))} / {_num(cyc.get('rss_end_mb'))} |",
     ]
@@ -84,6 +104,7 @@ def goal_lines(results: dict) -> list[str]:
         "zipf_ratio": (r["zipf_ratio"], "x", lambda v: v >= 0.8),
         "hot_ratio": (r["hot_ratio"], "x", lambda v: v <= 2),
         "listing": (r["listing"], " ms", lambda v: v <= 50),
+        "first_ratio": (r["first_ratio"], "x", lambda v: v <= 2),
         "growth": (None if r["growth"] is None else r["growth"] * 100, "%", lambda v: v <= 10),
     }
     lines = []

@@ -2,6 +2,7 @@
 
     python -m bench.serve [--model minilm|roberta-base-shape] [--texts short|long]
                           [--seconds 10] [--clients 1,16,64] [--adapters 1,64] [--out r.json]
+                          [--api-workers N]
 
 1. Builds a store of N random seq_bn adapters for the base (MiniLM-L6, or a random model of
    roberta-base's shape with a real tokenizer, see bench/common.py).
@@ -12,7 +13,10 @@
 3. Served: `python -m app` on 127.0.0.1 (it times its own pass cost model at start-up;
    the bench prints it); closed-loop clients, one text per request, the adapter drawn from
    the first A adapters (all preloaded). 1 adapter at every client count; more adapters at
-   the largest client count (--full-grid: at every count).
+   the largest client count (--full-grid: at every count). Per cell the server's CPU ms per
+   request per process role (engine / API processes summed / main: the supervisor, or the one
+   process), from /proc of its process and every descendant (bench/proctree.py); at the end
+   its RSS per role. --api-workers N sets APP_API_WORKERS (default: the server's own choice).
 4. Naive (optional, --naive-clients N): per request `set_active_adapters` + a new pipeline.
 5. Mixed methods (optional, --mix): 64 adapters spread over seq_bn, lora, ia3 and
    prefix_tuning at the largest client count, against each method's 16 adapters alone; the
@@ -32,16 +36,18 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from bench import proctree as tree
 from bench.common import (
     RawModel,
+    api_workers_env,
     base_model_dir,
     bootstrap,
     load_texts,
     make_store,
-    served_cell,
     wait_for_log,
 )
 from bench.serve_report import MIX, Cell, goals, mix_goal, row
+from bench.served import served_cell
 
 RAW_BATCHES = (1, 4, 8, 16, 32)
 MAX_BATCH = 32
@@ -87,6 +93,7 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):
         "APP_REQUEST_TIMEOUT_S": "300",
         "APP_PASS_COST_CALIBRATION": "false" if opts.no_calibration else "true",
         "APP_PASS_COST_BUDGET_S": str(opts.calibration_s),
+        **api_workers_env(opts.api_workers),
     }
     server = start_server(data_dir=data_dir, base_model=base, env=env, timeout_s=600)
     if not opts.no_calibration:
@@ -98,7 +105,7 @@ def start_served(base: Path, data_dir: Path, names: list[str], opts):
 
 
 def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
-    load, mean_batch = served_cell(
+    load, mean_batch, cpu_ms = served_cell(
         server,
         batches=kind != "naive",
         names=names,
@@ -108,7 +115,7 @@ def run_cell(server, kind: str, names, texts, clients: int, opts) -> Cell:
         warmup=max(2.0, opts.seconds / 5),
     )
     cell = Cell(kind, len(names), clients, **asdict(load), load=os.getloadavg()[0])
-    cell.mean_batch = mean_batch
+    cell.mean_batch, cell.cpu_ms = mean_batch, cpu_ms
     print(row(cell), flush=True)
     return cell
 
@@ -150,6 +157,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-calibration", action="store_true", help="fixed pass overhead")
     parser.add_argument("--naive-clients", type=int, default=0, help="0: no naive server")
     parser.add_argument("--mix", action="store_true", help="64 adapters over 4 methods too")
+    parser.add_argument("--api-workers", type=int, default=0, help="APP_API_WORKERS (0: default)")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
     if opts.command != "naive-server":
@@ -198,11 +206,14 @@ def run(opts: argparse.Namespace) -> int:
 
             naive = start_naive(base, data_dir)
         print(
-            "| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors | load |"
+            "| kind | adapters | clients | texts/s | p50 ms | p99 ms | texts/pass | errors | load "
+            "| server CPU ms/req (engine / api / main) |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         try:
             cells = sweep(served, naive, names, texts, opts, mixed)
+            rss = tree.role_rss_mb(served.pid)
+            print(f"server processes {tree.role_counts(served.pid)}; RSS MB {rss}", flush=True)
             log = served.log_path.read_text(errors="replace").splitlines()
             refits = [line for line in log if "re-fitted from live passes" in line]
             print(f"server re-fitted its row caps {len(refits)} time(s)", flush=True)
@@ -219,6 +230,7 @@ def run(opts: argparse.Namespace) -> int:
     if opts.out:
         result = {"opts": {k: str(v) for k, v in vars(opts).items()}, "raw": [before, after]}
         result["cells"] = [asdict(c) for c in cells]
+        result["server_rss_mb"] = rss
         opts.out.write_text(json.dumps(result, indent=2))
     return 0
 

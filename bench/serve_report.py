@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.proctree import roles_text
+
 MIX = ("seq_bn", "lora", "ia3", "prefix_tuning")
 
 
@@ -19,6 +21,7 @@ class Cell:
     p99_ms: float
     mean_batch: float | None = None
     load: float = 0.0
+    cpu_ms: dict[str, float] | None = None  # server CPU ms per request per role (proctree)
 
 
 def mix_goal(cells: list[Cell]) -> list[str]:
@@ -43,7 +46,8 @@ def row(c: Cell) -> str:
     batch = f"{c.mean_batch:.1f}" if c.mean_batch is not None else "-"
     return (
         f"| {c.kind} | {c.adapters} | {c.clients} | {c.texts_s:.1f} | {c.p50_ms:.1f} | "
-        f"{c.p99_ms:.1f} | {batch} | {c.errors} | {c.load:.1f} |"
+        f"{c.p99_ms:.1f} | {batch} | {c.errors} | {c.load:.1f} | "
+        f"{roles_text(c.cpu_ms) if c.cpu_ms else '-'} |"
     )
 
 

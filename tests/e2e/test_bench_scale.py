@@ -1,4 +1,5 @@
-"""bench/scale.py end to end, small: tiny model, 48 adapters of 6 methods, 2-second phases."""
+"""bench/scale.py end to end, small: tiny model, 48 adapters of 6 methods, 2-second phases,
+against the server split into processes (`--api-workers 2`: CPU and RSS per process role)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ NUMBERS = {
     "listing": ("median_ms", "max_ms", "bytes", "items"),
     "rss_mb": ("startup", "after_zipf"),
     "cycles": ("rss_after_first_mb", "rss_end_mb", "growth"),
+    "first_request": ("first_ms", "warm_p50_ms", "ratio", "cold_adapter_warm_server_ms"),
 }
 
 
@@ -47,6 +49,7 @@ def test_scale_bench_measures_every_phase(tmp_path, tiny_model_dir) -> None:
         "--seconds", "2", "--cold", "10", "--clients", "8", "--list-calls", "3",
         "--cycles", "20", "--rss-after", "10", "--cycle-limit-s", "6",
         "--env", "APP_PASS_COST_CALIBRATION=false", "--scratch", str(scratch), "--json", str(out),
+        "--api-workers", "2",
     ]  # fmt: skip
     done = subprocess.run(
         args, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=150
@@ -68,9 +71,19 @@ def test_scale_bench_measures_every_phase(tmp_path, tiny_model_dir) -> None:
     assert result["cycles"]["activations"] >= 10  # 0 errors: each method's adapters load
     assert result["hot_storm"]["storm_requests"] > 0
     assert "adapter" in json.dumps(result["metrics_end"])  # today's adapter metrics at least
+    assert result["processes"] == {"engine": 1, "api": 2, "main": 1, "other": 0}
+    for phase in ("one_adapter", "zipf"):  # the engine's forward and the API processes' HTTP
+        roles = result[phase]["role_ms_per_request"]
+        assert roles["engine"] > 0 and roles["api"] > 0, (phase, roles)
+        assert result[phase]["cpu_ms_per_request"] > roles["engine"], (phase, result[phase])
+    for when in ("startup", "after_zipf"):
+        rss = result["rss_roles_mb"][when]
+        assert rss["engine"] > 50 and rss["api"] > 50 and rss["total"] == result["rss_mb"][when]
+    assert result["first_request"]["first_status"] == 200, result["first_request"]
 
     printed = done.stdout
     for line in ("Zipf / one adapter req/s:", "hot p99 under a cold storm / alone:",
-                 "GET /adapters?limit=50 median:", "RSS growth after the first"):  # fmt: skip
+                 "GET /adapters?limit=50 median:", "RSS growth after the first",
+                 "first request after /readyz / warm median:"):  # fmt: skip
         row = next(r for r in printed.splitlines() if r.startswith(line))
         assert "-" not in row.split(":", 1)[1].split("(goal")[0], row
