@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import overhead_load as load
-from bench import overhead_procs as procs
+from bench import proctree
 from bench.common import bootstrap, make_store, minilm_dir
 from bench.scale import _terminated, say
 
@@ -57,8 +56,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def engine_of(root: int) -> tuple[int, Path]:
     """The engine process of the server `root`: (pid, its runtime folder: where the unix
     socket it listens on lies; /proc/net/unix names it by inode)."""
-    for pid in load.process_tree(root):
-        if procs.role_of(pid, root) == "engine":
+    for pid in proctree.process_tree(root):
+        if proctree.role_of(pid, root) == "engine":
             inodes = set()
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 target = os.readlink(fd)
@@ -72,7 +71,7 @@ def engine_of(root: int) -> tuple[int, Path]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = load._stat(pid)
+    fields = proctree.stat(pid)
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
