@@ -26,10 +26,10 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
-from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge, ServiceStopping
-from app.serving.fairness import FairShare
+from app.serving.errors import QueueFull, RequestTimeout, ServiceStopping, check_room
+from app.serving.fairness import FairShare, refund
 from app.serving.inference_thread import InferenceThread
-from app.serving.passes import BatchResult, Classified, assemble, deliver, fail
+from app.serving.passes import BatchResult, Classified, assemble, deliver, fail, run_passes
 from app.serving.planning import Item, Limits, Request, Timing
 from app.serving.tokenizing import Tokenizer
 from app.serving.warm_up import thaw, warm_up
@@ -57,6 +57,7 @@ class Batcher:
         self._fair = FairShare()  # tenants' shares of the queue (app.serving.fairness)
         self._wake = asyncio.Event()
         self._expected = 1
+        self._arrivals = 0  # requests queued so far
         self._tokenizing = 0  # texts x adapters of requests being tokenised
         self._task: asyncio.Task | None = None
         self.costs = DeviceCosts(engine, limits)
@@ -168,9 +169,7 @@ class Batcher:
             raise
         return assemble(request.results, adapters, len(ids), request.queue_ms, request.inference_ms)
 
-    async def _tokenize(
-        self, texts: Sequence[Text], truncation: bool, deadline: float
-    ) -> list[list[int]]:
+    async def _tokenize(self, texts: Sequence[Text], truncation, deadline) -> list[list[int]]:
         try:
             return await self._tokenizer.tokenize(texts, truncation=truncation, deadline=deadline)
         except RequestTimeout:
@@ -202,24 +201,17 @@ class Batcher:
             self._gauge()
 
     def _check_room(self, n: int) -> None:
-        if n > self.limits.max_queue:
-            raise RequestTooLarge(
-                f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
-                "the queue: split it"
-            )
-        if len(self._queue) + self._tokenizing + n > self.limits.max_queue:
+        try:
+            check_room(n, waiting=len(self._queue) + self._tokenizing, cap=self.limits.max_queue)
+        except QueueFull:
             self._count("queue_full")
-            raise QueueFull(
-                f"the queue is full ({len(self._queue) + self._tokenizing} texts waiting, cap "
-                f"{self.limits.max_queue}); retry later"
-            )
+            raise
 
-    def _enqueue(
-        self, ids: list[list[int]], adapters: Sequence[str], *, deadline: float, tenant: Hashable
-    ) -> Request:
+    def _enqueue(self, ids, adapters: Sequence[str], *, deadline, tenant: Hashable) -> Request:
         future = asyncio.get_running_loop().create_future()
         request = planning.new_request(future, ids, adapters, deadline=deadline, tenant=tenant)
         self._queue.extend(request.items)
+        self._arrivals += 1
         self._gauge()
         self._wake.set()
         return request
@@ -256,11 +248,17 @@ class Batcher:
             if not batch:
                 continue
             self._expected = len(batch)
-            lengths = [len(item.ids) for item in batch]
-            keys = [self.engine.batch_key(item.adapter) for item in batch]
-            tenants = [item.request.tenant for item in batch]
-            for rows in planning.plan_batch(lengths, keys, self.pass_cost, tenants):
-                await self._run([batch[i] for i in rows])
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[Item]) -> None:
+        keys = [self.engine.batch_key(item.adapter) for item in batch]
+        lengths, tenants = [len(i.ids) for i in batch], [i.request.tenant for i in batch]
+        plan = planning.plan_batch(lengths, keys, self.pass_cost, tenants)
+        passes = [[batch[i] for i in rows] for rows in plan]
+        rest = await run_passes(passes, self._run, lambda n=self._arrivals: self._arrivals != n)
+        if rest:  # requests arrived mid-batch: the rest is planned again with them
+            refund(rest, self._fair)  # its tokens are charged when it is taken again
+            self._requeue(rest)
 
     async def _run(self, batch: list[Item]) -> None:
         batch = [item for item in batch if not item.request.done]  # gone since collected
@@ -284,9 +282,12 @@ class Batcher:
         redo = deliver(items, outcome, result, self.metrics)
         if redo:  # the adapter was replaced between passes of these requests: run them again
             log.info("adapter replaced mid-request: re-running %d texts", len(redo))
-            self._queue.extendleft(reversed(redo))
-            self._gauge()
-            self._wake.set()
+            self._requeue(redo)
+
+    def _requeue(self, items: list[Item]) -> None:  # back to the front of the queue, in order
+        self._queue.extendleft(reversed(items))
+        self._gauge()
+        self._wake.set()
 
     _fail = staticmethod(fail)
 
