@@ -26,9 +26,9 @@ from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
 from app.serving.errors import RequestTimeout, ServiceStopping
-from app.serving.fairness import FairShare
+from app.serving.fairness import FairShare, refund
 from app.serving.inference_thread import InferenceThread
-from app.serving.passes import BatchResult, Classified, deliver
+from app.serving.passes import BatchResult, Classified, deliver, run_passes
 from app.serving.planning import Item, Limits, Timing
 from app.serving.requests import RequestQueue
 from app.serving.tokenizing import Tokenizer
@@ -209,11 +209,18 @@ class Batcher:
             if not batch:
                 continue
             self._expected = len(batch)
-            lengths = [len(item.ids) for item in batch]
-            keys = [self.engine.batch_key(item.adapter) for item in batch]
-            tenants = [item.request.tenant for item in batch]
-            for rows in planning.plan_batch(lengths, keys, self.pass_cost, tenants):
-                await self._run([batch[i] for i in rows])
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[Item]) -> None:
+        keys = [self.engine.batch_key(item.adapter) for item in batch]
+        lengths, tenants = [len(i.ids) for i in batch], [i.request.tenant for i in batch]
+        plan = planning.plan_batch(lengths, keys, self.pass_cost, tenants)
+        passes = [[batch[i] for i in rows] for rows in plan]
+        arrivals = self.requests.arrivals
+        rest = await run_passes(passes, self._run, lambda: self.requests.arrivals != arrivals)
+        if rest:  # requests arrived mid-batch: the rest is planned again with them
+            refund(rest, self._fair)  # its tokens are charged when it is taken again
+            self.requests.requeue(rest)
 
     async def _run(self, batch: list[Item]) -> None:
         batch = [item for item in batch if not item.request.done]  # gone since collected

@@ -10,16 +10,22 @@ turns the timings into a `PassCost`:
 fitted by non-negative least squares on relative error, plus a row cap per width: the most
 rows whose measured time per text is within `tolerance` of the best measured at that width
 (on a CPU, long texts often run no faster per text in a batch of 32 than alone, and cache
-pressure can make them slower). The planner (`app.serving.planning.plan_passes`) cuts passes
+pressure can make them slower). A cap never goes below `MIN_ROW_CAP`, nor below the rows
+that the fitted fixed cost needs to be amortised (`amortising_rows`): a start-up timed on a
+loaded box sees noisy per-text times (a burst makes 4 rows look slower per text than 2), yet
+the fit says a pass costs ~20-50 ms before its first row, and a large fixed cost argues for
+bigger passes, never smaller ones (issue 28: caps of 2 rows ran 512 rows as 256 passes). The
+planner (`app.serving.planning.plan_passes`) cuts passes
 to minimise the predicted total and never puts more rows in one pass than the cap.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -114,8 +120,26 @@ def fit_pass_cost(
         if not negative or len(active) == 1:
             break
         active.remove(min(negative, key=lambda k: coef[k]))
-    coef = [max(c, 0.0) for c in coef]
-    return PassCost(*coef, caps=row_caps(samples, tolerance=tolerance, max_rows=max_rows))
+    model = PassCost(*(max(c, 0.0) for c in coef))
+    caps = row_caps(samples, tolerance=tolerance, max_rows=max_rows)
+    return replace(
+        model, caps=tuple((w, max(c, amortising_rows(model, w, max_rows))) for w, c in caps)
+    )
+
+
+MIN_ROW_CAP = 4  # however noisy the timing, a pass may hold this many rows
+
+
+def amortising_rows(model: PassCost, width: int, max_rows: int | None = None) -> int:
+    """The floor of a row cap at `width`: `MIN_ROW_CAP`, or the rows whose own cost in the
+    `model` first outweighs its fixed cost, if more (a cap below that would trust noisy times
+    per text over the fit, which says such a pass is mostly start-up); `NO_CAP` when that is
+    `max_rows` or more, or when a row costs nothing more."""
+    marginal = model.per_row + width * (model.per_token + model.per_token_width * width)
+    if marginal <= 0:
+        return NO_CAP
+    rows = max(MIN_ROW_CAP, math.ceil(model.fixed / marginal - 1e-9))
+    return NO_CAP if max_rows is not None and rows >= max_rows else rows
 
 
 def row_caps(

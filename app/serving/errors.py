@@ -66,3 +66,13 @@ class NotReady(ServiceError):
     """The service is starting or stopping (no batcher yet, or not running)."""
 
     code = "not_ready"
+
+
+def check_room(n: int, *, waiting: int, cap: int) -> None:
+    """Whether `n` more texts x adapters fit a queue of `cap` that holds `waiting`; raises."""
+    if n > cap:
+        raise RequestTooLarge(
+            f"the request holds {n} texts x adapters; at most {cap} fit the queue: split it"
+        )
+    if waiting + n > cap:
+        raise QueueFull(f"the queue is full ({waiting} texts waiting, cap {cap}); retry later")

@@ -1,16 +1,17 @@
 """Fair shares of the batch queue between tenants (API keys), a pure function and its state.
 
-When the queue holds rows of several tenants (`Request.tenant`, the key id of the request),
-`take_fair` fills a batch one row at a time from the tenant served least so far, counted in
-tokens (`FairShare.served`); each tenant's rows keep their arrival order, and ties go to the
+`take_fair` fills a batch one row at a time from the tenant (`Request.tenant`, the key id of
+the request) served least so far, counted in tokens (`FairShare.served`); ties go to the
 tenant that has waited longest. A tenant that was idle starts level with the least-served
 waiting tenant, so idling banks no credit and a newcomer is served in the very next batch.
 This is start-time fair queueing with tokens as the cost (deficit round robin in the limit of
 a small quantum): over any stretch of contention every waiting tenant gets an equal share of
 the tokens, and a flooding key cannot push a light key's rows behind its own backlog.
 
-With one tenant in the queue (always, without API keys) the batcher keeps its plain FIFO
-(`planning.collect`), so nothing changes for a single-tenant server.
+Within a tenant (one tenant: always, without API keys) the requests share the tenant's rows
+the same way (`_Lane`): a short request queued behind two of 256 texts rides in the next
+batch instead of waiting for all 512 rows (issue 28); each request's rows keep their order.
+With one row per request, as under many clients, that is the plain FIFO.
 
 A fair batch alone does not keep a light key fast: its one row would share the flood's
 full-size pass. `tenant_runs` splits a batch of several tenants into runs of whole tenants,
@@ -37,16 +38,17 @@ class FairShare:
     served: dict[Hashable, float] = field(default_factory=dict)
 
 
-def tenant_of(item: Any) -> Hashable:
-    return item.request.tenant
-
-
 def one_tenant(queue: deque) -> bool:
     """Whether every row in `queue` belongs to the same tenant (stops at the first other)."""
     if not queue:
         return True
-    first = tenant_of(queue[0])
-    return all(tenant_of(item) == first for item in queue)
+    first = queue[0].request.tenant
+    return all(item.request.tenant == first for item in queue)
+
+
+def spans(queue: deque, request: Any) -> bool:
+    """Whether `request` has rows at the front of `queue` and another request waits behind."""
+    return queue[0].request is request and any(item.request is not request for item in queue)
 
 
 def take_fair(
@@ -59,16 +61,10 @@ def take_fair(
     """Take a batch fairly off `queue` (changed in place): (batch, expired).
 
     `admit(item)` says whether a row still fits the batch (and counts it when it does); a
-    tenant whose next row does not fit is done for this batch (its rows stay in order). The
-    first row taken always fits, so every batch makes progress.
+    tenant whose next row does not fit is done for this batch (its rows stay in the order
+    `_lanes` gives them). The first row taken always fits, so every batch makes progress.
     """
-    lanes: dict[Hashable, deque] = {}
-    expired = []
-    for item in queue:
-        if item.request.done or item.request.deadline <= now:
-            expired.append(item)
-        else:
-            lanes.setdefault(tenant_of(item), deque()).append(item)
+    lanes, floors, expired = _lanes(queue, now)
     served = fair.served
     for gone in served.keys() - lanes.keys():  # idle tenants are forgotten: no banked credit
         del served[gone]
@@ -83,7 +79,11 @@ def take_fair(
             continue
         item = lane.popleft()
         batch.append(item)
-        served[tenant] = level + max(len(item.ids), 1)
+        tokens = max(len(item.ids), 1)
+        served[tenant] = level + tokens
+        request = item.request  # its level within its tenant (`_lanes`)
+        base = request.served
+        request.served = (floors[tenant] if base is None else base) + tokens
         if lane:
             heapq.heappush(heap, (served[tenant], order, tenant))
     floor = min(served.values(), default=0.0)
@@ -94,6 +94,74 @@ def take_fair(
     queue.clear()
     queue.extend(rest)
     return batch, expired
+
+
+def refund(items: Sequence, fair: FairShare) -> None:
+    """Rows taken by `take_fair` that go back to the queue unrun: their tokens are not served."""
+    for item in items:
+        tokens, request = max(len(item.ids), 1), item.request
+        if request.served is not None:
+            request.served -= tokens
+        if request.tenant in fair.served:
+            fair.served[request.tenant] -= tokens
+
+
+def _lanes(queue: deque, now: float) -> tuple[dict[Hashable, deque], dict[Hashable, float], list]:
+    """Each tenant's live rows in the order its requests share them; the tenants' floors (the
+    least level of a waiting request); the expired rows.
+
+    A request's level (`Request.served`, tokens taken) starts at its tenant's floor; a row is
+    due at its request's level plus the tokens of the request's rows before it, and a tenant's
+    rows go in order of that (ties: the earlier request). So a short request behind big ones
+    of its tenant rides in the next batch, and big ones share what is left instead of running
+    one after the other. With one row per new request (many clients) that is arrival order,
+    and nothing is sorted.
+    """
+    lanes: dict[Hashable, deque] = {}
+    floors: dict[Hashable, float] = {}
+    shared: set[Hashable] = set()  # tenants with a request that holds several rows or a level
+    last = None
+    expired = []
+    for item in queue:
+        request = item.request
+        if request.done or request.deadline <= now:
+            expired.append(item)
+            continue
+        tenant = request.tenant
+        lane = lanes.get(tenant)
+        if lane is None:
+            lane = lanes[tenant] = deque()
+            floors[tenant] = math.inf
+        lane.append(item)
+        if request.served is not None:
+            floors[tenant] = min(floors[tenant], request.served)
+            shared.add(tenant)
+        elif request is last:
+            shared.add(tenant)
+        last = request
+    for tenant in lanes:
+        if floors[tenant] == math.inf:
+            floors[tenant] = 0.0
+        if tenant in shared:
+            lanes[tenant] = _shared(lanes[tenant], floors[tenant])
+    return lanes, floors, expired
+
+
+def _shared(lane: deque, floor: float) -> deque:
+    """A tenant's rows in order of when each is due (`_lanes`)."""
+    due: dict[Any, float] = {}
+    order: dict[Any, int] = {}
+    keyed = []
+    for item in lane:
+        request = item.request
+        level = due.get(request)
+        if level is None:
+            level = floor if request.served is None else request.served
+            order[request] = len(order)
+        due[request] = level + max(len(item.ids), 1)
+        keyed.append((level, order[request], len(keyed), item))
+    keyed.sort(key=lambda k: k[:3])
+    return deque(k[3] for k in keyed)
 
 
 def tenant_runs(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +190,27 @@ def assemble(
             )
         )
     return Classified(results, queue_ms=queue_ms, inference_ms=inference_ms)
+
+
+REPLAN_S = 0.1  # what the rest of a batch may still take when a request arrives mid-batch
+
+
+async def run_passes(
+    passes: list[list[Item]],
+    run: Callable[[list[Item]], Awaitable[None]],
+    arrived: Callable[[], bool],
+) -> list[Item]:
+    """Run a batch's `passes` in order: the rows left unrun, or [] when all ran.
+
+    When `arrived()` (requests queued since the batch was cut) and the rest would take over
+    `REPLAN_S` (at the last pass's time each), it stops: the rest goes back to the queue and is
+    planned again with the newcomers, so a short request rides in the next pass instead of
+    waiting for every pass of a batch cut into many (issue 28).
+    """
+    for k, items in enumerate(passes):
+        started = time.monotonic()
+        await run(items)
+        left = len(passes) - k - 1
+        if left and arrived() and (time.monotonic() - started) * left > REPLAN_S:
+            return [item for rest in passes[k + 1 :] for item in rest]
+    return []

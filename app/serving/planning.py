@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.serving.costs import PassCost
-from app.serving.fairness import FairShare, one_tenant, take_fair, tenant_runs
+from app.serving.fairness import FairShare, one_tenant, spans, take_fair, tenant_runs
 
 
 @dataclass
@@ -58,7 +58,8 @@ class Request:
     items: list[Item] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)  # adapter -> version of its rows
     tenant: Hashable = None  # whose request (the API key's id): the queue is shared fairly
-    timer: asyncio.TimerHandle | None = None  # fails it at its deadline (Batcher.enqueue_ids)
+    timer: asyncio.TimerHandle | None = None  # fails it at its deadline (RequestQueue.enqueue)
+    served: float | None = None  # its level among its tenant's requests (fairness._Lane)
 
 
 @dataclass(eq=False)
@@ -102,24 +103,34 @@ def collect(
     `key` (adapter -> the body pass its rows run in), `max_batch_size` and the token cap hold
     per key instead: rows of different keys never share a body pass, so a batch that mixes
     them may hold a full pass of each. The batch stops at the first item that does not fit.
-    With `fair` and rows of several tenants queued, the batch is shared between the tenants
-    instead (`app.serving.fairness.take_fair`; each tenant's rows stay in order).
+    With `fair` and rows of several tenants queued, or a request whose rows go on past the
+    batch while other requests wait behind it, the batch is shared between the tenants and,
+    within a tenant, between its requests instead (`app.serving.fairness.take_fair`; each
+    request's rows stay in order): a short request is not stuck behind all the rows of big
+    ones. Otherwise (one row per request, the usual load) that is the FIFO taken here.
     """
-    room = BatchRoom(max_batch_size, max_batch_tokens, key)
+
+    def room() -> Callable[[Item], bool]:
+        return BatchRoom(max_batch_size, max_batch_tokens, key).admit
+
     if fair is not None and not one_tenant(queue):
-        return take_fair(queue, fair, now=now, admit=room.admit)
-    if fair is not None:
-        fair.served.clear()
-    batch: list[Item] = []
-    expired: list[Item] = []
+        return take_fair(queue, fair, now=now, admit=room())
+    admit, batch, expired = room(), [], []
     while queue:
         item = queue[0]
         if item.request.done or item.request.deadline <= now:
             expired.append(queue.popleft())
             continue
-        if not room.admit(item):
+        if not admit(item):
             break
         batch.append(queue.popleft())
+    if fair is None:
+        return batch, expired
+    if batch and queue and spans(queue, batch[-1].request):
+        queue.extendleft(reversed(batch))  # share the batch between the requests instead
+        batch, late = take_fair(queue, fair, now=now, admit=room())
+        return batch, expired + late
+    fair.served.clear()
     return batch, expired
 
 

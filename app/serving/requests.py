@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 
 from app.metrics import Metrics
 from app.serving import planning
-from app.serving.errors import QueueFull, RequestTimeout, RequestTooLarge
+from app.serving.errors import QueueFull, RequestTimeout, check_room
 from app.serving.passes import Classified, assemble, fail
 from app.serving.planning import Item, Limits, Request, Timing
 
@@ -27,19 +27,14 @@ class RequestQueue:
         self.items: deque[Item] = deque()
         self.tokenizing = 0  # texts x adapters of requests being tokenised (count as queued)
         self.wake = asyncio.Event()  # set when items arrive: the batcher's loop looks
+        self.arrivals = 0  # requests queued so far (a batch cut into slow passes re-plans)
 
     def check_room(self, n: int) -> None:
-        if n > self.limits.max_queue:
-            raise RequestTooLarge(
-                f"the request holds {n} texts x adapters; at most {self.limits.max_queue} fit "
-                "the queue: split it"
-            )
-        if len(self.items) + self.tokenizing + n > self.limits.max_queue:
+        try:
+            check_room(n, waiting=len(self.items) + self.tokenizing, cap=self.limits.max_queue)
+        except QueueFull:
             self.count("queue_full")
-            raise QueueFull(
-                f"the queue is full ({len(self.items) + self.tokenizing} texts waiting, cap "
-                f"{self.limits.max_queue}); retry later"
-            )
+            raise
 
     def enqueue(
         self, ids: list[list[int]], adapters: Sequence[str], *, tenant: Hashable = None,
@@ -53,6 +48,7 @@ class RequestQueue:
         request = planning.new_request(future, ids, adapters, deadline=deadline, tenant=tenant)
         request.timer = loop.call_at(deadline, self._deadline, request)  # loop time: monotonic
         self.items.extend(request.items)
+        self.arrivals += 1
         self.wake.set()  # the loop updates the queue-depth gauge
         return request
 

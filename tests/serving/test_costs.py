@@ -9,9 +9,11 @@ import time
 import pytest
 
 from app.serving.costs import (
+    MIN_ROW_CAP,
     NO_CAP,
     PassCost,
     TooFewTimings,
+    amortising_rows,
     calibrate,
     calibration_shapes,
     fit_pass_cost,
@@ -277,3 +279,49 @@ def test_calibrate_stops_when_asked():
 def test_no_faith_in_batch_sizes_never_timed(max_rows, expected):
     samples = [(1, 64, 10.0), (4, 64, 20.0), (8, 64, 30.0)]  # batching pays up to 8 rows
     assert row_caps(samples, tolerance=0.1, max_rows=max_rows) == ((64, expected),)
+
+
+# ---- a start-up timed on a loaded box (issue 28) ----------------------------------------------
+# What a 1.5 s start-up timing saw with two busy loops on the 2 cores (the server's log): three
+# shapes in the budget, every pass ~20 ms before its first row. Before: caps w16:4, w32:2 (no
+# faith in row counts never timed), and 512 rows of width 128 ran as 256 passes of 2 rows.
+LOADED = [(1, 16, 0.0199), (2, 16, 0.0201), (1, 32, 0.0198)]
+
+
+def test_a_loaded_start_up_timing_does_not_shrink_the_passes():
+    model = fit_pass_cost(LOADED, max_rows=32)
+    assert model.fixed > 0.015  # the fit sees the fixed cost...
+    for width in (16, 32, 128):  # ...and a large fixed cost argues for big passes
+        assert model.row_cap(width) >= 32, model.describe()
+    passes = plan_passes([128] * 32, model)
+    assert [len(p) for p in passes] == [32]
+
+
+FLOOR_CASES = [
+    # (name, model, width, max rows, least cap)
+    ("a row costs nothing more: no cap", PassCost(0.02), 128, 64, NO_CAP),
+    ("the fixed cost is 20 rows' own", PassCost(0.02, per_row=1e-3), 128, 64, 20),
+    ("... and 16 rows fill a pass: no cap", PassCost(0.02, per_row=1e-3), 128, 16, NO_CAP),
+    ("cheap start-up: the least cap", PassCost(1e-4, per_row=1e-3), 16, 64, MIN_ROW_CAP),
+    ("per token: wider rows amortise it sooner", PassCost(0.01, per_token=1e-5), 100, 64, 10),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "width", "max_rows", "floor"),
+    [c[1:] for c in FLOOR_CASES],
+    ids=[c[0] for c in FLOOR_CASES],
+)
+def test_amortising_rows(model, width, max_rows, floor):
+    assert amortising_rows(model, width, max_rows) == floor
+
+
+def test_noise_cannot_cap_passes_below_what_amortises_the_fixed_cost():
+    """Timings where every pass of more than one row looked 6x slow (a burst of load): the
+    measured caps say 1 row per pass; the fit's fixed cost says many."""
+    truth = PassCost(0.02, per_row=1e-3)
+    noisy = [(r, w, truth.predict(r, w) * (6.0 if r > 1 and w == 128 else 1.0))
+             for r in (1, 2, 4) for w in (128, 256)]  # fmt: skip
+    assert dict(row_caps(noisy, tolerance=0.1, max_rows=64))[128] == 1
+    model = fit_pass_cost(noisy, max_rows=64)
+    assert model.row_cap(128) >= max(MIN_ROW_CAP, amortising_rows(model, 128, 64)) > 4

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 
 import pytest
 
-from app.serving.fairness import FairShare
+from app.serving.fairness import FairShare, refund
+from app.serving.passes import run_passes
 from app.serving.planning import Item, Request, collect
 
 NOW = 100.0
@@ -106,7 +108,81 @@ def test_a_tenant_whose_next_row_does_not_fit_waits_in_order():
     assert [item.slot for item in queue] == [2, 3]
 
 
+def _requests(spec: list[tuple[str, int, int]], first: int = 0) -> deque[Item]:
+    """spec: (tenant, rows, tokens per row) per request, in arrival order; slots count on."""
+    items, slot = deque(), first
+    for tenant, rows, tokens in spec:
+        request = Request(future=None, deadline=NOW + 10, results=[], remaining=rows, tenant=tenant)
+        for _ in range(rows):
+            items.append(Item(request, slot, "a", list(range(tokens)), enqueued=NOW - 1))
+            slot += 1
+    return items
+
+
+def test_a_short_request_rides_in_the_next_batch_behind_big_ones_of_its_tenant():
+    """Issue 28's probe: two requests of 256 long texts, then one short text, one tenant.
+    Before, the short one waited for all 512 rows (16 batches of 32)."""
+    queue = _requests([(None, 256, 128), (None, 256, 128), (None, 1, 4)])
+    slots, _ = _take(queue, FairShare(), size=32, tokens=16384)
+    assert 512 in slots and len(slots) == 32
+    big = [s for s in slots if s != 512]  # the big two share the rest, each in its order
+    assert [s for s in big if s < 256] == list(range(16)) and len(big) == 31
+    left = [item.slot for item in queue]
+    assert left == sorted(left)
+
+
+def test_big_requests_of_one_tenant_share_batches_and_finish():
+    """A short request arriving before each batch goes first; the big one is never starved."""
+    fair, queue = FairShare(), _requests([("a", 40, 8)])
+    for k in range(10):
+        queue.extend(_requests([("a", 1, 8)], first=100 + k))
+        slots, _ = _take(queue, fair, size=4)
+        assert 100 + k in slots and len(slots) == 4
+    assert len(queue) == 40 - 30
+
+
+def test_tenants_stay_fair_when_one_sends_big_and_small_requests():
+    """Tenant a: a big request and a short one; tenant b: a flood of one-row requests. Each
+    tenant gets half the batch, and a's short request is in it."""
+    queue = _requests([("a", 64, 8)] + [("b", 1, 8)] * 64 + [("a", 1, 8)])
+    slots, _ = _take(queue, FairShare(), size=8)
+    tenants = [("a" if s < 64 or s == 128 else "b") for s in slots]
+    assert 128 in slots and tenants.count("a") == tenants.count("b") == 4
+
+
 def test_without_a_fair_share_the_queue_is_fifo():
     queue = _queue([("f", 3)] * 40 + [("l", 3)])
     slots, _ = _take(queue, None, size=4)
     assert slots == [0, 1, 2, 3]
+
+
+def test_rows_given_back_unrun_are_not_charged():
+    """`refund` undoes what `take_fair` charged: taking the same rows again gives the same batch."""
+    fair, queue = FairShare(), _requests([("a", 6, 8), ("b", 6, 8), ("a", 1, 4)])
+    batch, _ = collect(queue, now=NOW, max_batch_size=4, max_batch_tokens=10_000, fair=fair)
+    levels = {id(i.request): i.request.served for i in batch}
+    refund(batch, fair)
+    queue.extendleft(reversed(batch))
+    again, _ = collect(queue, now=NOW, max_batch_size=4, max_batch_tokens=10_000, fair=fair)
+    assert [i.slot for i in again] == [i.slot for i in batch]
+    assert {id(i.request): i.request.served for i in again} == levels
+
+
+def test_a_batch_cut_into_slow_passes_stops_for_a_newcomer():
+    """run_passes: after a pass, a request that arrived and a rest of over REPLAN_S give the
+    rest back; quick passes, or no newcomer, run the whole batch."""
+    passes = [[k] for k in range(5)]
+
+    def scenario(pass_s, arrive_after):
+        ran = []
+
+        async def run(items):
+            await asyncio.sleep(pass_s)
+            ran.extend(items)
+
+        rest = asyncio.run(run_passes(passes, run, lambda: len(ran) >= arrive_after))
+        return ran, rest
+
+    assert scenario(0.06, 1) == ([0], [1, 2, 3, 4])
+    assert scenario(0.06, 99) == ([0, 1, 2, 3, 4], [])
+    assert scenario(0.001, 1) == ([0, 1, 2, 3, 4], [])
