@@ -252,7 +252,10 @@ class EngineClient:
             max_length=info["max_length"],
             base_config=config,
         )
-        self._tokenizer = Tokenizer(encoder)
+        tokenizer = Tokenizer(encoder)
+        # Its thread started and its first call made now, not in the first request (~15 ms).
+        await tokenizer.tokenize(["warm up"], truncation=True, deadline=time.monotonic() + 60)
+        self._tokenizer = tokenizer
         if self.on_info is not None:
             self.on_info(self.info)
         # As the engine's warm-up does: an API process holds ~480k tracked objects by now
