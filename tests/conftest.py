@@ -77,15 +77,11 @@ def is_quick(item: pytest.Item) -> bool:
 # @pytest.mark.one_process("...").
 TWO_PROCESS_MODULES = (
     "e2e/test_serve.py",
-    "e2e/test_guard.py",
-    "e2e/test_adapter_access.py",
-    "e2e/test_versions_canary.py",
     "e2e/test_protocols.py",
     "e2e/test_faults.py",
-    "e2e/test_admission.py",
     "e2e/test_quotas.py",
-    "e2e/test_serve_tasks.py",
-    "e2e/test_request_logs.py",
+    "e2e/test_adapter_access.py",
+    "e2e/test_admission.py",
 )
 
 

@@ -2,9 +2,8 @@
 
 It loads the base model, builds the serving stack as one process does (`build_serving`:
 adapter tiers and loader thread, batcher with its planner, inference thread and cost model)
-and hosts the per-key LocalLimiter of every API process and each key's share of the queue
-(`KeyShares`). It answers on a ROUTER socket
-(`wire` messages; one task per request, cancelled by a `Cancel`) and beats on a PUB socket
+and hosts the per-key LocalLimiter and KeyShares of every API process. It answers on a ROUTER
+socket (`wire` messages; one task per request, cancelled by a `Cancel`); beats on a PUB socket
 every BEAT_S. SIGTERM stops it: no new requests, the batcher stops, the sockets close.
 Exit code 3: the base model cannot be loaded (the supervisor gives up rather than restart).
 """
@@ -39,7 +38,6 @@ from app.serving.errors import BaseModelLoadError, InferenceFailed, ServiceError
 from app.serving.passes import Classified
 from app.serving.planning import Request, Timing
 from app.tenancy.limiter import Ask, Bucket, Hold, LocalLimiter
-from app.tenancy.quotas import QueueShare
 
 log = logging.getLogger("app.procs.engine")
 CANNOT_LOAD = 3
@@ -72,17 +70,10 @@ def answer_of(request_id: int, outcome: Classified | Exception, timing: Timing) 
 class EngineServer:
     """The engine's side of the wire: requests in, answers and heartbeats out."""
 
-    def __init__(
-        self,
-        serving: Serving,
-        engine: Engine,
-        ctx: zmq.asyncio.Context,
-        runtime: Path,
-        shares: KeyShares,
-    ):
+    def __init__(self, serving: Serving, engine: Engine, ctx: Any, runtime: Path, share: KeyShares):
         self.serving, self.batcher, self.cache = serving, serving.batcher, serving.cache
         self.limiter = LocalLimiter()
-        self.shares = shares  # each key's share of the queue, across every API process
+        self.shares = share  # each key's share of the queue, across every API process
         self.info = describe(engine)
         self.boot = uuid.uuid4().hex
         requests, beats = socket_paths(runtime)
@@ -255,11 +246,10 @@ class EngineServer:
 
 
 async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
-    metrics = Metrics(top_adapters=settings.metrics_top_adapters)
-    serving = build_serving(settings, engine, metrics)
+    serving = build_serving(settings, engine, Metrics(top_adapters=settings.metrics_top_adapters))
     await serving.batcher.start()
     ctx = zmq.asyncio.Context()
-    shares = KeyShares(QueueShare(settings, metrics))
+    shares = KeyShares(settings, serving.batcher.metrics)
     server = EngineServer(serving, engine, ctx, runtime, shares)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

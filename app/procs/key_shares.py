@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from app.config import Settings
+from app.metrics import Metrics
 from app.procs import wire
 from app.tenancy.limiter import Hold, RateLimited
 from app.tenancy.quotas import QueueShare
 
 
 class KeyShares:
-    def __init__(self, share: QueueShare) -> None:
-        self.share = share
+    def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
+        self.share = QueueShare(settings, metrics)  # refusals counted as rate_limited
         self.holds: dict[Hashable, Hold] = {}  # by request (API process, id)
 
     def take(self, request: Hashable, message: wire.Classify) -> wire.Failure | None:
