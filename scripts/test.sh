@@ -33,4 +33,11 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m ruff check .
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+.venv/bin/python -m pytest
+# The whole suite (no arguments) then runs the e2e modules of HTTP behaviour again against
+# `--api-workers 2` (a supervisor, an engine process, two API processes; the list is
+# TWO_PROCESS_MODULES in tests/conftest.py).
+exec .venv/bin/python -m pytest --two-processes tests/e2e

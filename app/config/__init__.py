@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         0.5,
         gt=0,
         le=1,
-        description="the part of max_queue one API key may hold in one process (429 above), so "
+        description="the part of max_queue one API key may hold in the server (429 above), so "
         "a flooding key meets its own limit before the queue is full for everyone",
     )
     quota_refusal_delay_s: float = Field(

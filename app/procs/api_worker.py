@@ -46,6 +46,7 @@ def create_api_app(settings: Settings, client: EngineClient, *, shared_metrics: 
         lifespan=_lifespan,
     )
     app.state.client = client
+    client.metrics = app.state.metrics
     if shared_metrics is not None:
         app.state.metrics.shared_dir = str(shared_metrics)
     return app

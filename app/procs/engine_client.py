@@ -4,7 +4,8 @@ in-process Batcher and the Ray ClusterBatcher), and the stand-ins the routes rea
 The client tokenises here (its own tokenizer thread, `app.serving.tokenizing.Tokenizer` over a
 `TextEncoder` of the base model's tokenizer and the engine's `max_length`) and sends token ids
 to the engine. Cancelling `classify` (the HTTP client went away) sends a `Cancel`: the engine
-cancels the request's task, which drops its queued texts before any forward. The engine's
+drops the request's queued texts before any forward and counts it as `cancelled` (a cancel
+while tokenising here, before the engine saw it, is counted here). The engine's
 heartbeat says it is up: silence for BEAT_LOST_S, or a new boot id, fails every pending call
 with a 503 that says why, `running` turns false (`/readyz` red), and the next beat (the
 restarted engine) makes it true again. The store on disk is the truth: nothing is lost.
@@ -76,6 +77,7 @@ class EngineClient:
         self._tokenizer: Tokenizer | None = None
         self._tasks: list[asyncio.Task] = []
         self._ctx: zmq.asyncio.Context | None = None
+        self.metrics: Any = None  # the API process's Metrics: cancels before the engine saw it
 
     # ---- the Classifier protocol -----------------------------------------------------------
     @property
@@ -104,6 +106,10 @@ class EngineClient:
             ids = await self._tokenizer.tokenize(
                 texts, truncation=truncation, deadline=started + self.timeout_s
             )
+        except asyncio.CancelledError:  # the engine never saw it: counted here, as one process
+            if self.metrics is not None:
+                self.metrics.rejected.labels("cancelled").inc()
+            raise
         finally:
             timing.tokenize_ms = (time.monotonic() - started) * 1000
         return await self.classify_ids(ids, adapters, truncation, timing, tenant)
@@ -128,8 +134,15 @@ class EngineClient:
     # ---- what the admin routes use of the batcher ------------------------------------------
     async def run_exclusive(self, fn: Callable[..., Any], /, *args: Any) -> Any:
         """`fn` is a stand-in's method (`EngineResidency.ensure`/`unload`): it runs in the
-        engine by name, between batches, as in one process."""
-        return await self.call(fn.__name__, *args)
+        engine by name, between batches, as in one process. An unload while the engine is down
+        has nothing to do (a restarted engine starts empty; names resolve against the store,
+        so a deleted adapter is never served): deleting an adapter needs no engine."""
+        try:
+            return await self.call(fn.__name__, *args)
+        except EngineUnavailable:
+            if fn.__name__ != "unload":
+                raise
+            return None
 
     async def call(self, op: str, *args: Any) -> Any:
         self._check_up()

@@ -2,8 +2,8 @@
 
 It loads the base model, builds the serving stack as one process does (`build_serving`:
 adapter tiers and loader thread, batcher with its planner, inference thread and cost model)
-and hosts the per-key LocalLimiter of every API process. It answers on a ROUTER socket
-(`wire` messages; one task per request, cancelled by a `Cancel`) and beats on a PUB socket
+and hosts the per-key LocalLimiter and KeyShares of every API process. It answers on a ROUTER
+socket (`wire` messages; one task per request, cancelled by a `Cancel`); beats on a PUB socket
 every BEAT_S. SIGTERM stops it: no new requests, the batcher stops, the sockets close.
 Exit code 3: the base model cannot be loaded (the supervisor gives up rather than restart).
 """
@@ -31,6 +31,7 @@ from app.config import EngineView, Settings, engine_threads
 from app.metrics import Metrics
 from app.procs import wire
 from app.procs.engine_client import socket_paths
+from app.procs.key_shares import KeyShares
 from app.procs.titles import set_title, stop_with_parent
 from app.serving.engine import Engine
 from app.serving.errors import BaseModelLoadError, InferenceFailed, ServiceError
@@ -69,9 +70,10 @@ def answer_of(request_id: int, outcome: Classified | Exception, timing: Timing) 
 class EngineServer:
     """The engine's side of the wire: requests in, answers and heartbeats out."""
 
-    def __init__(self, serving: Serving, engine: Engine, ctx: zmq.asyncio.Context, runtime: Path):
+    def __init__(self, serving: Serving, engine: Engine, ctx: Any, runtime: Path, share: KeyShares):
         self.serving, self.batcher, self.cache = serving, serving.batcher, serving.cache
         self.limiter = LocalLimiter()
+        self.shares = share  # each key's share of the queue, across every API process
         self.info = describe(engine)
         self.boot = uuid.uuid4().hex
         requests, beats = socket_paths(runtime)
@@ -122,6 +124,7 @@ class EngineServer:
     def _take_in(self, who: bytes, message: wire.ToEngine) -> None:
         key = (who, message.id)
         if isinstance(message, wire.Cancel):
+            self.shares.release(key)
             request = self.requests.pop(key, None)
             if request is not None:
                 self.batcher.requests.count("cancelled")
@@ -133,6 +136,9 @@ class EngineServer:
             return
         if not isinstance(message, wire.Classify):
             work = self._call(message)
+        elif (over := self.shares.take(key, message)) is not None:  # over the key's share
+            self._post(who, wire.Answer(message.id, failure=over))
+            return
         elif self._queue(who, message):  # queued at once: no task
             return
         else:
@@ -140,6 +146,7 @@ class EngineServer:
         task = asyncio.create_task(self._answer(who, work))
         self.tasks[key] = task
         task.add_done_callback(lambda _, key=key: self.tasks.pop(key, None))
+        task.add_done_callback(lambda _, key=key: self.shares.release(key))
 
     def _queue(self, who: bytes, message: wire.Classify) -> bool:
         """Queue a request whose adapters are in memory, with no task: its future's callback
@@ -150,6 +157,7 @@ class EngineServer:
         try:
             request = self.batcher.requests.enqueue(ids, message.adapters, tenant=message.tenant)
         except (StoreError, ServiceError) as exc:
+            self.shares.release((who, message.id))
             self._post(who, wire.Answer(message.id, failure=wire.failure_of(exc)))
             return True
         key = (who, message.id)
@@ -158,6 +166,7 @@ class EngineServer:
         return True
 
     def _finished(self, key: tuple[bytes, int], message: wire.Classify, n_texts: int) -> None:
+        self.shares.release(key)
         request = self.requests.pop(key, None)
         if request is None:  # cancelled: nobody to answer
             return
@@ -240,7 +249,8 @@ async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
     serving = build_serving(settings, engine, Metrics(top_adapters=settings.metrics_top_adapters))
     await serving.batcher.start()
     ctx = zmq.asyncio.Context()
-    server = EngineServer(serving, engine, ctx, runtime)
+    shares = KeyShares(settings, serving.batcher.metrics)
+    server = EngineServer(serving, engine, ctx, runtime, shares)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -5,6 +5,11 @@ travel by name through `EngineClient.run_exclusive` and run in the engine betwee
 `fetch` gets the engine's residency for a page in one call. `EngineLimiter` stands where the
 in-process LocalLimiter stands: the engine hosts one LocalLimiter for every API process, so a
 key's quota holds across them (the Redis limiter is shared already and stays).
+
+While the engine is down (restarting), routes that need no inference keep answering: the
+residency is empty (a restarted engine starts with nothing resident) and the key's limits are
+enforced by this process alone (its own LocalLimiter, each process allowing the whole limit, as
+the Redis limiter does while Redis is down) until the engine beats again.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from app.procs.engine_client import EngineUnavailable
 from app.serving.errors import ServiceError
 from app.serving.residents import Resident
-from app.tenancy.limiter import Ask, Hold
+from app.tenancy.limiter import Ask, Hold, LocalLimiter
 
 if TYPE_CHECKING:
     from app.procs.engine_client import EngineClient
+
+IN_ENGINE = "engine"  # Hold.member of a hold the engine's limiter holds
 
 
 class EngineResidency:
@@ -36,7 +44,12 @@ class EngineResidency:
         raise NotImplementedError
 
     async def fetch(self) -> Residency:
-        data = await self.client.call("residency")
+        if not self.client.running:
+            return Residency({}, {})
+        try:
+            data = await self.client.call("residency")
+        except EngineUnavailable:  # it went away meanwhile
+            return Residency({}, {})
         return Residency(msgspec.convert(data["resident"], dict[str, Resident]), data["last_used"])
 
 
@@ -55,17 +68,26 @@ class Residency:
 
 
 class EngineLimiter:
-    """The per-key limiter the engine hosts (one LocalLimiter for every API process)."""
+    """The per-key limiter the engine hosts (one LocalLimiter for every API process); this
+    process's own while the engine is down. Holds taken in the engine carry `IN_ENGINE`."""
 
     def __init__(self, client: EngineClient) -> None:
         self.client = client
+        self.local = LocalLimiter()
 
     async def take(self, ask: Ask) -> Hold | None:
-        held = await self.client.call("take", msgspec.to_builtins(ask))
-        return None if held is None else Hold(held["tenant"], held["n"])
+        if self.client.running:
+            try:
+                held = await self.client.call("take", msgspec.to_builtins(ask))
+            except EngineUnavailable:  # it went away meanwhile
+                return self.local.take_now(ask)
+            return None if held is None else Hold(held["tenant"], held["n"], IN_ENGINE)
+        return self.local.take_now(ask)
 
     async def release(self, hold: Hold) -> None:
-        if not hold.released:
+        if hold.member != IN_ENGINE:
+            self.local.release_now(hold)
+        elif not hold.released:
             hold.released = True
             with contextlib.suppress(ServiceError):  # the engine restarted: nothing is held
                 await self.client.call("release", hold.tenant, hold.n)

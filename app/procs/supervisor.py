@@ -17,7 +17,11 @@ with another program of the same user. The supervisor holds a bound, not listeni
 the same group, so the port stays reserved while processes restart.
 
 A dead API process is restarted; a dead engine is restarted (its clients answer 503 meanwhile
-and reconnect); an engine that cannot load the base model ends the service (exit 2).
+and reconnect); an engine that cannot load the base model ends the service (exit 2). A process
+that keeps dying is restarted after pauses that double from RESTART_PAUSE_S up to
+RESTART_PAUSE_MAX_S (`Restarts`; each restart is logged with its pause), from the first pause
+again once a run lasted STAYED_UP_S; the watch never sleeps through a pause, so the others are
+tended meanwhile.
 SIGTERM/SIGINT: the API processes drain their requests in flight and exit, then the engine
 stops, then the training worker; the supervisor exits 0.
 """
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.bootstrap import prepare_store
@@ -42,9 +47,16 @@ from app.procs.titles import set_title
 
 log = logging.getLogger("app.procs.supervisor")
 POLL_S = 0.1
-RESTART_PAUSE_S = 0.5  # between restarts of a process that keeps dying
+RESTART_PAUSE_S = 0.5  # before the first restart of a process that died
+RESTART_PAUSE_MAX_S = 30.0  # the pauses double up to this while it keeps dying
+STAYED_UP_S = 10.0  # a process that ran this long before it died restarts after the first pause
 CANNOT_LOAD = 3  # app.procs.engine_main's exit code: the base model cannot be loaded
 LOADED = "engine.loaded"  # app.procs.engine_main writes it once the model loaded
+ENGINE = "engine process"
+
+
+def api_name(index: int) -> str:
+    return f"API process {index}"
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -57,6 +69,24 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass
+class Restarts:
+    """When one process starts again after it died: capped exponential backoff."""
+
+    started: float  # time.monotonic() of its last start
+    in_a_row: int = 0  # deaths since a run that lasted STAYED_UP_S
+    due: float | None = None  # it is dead and starts again at this time
+
+    def died(self, now: float) -> float:
+        """The pause before its next start (and `due` set to its end)."""
+        if now - self.started >= STAYED_UP_S:
+            self.in_a_row = 0
+        pause = min(RESTART_PAUSE_MAX_S, RESTART_PAUSE_S * 2**self.in_a_row)
+        self.in_a_row += 1
+        self.due = now + pause
+        return pause
+
+
 class Supervisor:
     def __init__(self, settings: Settings, port: int, runtime: Path) -> None:
         self.settings, self.port, self.runtime = settings, port, runtime
@@ -64,6 +94,7 @@ class Supervisor:
         self.metrics_dir.mkdir()
         self.engine: subprocess.Popen | None = None
         self.apis: dict[int, subprocess.Popen] = {}
+        self.restarts: dict[str, Restarts] = {}  # by process name
         self.stopping = threading.Event()
         self.failed = False
 
@@ -74,8 +105,16 @@ class Supervisor:
         # killpg) reaches the supervisor alone, which stops the processes in order.
         return subprocess.Popen(cmd, env=env, start_new_session=True)
 
+    def _started(self, name: str) -> None:
+        restarts = self.restarts.get(name)
+        if restarts is None:
+            self.restarts[name] = Restarts(time.monotonic())
+        else:
+            restarts.started, restarts.due = time.monotonic(), None
+
     def start_engine(self) -> None:
         self.engine = self._spawn("app.procs.engine_main")
+        self._started(ENGINE)
         log.debug("engine process started (pid %d)", self.engine.pid)
 
     def engine_loaded(self) -> bool:
@@ -87,22 +126,16 @@ class Supervisor:
         return True
 
     def _engine_alive(self) -> bool:
-        """Restart a dead engine; False when it cannot load the base model."""
+        """Restart a dead engine (after its pause); False when it cannot load the base model."""
         assert self.engine is not None
-        if self.engine.poll() is None:
-            return True
-        code = self.engine.returncode
-        self._dead(self.engine.pid)
-        if code == CANNOT_LOAD:
-            self.failed = True
-            return False
-        log.warning("engine process (pid %d) died (exit %s): restarting", self.engine.pid, code)
-        time.sleep(RESTART_PAUSE_S)
-        self.start_engine()
-        return True
+        if self._due(ENGINE, self.engine):
+            self.start_engine()
+        self.failed = self.engine.returncode == CANNOT_LOAD
+        return not self.failed
 
     def start_api(self, index: int) -> None:
         self.apis[index] = self._spawn("app.procs.api_worker", str(index), str(self.port))
+        self._started(api_name(index))
         log.debug("API process %d started (pid %d)", index, self.apis[index].pid)
 
     def watch(self) -> None:
@@ -111,12 +144,25 @@ class Supervisor:
             if not self._engine_alive():
                 return
             for index, proc in list(self.apis.items()):
-                if proc.poll() is not None and not self.stopping.is_set():
-                    self._dead(proc.pid)
-                    log.warning("API process %d (pid %d) died (exit %s): restarting",
-                                index, proc.pid, proc.returncode)  # fmt: skip
-                    time.sleep(RESTART_PAUSE_S)  # one that cannot start must not spin
+                if self._due(api_name(index), proc) and not self.stopping.is_set():
                     self.start_api(index)
+
+    def _due(self, name: str, proc: subprocess.Popen) -> bool:
+        """True when `proc` is dead and its pause is over; its death is logged once, with the
+        pause (an engine that cannot load its model gets none: the service ends)."""
+        restarts, now = self.restarts[name], time.monotonic()
+        if restarts.due is not None:
+            return now >= restarts.due
+        if proc.poll() is None:
+            return False
+        self._dead(proc.pid)
+        if name == ENGINE and proc.returncode == CANNOT_LOAD:
+            return False
+        ran, pause = now - restarts.started, restarts.died(now)
+        log.warning("%s (pid %d) died (exit %s) after %.1f s: restarting in %.1f s "
+                    "(%d in a row)", name, proc.pid, proc.returncode, ran, pause,
+                    restarts.in_a_row)  # fmt: skip
+        return False
 
     def _dead(self, pid: int) -> None:
         from prometheus_client import multiprocess

@@ -162,6 +162,8 @@ class Batcher:
             except asyncio.CancelledError:
                 self.requests.drop(request, timing)
                 raise
+            except Exception:  # failed (timed out, ...): `finish` raises it, timing filled in
+                pass
         except asyncio.CancelledError:
             self.requests.count("cancelled")
             raise

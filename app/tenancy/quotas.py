@@ -13,9 +13,12 @@ app/tenancy/limiter_redis.py when `APP_REDIS_URL` is set, shared by every API pr
 
 A key without an option of its own gets the default (`APP_DEFAULT_KEY_RPS`, `_TPS`,
 `_INFLIGHT`; unset: unlimited). Besides its quota, a key may hold at most
-`APP_KEY_QUEUE_SHARE` of `APP_MAX_QUEUE` texts in flight in one process, so a flooding key
-meets its own 429 before the shared queue is full (503 for everyone). Without API keys there
-is one tenant and none of this applies (the queue's 503 as before).
+`APP_KEY_QUEUE_SHARE` of `APP_MAX_QUEUE` texts in the queue (`QueueShare`), so a flooding key
+meets its own 429 before the shared queue is full (503 for everyone). The queue is the
+engine's: in one process `Quotas` counts the share; behind an engine process (app.procs) the
+engine counts it too, across every API process (each API process's own count is a part of it:
+it refuses early, before the body, never later than the engine). Without API keys there is one
+tenant and none of this applies (the queue's 503 as before).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from app.config import LimiterView, Settings
@@ -32,6 +35,7 @@ from app.security import KeyLimits, Principal
 from app.tenancy.limiter import (
     Ask,
     Bucket,
+    Hold,
     LocalLimiter,
     RateLimited,
     TooManyInFlight,
@@ -51,6 +55,47 @@ def build_limiter(view: LimiterView) -> Any:
     return RedisLimiter(str(view.backend.redis_url), lease_s=view.lease_s)
 
 
+class QueueShare:
+    """A key's share of the queue: `share` texts in flight (a key that holds none may always
+    start one request, so one larger than the share runs alone)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.share = max(1, math.floor(settings.key_queue_share * settings.max_queue))
+        self.metrics = metrics
+        self.counts = LocalLimiter()
+
+    def full(self, tenant: str) -> bool:
+        return self.counts.holding(tenant) >= self.share
+
+    def take(self, tenant: str, n: int) -> Hold:
+        """Hold `n` texts of `tenant` (TooManyInFlight, counted, when over the share)."""
+        held = self.counts.holding(tenant)
+        if held and held + n > self.share:
+            raise self.refused()
+        return self.counts.hold(tenant, n)
+
+    def release(self, hold: Hold) -> None:
+        self.counts.release_now(hold)
+
+    def refused(self) -> TooManyInFlight:
+        if self.metrics is not None:
+            self.metrics.rejected.labels("rate_limited").inc()
+        return TooManyInFlight(
+            f"this API key holds its share of the queue ({self.share} texts); retry when some "
+            "finish"
+        )
+
+    @contextlib.contextmanager
+    def held(self, tenant: str | None, n: int) -> Iterator[None]:
+        """Around the queue's work for `tenant`'s `n` texts (no-op without keys)."""
+        hold = None if tenant is None else self.take(tenant, n)
+        try:
+            yield
+        finally:
+            if hold is not None:
+                self.release(hold)
+
+
 class Quotas:
     """The limits of one app: the limiter, the defaults, the queue share."""
 
@@ -63,10 +108,9 @@ class Quotas:
             tps=settings.default_key_tps,
             inflight=settings.default_key_inflight,
         )
-        self.share = max(1, math.floor(settings.key_queue_share * settings.max_queue))
+        self.queue = QueueShare(settings, metrics)  # this process's part of the queue
         self.delay_s = settings.quota_refusal_delay_s
         self.metrics = metrics
-        self.local = LocalLimiter()  # the queue share: this process's own queue
         self.limiter: Any = limiter or build_limiter(
             LimiterView.of(settings, margin_s=LEASE_MARGIN_S)
         )
@@ -89,49 +133,38 @@ class Quotas:
         """Refuse a key that holds its share of the queue or its texts in flight already (in
         this process; a Redis-shared in-flight limit is checked with the texts)."""
         tenant = principal.key_id
-        if self.local.holding(tenant) >= self.share:
-            raise self._over_share()
+        if self.queue.full(tenant):
+            raise self.queue.refused()
         inflight = self.limits(principal).inflight
         local = self.limiter if isinstance(self.limiter, LocalLimiter) else None
         if inflight is not None and local is not None and local.holding(tenant) >= inflight:
             self._count()
             raise refused_inflight(inflight)
 
-    def _over_share(self) -> TooManyInFlight:
-        self._count()
-        return TooManyInFlight(
-            f"this API key holds its share of the queue ({self.share} texts); retry when some "
-            "finish"
-        )
-
     @contextlib.asynccontextmanager
     async def texts(self, principal: Principal, n: int) -> AsyncIterator[None]:
-        """Hold `n` texts of the key while the body runs (RateLimited when over a limit)."""
-        tenant, limits = principal.key_id, self.limits(principal)
-        held = self.local.holding(tenant)
-        if held and held + n > self.share:
-            refused = self._over_share()
-            await self.pause(refused)
-            raise refused
-        share = self.local.hold(tenant, n)
+        """Hold `n` texts of the key while the body runs (RateLimited when over a limit, also
+        when the body raises it: an engine process's share; answered after the pause, with
+        nothing held meanwhile)."""
         try:
-            hold = None
-            if limits.tps is not None or limits.inflight is not None:
-                buckets = (Bucket("tps", limits.tps, n),) if limits.tps is not None else ()
-                in_flight = n if limits.inflight is not None else 0
+            with self.queue.held(principal.key_id, n):
+                hold = await self._take_texts(principal, n)
                 try:
-                    hold = await self._take(Ask(tenant, buckets, limits.inflight, in_flight))
-                except RateLimited as exc:  # the share is not held while the answer waits
-                    self.local.release_now(share)
-                    await self.pause(exc)
-                    raise
-            try:
-                yield
-            finally:
-                if hold is not None:
-                    await asyncio.shield(self.limiter.release(hold))
-        finally:
-            self.local.release_now(share)
+                    yield
+                finally:
+                    if hold is not None:
+                        await asyncio.shield(self.limiter.release(hold))
+        except RateLimited as exc:
+            await self.pause(exc)
+            raise
+
+    async def _take_texts(self, principal: Principal, n: int) -> Hold | None:
+        limits = self.limits(principal)
+        if limits.tps is None and limits.inflight is None:
+            return None
+        buckets = (Bucket("tps", limits.tps, n),) if limits.tps is not None else ()
+        in_flight = n if limits.inflight is not None else 0
+        return await self._take(Ask(principal.key_id, buckets, limits.inflight, in_flight))
 
     async def _take(self, ask: Ask) -> Any:
         try:

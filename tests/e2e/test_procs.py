@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from adapters_store import AdapterStore
+from tests.support.procs import bearer, close, pinned, ready, tree, wait_for
 from tests.support.server import every_process_ready, running_server
 from tests.support.tasks import add_task_adapter
 
@@ -48,10 +49,6 @@ def data(tmp_path_factory, factory) -> Path:
     return data
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def answers(url: str, key: str = ADMIN) -> list[dict]:
     with httpx.Client(base_url=url, timeout=60, headers=bearer(key)) as client:
         replies = [client.post("/classify", json=call) for call in CALLS]
@@ -77,40 +74,6 @@ def assert_same(got: dict, want: dict) -> None:
     assert [g[2] for g in got_scores] == pytest.approx([w[2] for w in want_scores], abs=1e-6)
 
 
-def tree(root: int) -> dict[str, int]:
-    """Title (the process's /proc cmdline) -> pid, for `root` and its children."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if int(entry.name) == root or parent == root:
-            found[cmdline] = int(entry.name)
-    return found
-
-
-def wait_for(check, timeout_s: float, step_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(step_s)
-    raise AssertionError(f"not within {timeout_s} s")
-
-
-def ready(url: str) -> int:
-    try:
-        return httpx.get(url + "/readyz", timeout=5).status_code
-    except httpx.HTTPError:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def single(tiny_model_dir, data) -> list[dict]:
     env = {**QUIET, "APP_API_KEYS_FILE": str(data / "keys")}
@@ -129,27 +92,6 @@ def server(tiny_model_dir, data):
         data_dir=data, base_model=tiny_model_dir, env=env, api_workers=2, log_path=log
     ) as s:
         yield s
-
-
-def pinned(url: str, per_process: int = 1) -> dict[int, list[httpx.Client]]:
-    """Keep-alive clients (one connection each) on each of the two API processes, by pid."""
-    clients: dict[int, list[httpx.Client]] = {}
-    for _ in range(60):
-        client = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1))
-        pid = int(client.get("/healthz").headers["x-served-by"])
-        if len(clients.setdefault(pid, [])) < per_process:
-            clients[pid].append(client)
-        else:
-            client.close()
-        if len(clients) == 2 and all(len(c) == per_process for c in clients.values()):
-            return clients
-    raise AssertionError("the connections did not reach both API processes")
-
-
-def close(clients: dict[int, list[httpx.Client]]) -> None:
-    for each in clients.values():
-        for client in each:
-            client.close()
 
 
 def test_two_api_processes_score_exactly_as_one_process(server, single):

@@ -78,17 +78,23 @@ def _same(probs: list[float], prediction: list[dict], labels: dict[int, str]) ->
 
 
 # ---- raw HTTP ------------------------------------------------------------------------------
-def http_request(path: str, body: bytes, content_type: str, *, port: int) -> bytes:
+def http_request(
+    path: str, body: bytes, content_type: str, *, port: int, headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     )
     return head.encode() + body
 
 
-def abandon(port: int, payload: dict, *, linger_s: float = 0.05) -> None:
+def abandon(
+    port: int, payload: dict, *, linger_s: float = 0.05, headers: dict[str, str] | None = None
+) -> None:
     """POST /classify, then close the connection before the answer arrives."""
-    raw = http_request("/classify", json.dumps(payload).encode(), "application/json", port=port)
+    body = json.dumps(payload).encode()
+    raw = http_request("/classify", body, "application/json", port=port, headers=headers)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(raw)
         time.sleep(linger_s)

@@ -67,7 +67,7 @@ def test_holds_are_given_back_when_the_request_fails_or_is_cancelled(tmp_path):
         task.cancel()  # the client went away
         await asyncio.gather(task, return_exceptions=True)
         q.check_room(key(inflight=2))
-        assert q.local.holding("k1") == 0 and q.limiter.holding("k1") == 0
+        assert q.queue.counts.holding("k1") == 0 and q.limiter.holding("k1") == 0
 
     asyncio.run(go())
 
@@ -85,6 +85,6 @@ def test_a_refusal_is_answered_after_the_pause(tmp_path):
             async with q.texts(key(tps=1), 1):
                 pass
         assert time.monotonic() - started >= 0.25
-        assert q.local.holding("k1") == 0  # not held while the answer waited
+        assert q.queue.counts.holding("k1") == 0  # not held while the answer waited
 
     asyncio.run(go())
