@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import logging.config
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import torch
 import zmq
 import zmq.asyncio
 
@@ -145,8 +147,14 @@ class EngineServer:
             work = self._classify(message)
         task = asyncio.create_task(self._answer(who, work))
         self.tasks[key] = task
-        task.add_done_callback(lambda _, key=key: self.tasks.pop(key, None))
-        task.add_done_callback(lambda _, key=key: self.shares.release(key))
+        task.add_done_callback(lambda _, key=key, work=work: self._ended(key, work))
+
+    def _ended(self, key: tuple[bytes, int], work: Any) -> None:
+        self.tasks.pop(key, None)
+        self.shares.release(key)
+        if inspect.getcoroutinestate(work) == inspect.CORO_CREATED:  # cancelled before it ran
+            work.close()
+            self.batcher.requests.count("cancelled")
 
     def _queue(self, who: bytes, message: wire.Classify) -> bool:
         """Queue a request whose adapters are in memory, with no task: its future's callback
@@ -255,7 +263,7 @@ async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     log.info("engine serving base model %s on %s (%s, %d torch threads)", engine.base_ref.id,
-             engine.device, engine.dtype, torch_threads())  # fmt: skip
+             engine.device, engine.dtype, torch.get_num_threads())  # fmt: skip
     try:
         await server.serve(stop)
     finally:
@@ -263,12 +271,6 @@ async def run(settings: Settings, engine: Engine, runtime: Path) -> None:
         server.router.close(0)
         server.pub.close(0)
         ctx.term()
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def main(argv: list[str]) -> int:

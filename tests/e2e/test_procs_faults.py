@@ -6,6 +6,7 @@ start is restarted after pauses that double, and comes back once it can."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import re
@@ -40,7 +41,7 @@ FORWARDED = "inference_batch_size_sum"
 def data(tmp_path_factory, factory) -> Path:
     data = tmp_path_factory.mktemp("procs-faults")
     store = AdapterStore(data / "adapters")
-    for name, seed in SEEDS.items():
+    for name, seed in {**SEEDS, "never-read": 9}.items():
         factory.add_to_store(store, name, seed=seed)
     (data / "keys").write_text(KEYS)
     return data
@@ -102,6 +103,37 @@ def test_clients_that_leave_an_api_process_cancel_their_work_in_the_engine(serve
     # Only the blocker's texts reached a forward pass: the leavers' were dropped in the queue.
     assert metric(after, FORWARDED) - metric(before, FORWARDED) == 4 * 128
     assert metric(after, "inference_queue_depth") == 0
+
+
+def test_a_cancel_that_comes_with_its_request_leaves_no_work_behind(server, tiny_model_dir):
+    """A Classify of a cold adapter (the awaited path: a task) and its Cancel in one message:
+    the task is cancelled before it starts; counted as cancelled, nothing read or forwarded."""
+    from app.procs import wire
+    from app.procs.engine_client import EngineClient
+    from bench.engine_load import engine_of
+
+    before = scrape(server.url)
+
+    async def send_both() -> None:
+        client = EngineClient(engine_of(server.pid)[1], base_model=str(tiny_model_dir),
+                              timeout_s=30)  # fmt: skip
+        await client.start()
+        try:
+            flat, lengths = wire.pack_ids([[0, 713, 2]])
+            boot = client._boot or ""
+            request = wire.Classify(10**9, flat, lengths, ["never-read"], True, None, boot)
+            client._post(wire.encode(request))  # both leave in one multipart message
+            client._post(wire.encode(wire.Cancel(request.id)))
+            await asyncio.sleep(1.0)
+        finally:
+            await client.close()
+
+    asyncio.run(send_both())
+    after = scrape(server.url)
+    assert metric(after, CANCELLED) == metric(before, CANCELLED) + 1
+    assert metric(after, FORWARDED) == metric(before, FORWARDED)
+    assert metric(after, "adapter_loads_total") == metric(before, "adapter_loads_total")
+    assert "never awaited" not in server.logs()
 
 
 def test_a_key_holds_one_share_of_the_queue_across_api_processes(server):
