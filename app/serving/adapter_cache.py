@@ -5,14 +5,12 @@
 - *device* tier: adapters whose tensors are on the model's device; LRU under `max_bytes` (their
   tensors' bytes, not file sizes, + the one-pass stacks: `Engine.stack_bytes`) and `max_count`.
   Evicting one moves it back to the host tier: a later request costs a copy, not a disk read.
-- A device adapter is *active* when a slot of its shape points at its tensors
-  (`app.serving.slots`); activation costs a pointer per tensor. Adapters whose files do not map
-  onto a slot take the library path (`Engine.load_adapter`), exactly as before slots existed.
+- *active*: a slot of its shape points at a device adapter's tensors (`app.serving.slots`), a
+  pointer per tensor; adapters that fit no slot take the library path (`Engine.load_adapter`).
 
 `prefetch` (event loop) decodes a request's cold adapters on the loader thread before its texts
-are queued, so a cold adapter never stalls the inference thread with disk reads. Every method
-that activates or evicts (`ensure`, `unload`) runs on the inference thread; `snapshot`,
-`last_used` and `prefetch` may be called from any thread.
+are queued, so a cold adapter never stalls the inference thread with disk reads. What activates
+or evicts (`ensure`, `unload`, `rehearse`) runs on the inference thread, the rest anywhere.
 
 A device adapter is tied to the manifest file it was read under (inode + mtime): when the store
 replaces the adapter, the next `ensure` sees another file and reads the new version.
@@ -26,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from adapters_store import AdapterNotFound, AdapterStore
@@ -62,9 +60,8 @@ class AdapterCache:
         self._m = CacheMetrics(metrics)
         self.slots = SlotPool(engine, per_key=slots_per_key)
         self._device: OrderedDict[str, Device] = OrderedDict()  # LRU first
-        self._host = HostTier(
-            host_bytes, on_drop=lambda: self._m.count("adapter_evictions", "host")
-        )
+        dropped = lambda: self._m.count("adapter_evictions", "host")  # noqa: E731
+        self._host = HostTier(host_bytes, on_drop=dropped)
         self._device_used = 0  # bytes
         self._inflight: dict[str, Future] = {}
         self._last_used: dict[str, float] = {}
@@ -72,8 +69,7 @@ class AdapterCache:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapter-loader")
 
     # ---- reading (any thread) ------------------------------------------------------------
-    def snapshot(self) -> dict[str, Resident]:
-        """The adapters on the device, by name."""
+    def snapshot(self) -> dict[str, Resident]:  # the adapters on the device, by name
         with self._lock:
             return {name: entry.resident for name, entry in self._device.items()}
 
@@ -181,6 +177,17 @@ class AdapterCache:
         self.engine.note_key(name, None)
         return removed
 
+    def rehearse(self, name: str, run: Callable[[], object]) -> None:
+        """Activate `name`, `run()`, forget it, uncounted (the warm-up's rehearsal of a request)."""
+        counted, self._m = self._m, CacheMetrics(None)
+        try:
+            self.ensure(name)
+            run()
+        finally:
+            self.unload(name)
+            self._last_used.pop(name, None)
+            self._m = counted
+
     def clear(self) -> None:
         """Unload every adapter and delete the slots: the model is the plain base again."""
         with self._lock:
@@ -223,16 +230,9 @@ class AdapterCache:
             if stamp_of(self.store, name) != decoded.stamp:  # replaced while the library read
                 self.engine.unload_adapter(name)
                 raise AdapterChanging(f"adapter {name!r} is being replaced; retry")
-        resident = Resident(
-            name=name,
-            version=decoded.version,
-            labels=decoded.labels,
-            nbytes=nbytes,
-            stamp=decoded.stamp,
-            loaded_at=time.time(),
-            task=decoded.task,
-            thresholds=decoded.thresholds,
-        )
+        resident = Resident(name=name, version=decoded.version, labels=decoded.labels,
+                            nbytes=nbytes, stamp=decoded.stamp, loaded_at=time.time(),
+                            task=decoded.task, thresholds=decoded.thresholds)  # fmt: skip
         entry = Device(decoded=decoded, resident=resident, library=library)
         with self._lock:
             self._device[name] = entry

@@ -32,7 +32,7 @@ from app.serving.passes import BatchResult, Classified, deliver, run_passes
 from app.serving.planning import Item, Limits, Timing
 from app.serving.requests import RequestQueue
 from app.serving.tokenizing import Tokenizer
-from app.serving.warm_up import thaw, warm_up
+from app.serving.warm_up import rehearse, thaw, warm_up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +84,7 @@ class Batcher:
     def warm_up(self) -> None:
         """Blocks (`app.serving.warm_up`): on the inference thread, or before `start`."""
         warm_up(self.costs, lambda: self._stopping)
+        rehearse(self.engine, self.cache, self.store)
         self.warmed = True
 
     @property

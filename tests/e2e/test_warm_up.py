@@ -65,5 +65,10 @@ def test_readyz_is_503_until_the_warm_up_has_ended(tmp_path, tiny_model_dir, fac
             r = client.post("/classify", json={"adapter": "alpha", "inputs": "first"})
         assert r.status_code == 200, r.text
         assert float(r.headers["x-queue-time"]) < 250  # no calibration in front of it
+        # A first request was rehearsed through the adapter before ready, then forgotten:
+        # the real first request loaded it (once), as the metrics and residency say.
+        assert "rehearsed a first request (adapter alpha" in log_at_ready, log_at_ready[-4000:]
+        metrics = httpx.get(server.url + "/metrics").text
+        assert re.search(r"^adapter_loads_total 1\.0$", metrics, re.M), metrics
     finally:
         server.stop()
