@@ -26,7 +26,6 @@ WEIGHT_FILES = ("adapter.safetensors", "model_head.safetensors")
 PARAM_ITEMSIZE = 4  # the adapter's modules are built in float32; the engine may cast them
 
 
-
 def _renamed(key: str, saved_name: str) -> str:
     parts = key.split(".")
     for i in range(1, len(parts)):
