@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +70,15 @@ def folder_name(name: str) -> str:
 def name_of_folder(folder: str) -> str:
     """The adapter name a store folder holds (the inverse of `folder_name`)."""
     return folder.replace(FOLDER_SEP, NAMESPACE_SEP)
+
+
+def any_adapter_name(root: str | os.PathLike) -> str | None:
+    """The name of one adapter folder of the store at `root` (whichever the directory lists
+    first; the dot-folders are the store's own), without the listing index; None: none."""
+    with os.scandir(root) as entries:
+        folders = (e.name for e in entries if e.name[0] != "." and e.is_dir())
+        folder = next(folders, None)
+    return None if folder is None else name_of_folder(folder)
 
 
 def not_found(name: str) -> AdapterNotFound:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections.abc import Callable
 
 from adapters_store import AdapterStore
-from adapters_store.format import name_of_folder
+from adapters_store.format import any_adapter_name
 from app.serving.adapter_cache import AdapterCache
 from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import forward_timer
@@ -57,10 +56,8 @@ def rehearse(engine: Engine, cache: AdapterCache, store: AdapterStore) -> None:
     warm server (in process, measured); paid here instead. Nothing when the store is empty or
     the adapter cannot be used (another base's, a broken one): the first request pays then."""
     try:
-        with os.scandir(store.root) as entries:  # not the listing index: it may be rebuilding
-            folders = (e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-            name = name_of_folder(next(folders, ""))
-        if name:
+        name = any_adapter_name(store.root)  # not the listing index: it may be rebuilding
+        if name is not None:
             ids, started = engine.tokenize(["warm up"]), time.monotonic()
             cache.rehearse(name, lambda: engine.forward([Segment(name, ids)]))
             log.info("rehearsed a first request (adapter %s, %.1f ms; uncounted, forgotten)",

@@ -161,3 +161,14 @@ def test_hub_import_under_a_namespaced_name(store, factory, saved, tmp_path):
     assert manifest.name == "team-h/imported" and manifest.source == "hub"
     assert (store.root / "team-h~imported" / fmt.MANIFEST).is_file()
     assert "team-h/imported" in [e.name for e in store.page(100).entries]
+
+
+def test_any_adapter_name_reads_one_folder_as_its_name(tmp_path) -> None:
+    from adapters_store.format import any_adapter_name
+
+    assert any_adapter_name(tmp_path) is None
+    (tmp_path / ".tombstones").mkdir()
+    (tmp_path / "stray-file").write_text("")
+    assert any_adapter_name(tmp_path) is None  # the store's own folders and files are not adapters
+    (tmp_path / "team-a~sentiment").mkdir()
+    assert any_adapter_name(tmp_path) == "team-a/sentiment"
