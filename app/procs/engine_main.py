@@ -3,8 +3,9 @@
 It loads the base model, builds the serving stack as one process does (`build_serving`:
 adapter tiers and loader thread, batcher with its planner, inference thread and cost model)
 and hosts the per-key LocalLimiter and KeyShares of every API process. It answers on a ROUTER
-socket (`wire` messages; one task per request, cancelled by a `Cancel`); beats on a PUB socket
-every BEAT_S. SIGTERM stops it: no new requests, the batcher stops, the sockets close.
+socket (`wire` messages, several per multipart message: a request whose adapters are in memory
+is queued with no task, others await their reads; a `Cancel` drops it); beats every BEAT_S.
+SIGTERM stops it: no new requests, the batcher stops, the sockets close.
 Exit code 3: the base model cannot be loaded (the supervisor gives up rather than restart).
 """
 
@@ -161,14 +162,13 @@ class EngineServer:
         answers. False: an adapter must be read first (the awaited path)."""
         if not all(map(self.cache.in_memory, message.adapters)):
             return False
-        ids = wire.unpack_ids(message.ids, message.lengths)
+        ids, key = wire.unpack_ids(message.ids, message.lengths), (who, message.id)
         try:
             request = self.batcher.requests.enqueue(ids, message.adapters, tenant=message.tenant)
         except (StoreError, ServiceError) as exc:
-            self.shares.release((who, message.id))
+            self.shares.release(key)
             self._post(who, wire.Answer(message.id, failure=wire.failure_of(exc)))
             return True
-        key = (who, message.id)
         self.requests[key] = request
         request.future.add_done_callback(lambda _: self._finished(key, message, len(ids)))
         return True
