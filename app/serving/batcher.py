@@ -4,7 +4,8 @@ Requests are tokenised in turns (`app.serving.tokenizing`; `classify_ids` takes 
 elsewhere: app.procs) while their cold adapters are read (`AdapterCache.prefetch`), then split
 into items (one text for one adapter) in a bounded FIFO queue. An asyncio loop cuts batches,
 plans their passes (`app.serving.planning`, with this device's cost model: timed in the warm-up
-that readiness waits for, `app.serving.warm_up`, re-fitted live, `app.serving.cost_learning`)
+that readiness waits for, `app.serving.warm_up`, re-fitted live, `app.serving.cost_learning`;
+while API keys contend, batches are cut to short time slices, `app.serving.slicing`)
 and hands each pass to the single inference thread (`app.serving.passes.run_batch`).
 """
 
@@ -31,6 +32,7 @@ from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, deliver, run_passes
 from app.serving.planning import Item, Limits, Timing
 from app.serving.requests import RequestQueue
+from app.serving.slicing import slice_budget
 from app.serving.tokenizing import Tokenizer
 from app.serving.warm_up import rehearse, thaw, warm_up
 
@@ -199,13 +201,16 @@ class Batcher:
                             await self.requests.wake.wait()
                     self.requests.wake.set()  # re-check the queue either way
                 continue
+            now, cost = time.monotonic(), self.pass_cost  # tenants contend: time slices
             batch, expired = planning.collect(
                 queue,
-                now=time.monotonic(),
+                now=now,
                 max_batch_size=self.limits.max_batch_size,
                 max_batch_tokens=self.limits.max_batch_tokens,
                 key=self.engine.batch_key,
                 fair=self._fair,
+                budget=slice_budget(self.requests.recent.active(now), cost),
+                cost=cost,
             )
             self.requests.expire(expired)
             self.requests.gauge()

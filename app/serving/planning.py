@@ -20,6 +20,7 @@ from typing import Any
 
 from app.serving.costs import PassCost
 from app.serving.fairness import FairShare, one_tenant, spans, take_fair, tenant_runs
+from app.serving.slicing import BatchRoom
 
 
 @dataclass
@@ -94,6 +95,8 @@ def collect(
     max_batch_tokens: int,
     key: Callable[[str], Hashable] | None = None,
     fair: FairShare | None = None,
+    budget: float | None = None,
+    cost: PassCost | None = None,
 ) -> tuple[list[Item], list[Item]]:
     """Take the next batch off the front of `queue`: (batch, expired).
 
@@ -108,10 +111,12 @@ def collect(
     within a tenant, between its requests instead (`app.serving.fairness.take_fair`; each
     request's rows stay in order): a short request is not stuck behind all the rows of big
     ones. Otherwise (one row per request, the usual load) that is the FIFO taken here.
+    With a `budget` (tenants contend: `app.serving.slicing.slice_budget`), a pass of each key
+    holds only the rows that `cost` predicts to run within it (at least one).
     """
 
     def room() -> Callable[[Item], bool]:
-        return BatchRoom(max_batch_size, max_batch_tokens, key).admit
+        return BatchRoom(max_batch_size, max_batch_tokens, key, budget, cost).admit
 
     if fair is not None and not one_tenant(queue):
         return take_fair(queue, fair, now=now, admit=room())
@@ -132,29 +137,6 @@ def collect(
         return batch, expired + late
     fair.served.clear()
     return batch, expired
-
-
-class BatchRoom:
-    """The caps of one batch being filled: rows and padded tokens per body-pass key."""
-
-    def __init__(
-        self, max_rows: int, max_tokens: int, key: Callable[[str], Hashable] | None
-    ) -> None:
-        self.max_rows, self.max_tokens, self.key = max_rows, max_tokens, key
-        self.rows: dict[Hashable, int] = {}
-        self.widths: dict[Hashable, int] = {}
-
-    def admit(self, item: Item) -> bool:
-        """Whether `item` still fits; counted in when it does."""
-        group = self.key(item.adapter) if self.key is not None else None
-        count = self.rows.get(group, 0)
-        if count >= self.max_rows:
-            return False
-        width = max(self.widths.get(group, 0), len(item.ids))
-        if count and width * (count + 1) > self.max_tokens:
-            return False
-        self.rows[group], self.widths[group] = count + 1, width
-        return True
 
 
 def settle(item: Item, outcome: Any) -> list[Item]:

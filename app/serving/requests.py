@@ -4,7 +4,9 @@ A request is admitted whole or not at all (`check_room`: RequestTooLarge, QueueF
 as one item per (adapter, text), and failed at its deadline by a timer of the event loop
 (no task per request: the engine process queues requests from a socket callback). Its future
 completes when every item has a result; `finish` turns it into a `Classified`, `drop` takes
-the items of a request nobody waits for out of the queue before any forward.
+the items of a request nobody waits for out of the queue before any forward. Each request's
+tenant and shape are noted (`app.serving.slicing.RecentTenants`): the batcher slices its
+passes while several tenants contend.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app.serving import planning
 from app.serving.errors import QueueFull, RequestTimeout, check_room
 from app.serving.passes import Classified, assemble, fail
 from app.serving.planning import Item, Limits, Request, Timing
+from app.serving.slicing import RecentTenants
 
 
 class RequestQueue:
@@ -28,6 +31,7 @@ class RequestQueue:
         self.tokenizing = 0  # texts x adapters of requests being tokenised (count as queued)
         self.wake = asyncio.Event()  # set when items arrive: the batcher's loop looks
         self.arrivals = 0  # requests queued so far (a batch cut into slow passes re-plans)
+        self.recent = RecentTenants()  # who queued lately: contending tenants get time slices
 
     def check_room(self, n: int) -> None:
         try:
@@ -41,7 +45,8 @@ class RequestQueue:
         deadline: float | None = None,
     ) -> Request:  # fmt: skip
         """Queue ids whose adapters are read already; raises when there is no room."""
-        deadline = deadline or time.monotonic() + self.limits.timeout_s
+        now = time.monotonic()
+        deadline = deadline or now + self.limits.timeout_s
         self.check_room(len(ids) * len(adapters))
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -49,6 +54,7 @@ class RequestQueue:
         request.timer = loop.call_at(deadline, self._deadline, request)  # loop time: monotonic
         self.items.extend(request.items)
         self.arrivals += 1
+        self.recent.note(tenant, len(request.items), max(map(len, ids), default=0), now)
         self.wake.set()  # the loop updates the queue-depth gauge
         return request
 

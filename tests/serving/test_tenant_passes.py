@@ -149,6 +149,7 @@ def test_a_light_tenant_runs_in_its_own_pass_before_the_flood(engine, factory, t
 
     async def scenario():
         batcher = Batcher(engine=engine, cache=cache, store=store, limits=limits, metrics=metrics)
+        batcher.requests.recent.window_s = -1.0  # no time slices here (tests/serving/test_slicing)
         done = []
 
         async def call(texts, tenant):
