@@ -15,7 +15,8 @@ With one row per request, as under many clients, that is the plain FIFO.
 
 A fair batch alone does not keep a light key fast: its one row would share the flood's
 full-size pass. `tenant_runs` splits a batch of several tenants into runs of whole tenants,
-smallest first, that `planning.plan_batch` plans as passes of their own.
+smallest first, that `planning.plan_batch` plans as passes of their own. One that arrives
+while a flood's pass runs waits for it: `app.serving.slicing` keeps those passes short.
 """
 
 from __future__ import annotations

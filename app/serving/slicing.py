@@ -21,10 +21,10 @@ from typing import Any
 
 from app.serving.costs import PassCost
 
-WINDOW_S = 1.0  # a tenant seen at a batch cut this recently is active
+WINDOW_S = 1.0  # a tenant that queued a request this recently is active
 FLOOR_FIXED = 2.0  # a slice may take at least this many times a pass's fixed cost
 
-Shape = tuple[int, int]  # (rows, padded width) of a tenant's typical request
+Shape = tuple[int, int]  # (rows, widest row) of a tenant's latest request
 
 
 @dataclass
