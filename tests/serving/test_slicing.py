@@ -4,6 +4,7 @@ allows, the recent tenants, a collected batch under a budget, and the real Batch
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 import pytest
@@ -16,6 +17,7 @@ from app.serving.costs import PassCost
 from app.serving.engine import Engine
 from app.serving.fairness import FairShare
 from app.serving.planning import Item, Limits, Request, collect
+from app.serving.requests import RequestQueue
 from app.serving.slicing import RecentTenants, slice_budget, slice_rows
 
 PER_ROW = PassCost(fixed=1e-3, per_row=1e-3)  # a CPU-like pass: each row costs a start-up
@@ -84,6 +86,20 @@ def test_recent_tenants_remember_a_window():
     assert slice_budget(recent.active(11.5), PER_ROW) is None  # one tenant: no slices
     assert recent.active(11.8) == {"f": (2, 12)}
     assert recent.active(11.9) == {}
+
+
+def test_the_request_queue_notes_each_tenant():
+    """Both the in-process Batcher and the engine process (app.procs) queue through here."""
+
+    async def scenario() -> dict:
+        queue = RequestQueue(Limits(32, 4096, 0.005, 64, 30.0), None)
+        queue.enqueue([[1, 2, 3], [4]], ["a", "b"], tenant="k")
+        queue.enqueue([[5, 6]], ["a"], tenant="l")
+        for request in {item.request for item in queue.items}:
+            request.timer.cancel()
+        return queue.recent.active(time.monotonic())
+
+    assert asyncio.run(scenario()) == {"k": (4, 3), "l": (1, 2)}  # texts x adapters, widest
 
 
 def test_collect_under_a_budget_takes_one_slice():
