@@ -94,8 +94,8 @@ class AdapterCache:
     def host_bytes(self, value: int) -> None:
         self._host.budget = value
 
-    def in_memory(self, name: str) -> bool:
-        return name in self._device or name in self._host
+    def in_memory(self, name: str, *, device: bool = False) -> bool:  # device: no host tier
+        return name in self._device or (not device and name in self._host)
 
     # ---- decoding ahead (event loop -> loader thread) ---------------------------------------
     async def prefetch(self, names: Iterable[str]) -> None:

@@ -27,7 +27,7 @@ from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
 from app.serving.errors import RequestTimeout, ServiceStopping
-from app.serving.fairness import FairShare, refund
+from app.serving.fairness import FairShare, refund, warm_first
 from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, deliver, run_passes
 from app.serving.planning import Item, Limits, Timing
@@ -220,10 +220,15 @@ class Batcher:
             await self._run_batch(batch)
 
     async def _run_batch(self, batch: list[Item]) -> None:
-        keys = [self.engine.batch_key(item.adapter) for item in batch]
-        lengths, tenants = [len(i.ids) for i in batch], [i.request.tenant for i in batch]
-        plan = planning.plan_batch(lengths, keys, self.pass_cost, tenants)
-        passes = [[batch[i] for i in rows] for rows in plan]
+        cost, key = self.pass_cost, self.engine.batch_key
+
+        def plan(rows: list[int]) -> list[list[int]]:
+            items = [batch[i] for i in rows]
+            lengths, tenants = [len(i.ids) for i in items], [i.request.tenant for i in items]
+            return planning.plan_batch(lengths, [key(i.adapter) for i in items], cost, tenants)
+
+        cold = [not self.cache.in_memory(item.adapter, device=True) for item in batch]
+        passes = [[batch[i] for i in rows] for rows in warm_first(cold, plan)]
         arrivals = self.requests.arrivals
         rest = await run_passes(passes, self._run, lambda: self.requests.arrivals != arrivals)
         if rest:  # requests arrived mid-batch: the rest is planned again with them

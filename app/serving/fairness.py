@@ -17,6 +17,10 @@ A fair batch alone does not keep a light key fast: its one row would share the f
 full-size pass. `tenant_runs` splits a batch of several tenants into runs of whole tenants,
 smallest first, that `planning.plan_batch` plans as passes of their own. One that arrives
 while a flood's pass runs waits for it: `app.serving.slicing` keeps those passes short.
+
+Nor does it keep hot adapters fast under a storm of cold ones: `warm_first` plans the rows whose
+adapter is not on the device (each pass activates its adapters before its forward) after the
+rest, so a hot adapter's rows never wait for a cold one's activation in their own pass.
 """
 
 from __future__ import annotations
@@ -203,6 +207,21 @@ def tenant_runs(
 
 
 MAX_BLOCKS = 16
+
+
+def warm_first(
+    cold: Sequence[bool], plan: Callable[[list[int]], list[list[int]]]
+) -> list[list[int]]:
+    """A batch's passes, the rows flagged `cold` planned apart after the others: [row indices].
+
+    `plan(rows)` plans a subset of the rows (its answer indexes into `rows`). A batch all warm
+    or all cold is planned whole, as before.
+    """
+    warm = [row for row, late in enumerate(cold) if not late]
+    if len(warm) in (0, len(cold)):
+        return plan(list(range(len(cold))))
+    rest = [row for row, late in enumerate(cold) if late]
+    return [[part[i] for i in rows] for part in (warm, rest) for rows in plan(part)]
 
 
 def _cheapest_cuts(

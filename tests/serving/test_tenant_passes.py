@@ -15,7 +15,7 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.costs import PassCost
 from app.serving.engine import Engine
-from app.serving.fairness import MAX_BLOCKS, tenant_runs
+from app.serving.fairness import MAX_BLOCKS, tenant_runs, warm_first
 from app.serving.planning import Limits, plan_batch, plan_passes
 
 # A CPU-like pass: 1 ms to start, 1 ms per row (MiniLM's short texts) / a pass that is almost
@@ -176,3 +176,61 @@ def test_a_light_tenant_runs_in_its_own_pass_before_the_flood(engine, factory, t
     assert (passes, rows, one_row) == (3, 33, 2)  # light alone, the flood's 31, light again
     assert light.results[0].logits == alone.results[0].logits  # its own pass: same scores
     assert len(flood.results[0].logits) == 31
+
+
+# ---- warm rows before cold ones (fairness.warm_first) ---------------------------------------
+def _halves(rows: list[int]) -> list[list[int]]:
+    """A stand-in planner: the subset's indices in passes of two."""
+    return [list(range(k, min(k + 2, len(rows)))) for k in range(0, len(rows), 2)]
+
+
+@pytest.mark.parametrize(
+    ("cold", "expected"),
+    [
+        ([False] * 3, [[0, 1], [2]]),  # all warm: planned whole, as before
+        ([True] * 3, [[0, 1], [2]]),  # all cold: the same
+        ([True, False, True, False, False], [[1, 3], [4], [0, 2]]),  # warm first, cold apart
+        ([False, True], [[0], [1]]),
+        ([], []),
+    ],
+)
+def test_warm_first(cold, expected):
+    assert warm_first(cold, _halves) == expected
+
+
+def test_a_hot_adapter_never_waits_for_a_cold_ones_activation(engine, factory, tmp_path):
+    """Through the real Batcher: a hot (on the device) and a cold adapter's request queued in
+    one batch run as two passes, the hot one first, each with its own adapter only."""
+    store = AdapterStore(tmp_path / "adapters")
+    for seed, name in enumerate(("hot", "cold"), 1):
+        factory.add_to_store(store, name, seed=seed)
+    cache = AdapterCache(engine=engine, store=store, max_count=4, max_bytes=1 << 30)
+    cache.ensure("hot")
+    limits = Limits(max_batch_size=32, max_batch_tokens=4096, max_wait_s=0.005, max_queue=64,
+                    timeout_s=30.0)  # fmt: skip
+    metrics = Metrics()
+
+    async def scenario():
+        batcher = Batcher(engine=engine, cache=cache, store=store, limits=limits, metrics=metrics)
+        done = []
+
+        async def call(name):
+            result = await batcher.classify(texts=["a text", "another"], adapters=[name])
+            done.append(name)
+            return result
+
+        calls = [asyncio.create_task(call(name)) for name in ("cold", "hot")]  # cold queued first
+        while batcher.queued < 4:
+            await asyncio.sleep(0.01)
+        await batcher.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), 30)
+        finally:
+            await batcher.stop()
+        return done
+
+    assert asyncio.run(scenario()) == ["hot", "cold"]
+    adapters = next(iter(metrics.batch_adapters.collect())).samples
+    count = next(s.value for s in adapters if s.name.endswith("_count"))
+    total = next(s.value for s in adapters if s.name.endswith("_sum"))
+    assert (count, total) == (2, 2)  # two passes of one adapter each
