@@ -98,6 +98,14 @@ class Bank:
         self.entries[module] = entry
         return entry
 
+    def rename(self, old: str, new: str) -> None:
+        """The rows of `old` now belong to `new` (the same tensors under another module
+        name); whatever `new` held is dropped. Nothing when `old` has no rows."""
+        entry = self.entries.pop(old, None)
+        if entry is not None:
+            self.drop(new)
+            self.entries[new] = entry
+
     def body_family(self, module: str) -> tuple:
         """A sort key of `module`'s family in the body (bottleneck wirings, LoRA, IA3, prefix
         tuning last: the other rows are then one span before it)."""

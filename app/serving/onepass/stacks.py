@@ -41,6 +41,9 @@ class Stack:
             value = value.to(device=self.device, dtype=self.dtype)
             self._fit(name, tuple(value.shape))
             target = self.tensors[name][row]
+            if target.shape == value.shape:  # the common case: no padding to fill
+                target.copy_(value)
+                continue
             target.fill_(self.fills[name])
             target[tuple(slice(0, n) for n in value.shape)].copy_(value)
 
