@@ -135,9 +135,7 @@ def test_reload_when_the_stored_version_changes(engine, store, factory):
     assert _sample(cache, "adapter_loads_total") == 2
 
 
-def test_an_adapter_out_of_its_slot_keeps_its_stacked_rows_until_it_changes(
-    engine, store, factory
-):
+def test_an_adapter_out_of_its_slot_keeps_its_stacked_rows_until_it_changes(engine, store, factory):
     """Issue 28 (Zipf): a slot handed to another adapter leaves the first one's one-pass rows
     in place; it is bound again without a copy, and a new version is copied afresh."""
     cache = _cache(engine, store)  # nothing pins "a": "b" takes its slot
