@@ -158,6 +158,19 @@ def test_an_adapter_out_of_its_slot_keeps_its_stacked_rows_until_it_changes(engi
     assert bank.entries == {} and bank.nbytes == 0
 
 
+def test_only_the_last_parked_adapters_keep_their_rows(engine, store, monkeypatch):
+    from app.serving.onepass import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "PARKED", 2)
+    cache = _cache(engine, store)  # one slot: each ensure parks the previous occupant
+    expected = {name: _probs(engine, cache.ensure(name).name) for name in NAMES}
+    bank = engine._onepass.bank
+    assert list(bank.parked) == ["c", "d"] and len(bank.entries) == 3  # "e" in the slot
+    for name in ["a", *NAMES]:  # "a" copied again, the parked ones taken back
+        assert _probs(engine, cache.ensure(name).name) == expected[name]
+    assert len(bank.parked) <= 2 and len(cache.snapshot()) == len(NAMES)
+
+
 def test_deleted_adapter_is_unloaded_and_not_found(engine, store):
     cache = _cache(engine, store)
     cache.ensure("b")
