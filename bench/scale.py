@@ -176,6 +176,7 @@ def serve_phases(run: Run, server, names: list[str], texts: list[str]) -> None:
         "hot_storm", phases.hot_under_storm, port, hot=hot, pool=storm, texts=texts,
         clients=opts.hot_clients, storm_clients=opts.storm_clients, seconds=opts.seconds,
     )  # fmt: skip
+    run.phase("metrics_before_zipf", phases.adapter_metrics, server.url)
     run.phase("zipf", phases.throughput, port, pid, names=ranked, cum_weights=cum, **load)
     run.results["rss_roles_mb"]["after_zipf"] = tree.role_rss_mb(pid)
     run.results["rss_mb"]["after_zipf"] = run.results["rss_roles_mb"]["after_zipf"]["total"]

@@ -122,7 +122,22 @@ def metric_lines(results: dict) -> list[str]:
         samples = results.get(key) or {}
         shown = ", ".join(f"{k} {v:g}" for k, v in samples.items() if k != "error")
         lines.append(f"{key}: {shown or 'none of the adapter metrics exist'}")
-    return lines
+    return [*lines, *zipf_split(results)]
+
+
+def zipf_split(results: dict) -> list[str]:
+    """What the Zipf phase (its warm-up included) spent on adapters: the loads from the
+    store and the activations (loads + slot rebinds), from the metrics around it."""
+    before, after = results.get("metrics_before_zipf") or {}, results.get("metrics_end") or {}
+    keys = {"loads": "adapter_loads_total", "activations": "adapter_activation_seconds_count",
+            "activation s": "adapter_activation_seconds_sum",
+            "load s (loader thread)": "adapter_load_seconds_sum"}  # fmt: skip
+    parts = [f"{label} {after[k] - before[k]:g}" for label, k in keys.items()
+             if k in before and k in after]  # fmt: skip
+    if not parts:
+        return []
+    requests = _get(results, "zipf", "requests")
+    return [f"zipf window (warm-up included; {requests} requests measured): " + ", ".join(parts)]
 
 
 def summary(results: dict, opts) -> list[str]:

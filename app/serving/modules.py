@@ -44,13 +44,25 @@ class AdapterModules:
         return f"slot_{next(self._slot_names)}"
 
     def bind(self, name: str, module: str) -> None:
-        """Serve `name` from slot `module` (whose tensors now hold `name`'s)."""
+        """Serve `name` from slot `module` (whose tensors now hold `name`'s): its stacked
+        copy, when one was kept (`unbind(keep=True)`), moves to the slot."""
         self._forget(module)
         self._bound[name] = module
+        if getattr(self, "_onepass", None) is not None:
+            self._onepass.bank.unpark(module_name(name), module)
 
-    def unbind(self, name: str) -> None:
+    def unbind(self, name: str, *, keep: bool = False) -> None:
+        """`name` leaves its slot. `keep`: it stays on the device with the same tensors (the
+        slot goes to another adapter), so its stacked copy is kept, under its own module
+        name, until it is bound again or unloaded (`unload_adapter` forgets it), the last
+        `bank.PARKED` of them: adapters that take turns in few slots (a Zipf tail) are
+        copied once, not at every rebind."""
         module = self._bound.pop(name, None)
-        if module is not None:
+        if module is None:
+            return
+        if keep and getattr(self, "_onepass", None) is not None:
+            self._onepass.bank.park(module, module_name(name))
+        else:
             self._forget(module)
 
     def _forget(self, module: str) -> None:

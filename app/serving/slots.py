@@ -108,13 +108,14 @@ class SlotPool:
         self.engine.bind(decoded.name, slot.module)
         return True
 
-    def release(self, name: str) -> bool:
-        """Unmap `name` from its slot (the slot stays, free); True when it was bound."""
+    def release(self, name: str, *, keep: bool = False) -> bool:
+        """Unmap `name` from its slot (the slot stays, free); True when it was bound. `keep`:
+        `name` stays on the device, unchanged (`Engine.unbind`)."""
         slot = self._bound.pop(name, None)
         if slot is None:
             return False
         slot.occupant = slot.stamp = None
-        self.engine.unbind(name)
+        self.engine.unbind(name, keep=keep)
         _point(slot, None)
         return True
 
@@ -140,7 +141,7 @@ class SlotPool:
             return None
         victim = min(candidates, key=lambda s: s.used)
         assert victim.occupant is not None
-        self.release(victim.occupant)
+        self.release(victim.occupant, keep=True)  # it stays on the device, slotless
         return victim
 
     def _build(self, decoded: Decoded) -> Slot | None:

@@ -110,9 +110,9 @@ def test_prefetch_decodes_off_the_inference_thread(engine, store):
 def test_lru_byte_budget(engine, store):
     probe = _cache(engine, store)
     one = probe.ensure("a").nbytes
-    row = probe.resident_bytes - one  # its row in the one-pass stacks (while in its slot)
+    row = probe.resident_bytes - one  # its row in the one-pass stacks
     probe.unload("a")
-    budget = int(one * 2.5) + row  # one slot per key here: one adapter stacked at a time
+    budget = 2 * (one + row) + one // 2  # each device adapter keeps its row, slot or not
     cache = _cache(engine, store, nbytes=budget)
     for name in ["a", "b", "c"]:
         cache.ensure(name)
@@ -133,6 +133,42 @@ def test_reload_when_the_stored_version_changes(engine, store, factory):
     fresh.load_adapter("a", store.get("a").path)
     assert after == _probs(fresh, "a")
     assert _sample(cache, "adapter_loads_total") == 2
+
+
+def test_an_adapter_out_of_its_slot_keeps_its_stacked_rows_until_it_changes(engine, store, factory):
+    """Issue 28 (Zipf): a slot handed to another adapter leaves the first one's one-pass rows
+    in place; it is bound again without a copy, and a new version is copied afresh."""
+    cache = _cache(engine, store)  # nothing pins "a": "b" takes its slot
+    bank = engine._onepass.bank
+    before = _probs(engine, cache.ensure("a").name)
+    rows = bank.entries[engine.module_of("a")]
+    other = _probs(engine, cache.ensure("b").name)
+    assert not engine.module_of("a").startswith("slot_") and len(bank.entries) == 2
+    cache.ensure("a")
+    assert engine.module_of("a").startswith("slot_") and bank.entries[engine.module_of("a")] is rows
+    assert _probs(engine, "a") == before and _probs(engine, cache.ensure("b").name) == other
+    factory.add_to_store(store, "a", seed=42, overwrite=True)
+    cache.ensure("a")
+    assert bank.entries[engine.module_of("a")] is not rows and len(bank.entries) == 2
+    fresh = Engine.load(base_model=str(factory.model_dir))
+    fresh.load_adapter("a", store.get("a").path)
+    assert _probs(engine, "a") == _probs(fresh, "a") != before
+    cache.unload("a")
+    cache.unload("b")
+    assert bank.entries == {} and bank.nbytes == 0
+
+
+def test_only_the_last_parked_adapters_keep_their_rows(engine, store, monkeypatch):
+    from app.serving.onepass import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "PARKED", 2)
+    cache = _cache(engine, store)  # one slot: each ensure parks the previous occupant
+    expected = {name: _probs(engine, cache.ensure(name).name) for name in NAMES}
+    bank = engine._onepass.bank
+    assert list(bank.parked) == ["c", "d"] and len(bank.entries) == 3  # "e" in the slot
+    for name in ["a", *NAMES]:  # "a" copied again, the parked ones taken back
+        assert _probs(engine, cache.ensure(name).name) == expected[name]
+    assert len(bank.parked) <= 2 and len(cache.snapshot()) == len(NAMES)
 
 
 def test_deleted_adapter_is_unloaded_and_not_found(engine, store):

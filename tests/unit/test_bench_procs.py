@@ -15,7 +15,7 @@ from bench.common import api_workers_env
 from bench.first_request import line
 from bench.overhead_procs import first_goals, sweep_lines
 from bench.proctree import per_request, roles_text
-from bench.scale_report import goal_lines, rows
+from bench.scale_report import goal_lines, rows, zipf_split
 
 
 def test_scale_sets_the_count_for_its_server() -> None:
@@ -101,6 +101,16 @@ def test_scale_report_shows_roles_only_for_a_split_server() -> None:
     assert printed[1].endswith("| 1 / 2 / 1 / 0 |")
     verdicts = [g for g in goal_lines(results) if g.startswith("first request")]
     assert verdicts == ["first request after /readyz / warm median: 2.50x (goal <= 2x) (NOT met)"]
+
+
+def test_scale_report_splits_the_zipf_windows_adapter_work() -> None:
+    before = {"adapter_loads_total": 300.0, "adapter_activation_seconds_count": 310.0}
+    after = {"adapter_loads_total": 520.0, "adapter_activation_seconds_count": 900.0}
+    results = {"metrics_before_zipf": before, "metrics_end": after, "zipf": {"requests": 1200}}
+    assert zipf_split(results) == [
+        "zipf window (warm-up included; 1200 requests measured): loads 220, activations 590"
+    ]
+    assert zipf_split({"metrics_end": after}) == []  # an older run: no metrics before it
 
 
 def test_per_request_and_roles_text() -> None:

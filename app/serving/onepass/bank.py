@@ -3,7 +3,9 @@
 `Bank.ensure(module)` copies an adapter's tensors out of the library's modules (whichever way
 they got there: `load_adapter` or a slot pointed at them) into a row of every stack it has a
 part in; `Bank.drop(module)` resets that row. The engine drops a module whenever the tensors
-behind its name change (slot rebind, unload), so a row never outlives what it copied.
+behind its name change (slot rebind, unload), so a row never outlives what it copied. A slot
+handed to another adapter while its occupant stays resident `park`s the occupant's rows under
+its own module name (the last PARKED), and binding it again `unpark`s them: no copy.
 
 Rows are numbered per *family* (`family_of`: LoRA, IA3, prefix tuning, a bottleneck wiring, a
 head wiring): an adapter holds a row only in the stacks of its own families, so a LoRA
@@ -14,6 +16,7 @@ what every stack holds (capacity included): the adapter cache counts it in its b
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,7 @@ FILLS = {
 }
 
 
+PARKED = 256  # adapters out of a slot whose rows are kept (`Bank.park`)
 BODY_ORDER = {"lora": 1, "ia3": 2, "prefix": 3}  # bottleneck wirings: 0
 
 
@@ -82,6 +86,7 @@ class Bank:
         self.families: dict[Hashable, Family] = {}
         self.tables: dict[tuple, Stack] = {}
         self.entries: dict[str, Entry] = {}
+        self.parked: OrderedDict[str, None] = OrderedDict()  # out of their slots, oldest first
         # Bytes every stack holds (spare rows and padding included); an int set after each
         # change, so that other threads may read it (the cache's gauges).
         self.nbytes = 0
@@ -98,6 +103,28 @@ class Bank:
         self.entries[module] = entry
         return entry
 
+    def park(self, module: str, owner: str) -> None:
+        """`module` (a slot) goes to another adapter, its occupant stays resident: keep its
+        rows under `owner` (its own module name) for `unpark`, the last PARKED at most (the
+        oldest dropped: the stacks stay near the rows in slots + PARKED, not one per
+        resident adapter, whose growth copies would cost more than the copies saved)."""
+        self._rename(module, owner)
+        if owner in self.entries:
+            self.parked[owner] = None
+        while len(self.parked) > PARKED:
+            self.drop(next(iter(self.parked)))
+
+    def unpark(self, owner: str, module: str) -> None:
+        """The rows parked under `owner` now serve `module` (its slot); none: nothing."""
+        if self.parked.pop(owner, False) is None:
+            self._rename(owner, module)
+
+    def _rename(self, old: str, new: str) -> None:
+        entry = self.entries.pop(old, None)
+        if entry is not None:
+            self.drop(new)
+            self.entries[new] = entry
+
     def body_family(self, module: str) -> tuple:
         """A sort key of `module`'s family in the body (bottleneck wirings, LoRA, IA3, prefix
         tuning last: the other rows are then one span before it)."""
@@ -107,6 +134,7 @@ class Bank:
         return min((BODY_ORDER.get(n, 0), str(n)) for n in names)
 
     def drop(self, module: str) -> None:
+        self.parked.pop(module, None)
         entry = self.entries.pop(module, None)
         if entry is not None:
             with torch.inference_mode():

@@ -41,6 +41,9 @@ class Stack:
             value = value.to(device=self.device, dtype=self.dtype)
             self._fit(name, tuple(value.shape))
             target = self.tensors[name][row]
+            if target.shape == value.shape:  # the common case: no padding to fill
+                target.copy_(value)
+                continue
             target.fill_(self.fills[name])
             target[tuple(slice(0, n) for n in value.shape)].copy_(value)
 
@@ -73,8 +76,14 @@ class Stack:
             self.tensors[name] = self._resized(name, old, shape)
 
     def _resized(self, name: str, old: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        new = torch.full(shape, self.fills[name], device=self.device, dtype=self.dtype)
+        """`old` copied into a tensor of `shape`, the rest filled: each byte written once (a
+        stack of hundreds of resident adapters is hundreds of MB: a fill of the whole, then
+        a copy over most of it, doubled what a growth cost)."""
+        new = torch.empty(shape, device=self.device, dtype=self.dtype)
         new[tuple(slice(0, n) for n in old.shape)].copy_(old)
+        for dim, n in enumerate(old.shape):  # the slabs past `old` along each dimension
+            if n < shape[dim]:
+                new[(slice(None),) * dim + (slice(n, None),)].fill_(self.fills[name])
         return new
 
 
