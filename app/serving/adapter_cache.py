@@ -8,9 +8,8 @@
 - *active*: a slot of its shape points at a device adapter's tensors (`app.serving.slots`), a
   pointer per tensor; adapters that fit no slot take the library path (`Engine.load_adapter`).
 
-`prefetch` (event loop) decodes a request's cold adapters on the loader thread before its texts
-are queued, so a cold adapter never stalls the inference thread with disk reads. What activates
-or evicts (`ensure`, `unload`, `rehearse`) runs on the inference thread, the rest anywhere.
+`prefetch` (event loop) reads a request's cold adapters on the loader thread, never the inference
+one, before it is queued; `ensure`, `unload`, `rehearse` run on the inference thread.
 
 A device adapter is tied to the manifest file it was read under (inode + mtime): when the store
 replaces the adapter, the next `ensure` sees another file and reads the new version.
@@ -178,9 +177,10 @@ class AdapterCache:
         return removed
 
     def rehearse(self, name: str, run: Callable[[], object]) -> None:
-        """Activate `name`, `run()`, forget it, uncounted (the warm-up's rehearsal of a request)."""
+        """Read `name` as `prefetch` does, activate it, `run()`, forget it, uncounted (warm-up)."""
         counted, self._m = self._m, CacheMetrics(None)
         try:
+            self._decode_later(name).result()
             self.ensure(name)
             run()
         finally:

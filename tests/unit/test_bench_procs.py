@@ -83,6 +83,8 @@ def test_first_request_goal_and_line() -> None:
     assert goals[1][2] == "6.00x (30.0 / 5.0 ms)"
     assert line(slow).endswith("6.00x (goal <= 2x: NOT met); a never-requested adapter on the "
                                "warm server 7.5 ms")  # fmt: skip
+    after_idle = {**slow, "idle_warm_ms": 12.0, "ratio_after_idle": 2.5}
+    assert "; a warm one after 0.5 s idle 12.0 ms (first / it 2.50x);" in line(after_idle)
     assert "not measured (boom)" in line({"error": "boom"})
 
 
