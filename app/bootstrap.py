@@ -60,6 +60,7 @@ def build_limits(view: BatchingView, engine: Engine) -> Limits:
         calibrate=view.pass_cost_calibration,
         calibration_budget_s=view.pass_cost_budget_s,
         learn_costs=view.pass_cost_learning,
+        slice_slowdown=view.fair_slice_slowdown,
     )
 
 

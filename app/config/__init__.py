@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     pass_cost_learning: bool = Field(
         True, description="re-fit the pass cost model from the live forward passes' timings"
     )
+    fair_slice_slowdown: float = Field(
+        1.25,
+        ge=1.0,
+        le=100.0,
+        description="while API keys contend, passes are time-sliced "
+        "down to no fewer texts than keep a flood's predicted time per text within this factor "
+        "of a full pass's (1: no slicing)",
+    )
 
     @field_validator("data_roots", "allowed_hosts", mode="before")
     @classmethod

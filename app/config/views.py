@@ -111,6 +111,7 @@ class BatchingView(_View):
     pass_cost_calibration: bool
     pass_cost_budget_s: float
     pass_cost_learning: bool
+    fair_slice_slowdown: float
     max_resident_adapters: int
     max_resident_bytes: int | None
     host_cache_bytes: int

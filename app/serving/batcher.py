@@ -211,6 +211,7 @@ class Batcher:
                 fair=self._fair,
                 budget=slice_budget(self.requests.recent.active(now), cost),
                 cost=cost,
+                slowdown=self.limits.slice_slowdown,
             )
             self.requests.expire(expired)
             self.requests.gauge()

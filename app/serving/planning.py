@@ -43,6 +43,7 @@ class Limits:
     calibrate: bool = False  # time forward passes at start-up and plan passes with the fit
     calibration_budget_s: float = 1.5
     learn_costs: bool = False  # re-fit the cost model from the live passes' timings
+    slice_slowdown: float = 1.25  # what time slices may cost a flood per text (1: no slices)
 
 
 @dataclass(eq=False)
@@ -97,6 +98,7 @@ def collect(
     fair: FairShare | None = None,
     budget: float | None = None,
     cost: PassCost | None = None,
+    slowdown: float = math.inf,
 ) -> tuple[list[Item], list[Item]]:
     """Take the next batch off the front of `queue`: (batch, expired).
 
@@ -112,11 +114,12 @@ def collect(
     request's rows stay in order): a short request is not stuck behind all the rows of big
     ones. Otherwise (one row per request, the usual load) that is the FIFO taken here.
     With a `budget` (tenants contend: `app.serving.slicing.slice_budget`), a pass of each key
-    holds only the rows that `cost` predicts to run within it (at least one).
+    holds only the rows that `cost` predicts to run within it (at least one; `slowdown`:
+    `app.serving.slicing.slice_rows`).
     """
 
     def room() -> Callable[[Item], bool]:
-        return BatchRoom(max_batch_size, max_batch_tokens, key, budget, cost).admit
+        return BatchRoom(max_batch_size, max_batch_tokens, key, budget, cost, slowdown).admit
 
     if fair is not None and not one_tenant(queue):
         return take_fair(queue, fair, now=now, admit=room())

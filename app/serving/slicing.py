@@ -57,13 +57,24 @@ def slice_budget(active: Mapping[Hashable, Shape], cost: PassCost) -> float | No
     return max(lightest, FLOOR_FIXED * cost.fixed)
 
 
-def slice_rows(cost: PassCost, width: int, budget: float) -> int | None:
+def slice_rows(
+    cost: PassCost, width: int, budget: float, *, full: int = 0, slowdown: float = math.inf
+) -> int | None:
     """The most rows of `width` whose pass is predicted within `budget`, never below 1;
-    None when a row costs nothing more (no cap)."""
+    None when a row costs nothing more (no cap).
+
+    Nor below the fewest rows whose predicted time per row is within `slowdown` x that of a
+    `full` pass (`APP_FAIR_SLICE_SLOWDOWN`): a slice never costs the flood more than that part
+    of its throughput. Where a pass is mostly its fixed cost (MiniLM on a CPU: a one-text pass
+    ~15 ms; a GPU) that floor keeps passes big; slowdown 1 turns slicing off."""
     marginal = cost.predict(2, width) - cost.predict(1, width)
     if marginal <= 0:
         return None
-    return max(1, math.floor((budget - cost.fixed) / marginal + 1e-9))
+    rows = max(1, math.floor((budget - cost.fixed) / marginal + 1e-9))
+    if full <= rows:
+        return rows
+    room = slowdown * cost.predict(full, width) / full - marginal  # per row, for the fixed cost
+    return full if room <= 0 else max(rows, min(full, math.ceil(cost.fixed / room - 1e-9)))
 
 
 class BatchRoom:
@@ -77,8 +88,10 @@ class BatchRoom:
         key: Callable[[str], Hashable] | None,
         budget: float | None = None,
         cost: PassCost | None = None,
+        slowdown: float = math.inf,
     ) -> None:
         self.max_rows, self.max_tokens, self.key = max_rows, max_tokens, key
+        self.slowdown = slowdown
         self.budget, self.cost = (budget, cost) if cost is not None else (None, None)
         self.rows: dict[Hashable, int] = {}
         self.widths: dict[Hashable, int] = {}
@@ -93,7 +106,9 @@ class BatchRoom:
         if count and width * (count + 1) > self.max_tokens:
             return False
         if count and self.budget is not None:
-            cap = slice_rows(self.cost, width, self.budget)
+            cap = slice_rows(
+                self.cost, width, self.budget, full=self.max_rows, slowdown=self.slowdown
+            )
             if cap is not None and count + 1 > cap:
                 return False
         self.rows[group], self.widths[group] = count + 1, width

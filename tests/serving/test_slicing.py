@@ -67,6 +67,34 @@ def test_slice_rows(cost, width, budget, expected):
         assert cost.predict(rows + 1, width) > budget
 
 
+MINILM_CPU = PassCost(fixed=15e-3, per_row=1.4e-3)  # a one-text pass ~16 ms, 32 texts ~60 ms
+FLOOR_CASES = [
+    # (name, cost, budget, slowdown, rows): full passes of 32 rows, width 8
+    ("no floor by default", PER_ROW, 2e-3, None, 1),
+    ("a 25% slowdown: 4 rows at least", PER_ROW, 2e-3, 1.25, 4),
+    ("the budget's rows when more", PER_ROW, 9e-3, 1.25, 8),
+    ("slowdown 1: no slicing", PER_ROW, 2e-3, 1.0, 32),
+    ("a 2x slowdown lets the budget rule", PER_ROW, 2e-3, 2.0, 1),
+    ("MiniLM on a CPU: about half a pass", MINILM_CPU, 30e-3, 1.25, 17),
+    ("a GPU: the budget holds more than a full pass", GPU, 10e-3, 1.25, 5000),
+]
+
+
+@pytest.mark.parametrize(
+    ("cost", "budget", "slowdown", "expected"), [c[1:] for c in FLOOR_CASES],
+    ids=[c[0] for c in FLOOR_CASES],
+)  # fmt: skip
+def test_slices_never_cost_a_flood_more_than_the_slowdown(cost, budget, slowdown, expected):
+    extra = {} if slowdown is None else {"full": 32, "slowdown": slowdown}
+    rows = slice_rows(cost, 8, budget, **extra)
+    assert rows == expected
+    if slowdown is not None and rows < 32:  # within the slowdown per text, and the fewest so
+        per_text = cost.predict(32, 8) / 32
+        assert cost.predict(rows, 8) / rows <= slowdown * per_text * (1 + 1e-9)
+        if rows > max(1, slice_rows(cost, 8, budget)):
+            assert cost.predict(rows - 1, 8) / (rows - 1) > slowdown * per_text
+
+
 def _items(tenant: str, rows: int, width: int, *, start: int = 0) -> list[Item]:
     request = Request(future=None, deadline=1e9, results=[None] * rows, remaining=rows,
                       tenant=tenant)  # fmt: skip
@@ -118,6 +146,9 @@ def test_collect_under_a_budget_takes_one_slice():
     batch, _ = collect(queue(), now=0.0, max_batch_size=32, max_batch_tokens=10_000,
                        budget=10e-3, cost=GPU)  # fmt: skip
     assert len(batch) == 32  # a GPU's budget holds the full batch
+    batch, _ = collect(queue(), now=0.0, max_batch_size=32, max_batch_tokens=10_000,
+                       budget=5e-3, cost=PER_ROW, slowdown=1.0)  # fmt: skip
+    assert len(batch) == 32  # slowdown 1: slicing is off
 
 
 # ---- through the real Batcher --------------------------------------------------------------
@@ -165,6 +196,9 @@ def test_the_flood_runs_in_slices_while_a_light_key_is_active(
 
     passes = asyncio.run(scenario())
     width = len(engine.tokenizer("a long flood of text")["input_ids"])
-    # the uncalibrated budget: twice the fixed cost (64 tokens), 32 of them for rows
-    sliced = -(-len(flood) // max(1, 32 // width))
+    # the uncalibrated budget: twice the fixed cost (64 tokens), 32 of them for rows, yet no
+    # fewer rows than keep the flood within the default slowdown (1.25) of a full pass
+    rows = slice_rows(TOKENS, width, 64.0, full=32, slowdown=limits.slice_slowdown)
+    assert max(1, 32 // width) < rows < len(flood)  # the floor holds, and slices still
+    sliced = -(-len(flood) // rows)
     assert passes == (sliced if light_first else 1)
