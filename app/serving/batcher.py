@@ -27,7 +27,7 @@ from app.serving.cost_learning import DeviceCosts
 from app.serving.costs import PassCost
 from app.serving.engine import Engine, Text
 from app.serving.errors import RequestTimeout, ServiceStopping
-from app.serving.fairness import FairShare, refund, warm_first
+from app.serving.fairness import FairShare, late_rows, refund, warm_first
 from app.serving.inference_thread import InferenceThread
 from app.serving.passes import BatchResult, Classified, deliver, run_passes
 from app.serving.planning import Item, Limits, Timing
@@ -228,7 +228,7 @@ class Batcher:
             lengths, tenants = [len(i.ids) for i in items], [i.request.tenant for i in items]
             return planning.plan_batch(lengths, [key(i.adapter) for i in items], cost, tenants)
 
-        cold = [not self.cache.in_memory(item.adapter, device=True) for item in batch]
+        cold = late_rows(batch, lambda name: self.cache.in_memory(name, device=True))
         passes = [[batch[i] for i in rows] for rows in warm_first(cold, plan)]
         arrivals = self.requests.arrivals
         rest = await run_passes(passes, self._run, lambda: self.requests.arrivals != arrivals)

@@ -71,6 +71,7 @@ class Item:
     adapter: str
     ids: list[int]
     enqueued: float = field(default_factory=time.monotonic)
+    yielded: bool = False  # planned after warm rows once (`fairness.warm_first`): never again
 
 
 def new_request(

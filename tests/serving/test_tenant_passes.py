@@ -15,8 +15,8 @@ from app.serving.adapter_cache import AdapterCache
 from app.serving.batcher import Batcher
 from app.serving.costs import PassCost
 from app.serving.engine import Engine
-from app.serving.fairness import MAX_BLOCKS, tenant_runs, warm_first
-from app.serving.planning import Limits, plan_batch, plan_passes
+from app.serving.fairness import MAX_BLOCKS, late_rows, tenant_runs, warm_first
+from app.serving.planning import Item, Limits, Request, plan_batch, plan_passes
 
 # A CPU-like pass: 1 ms to start, 1 ms per row (MiniLM's short texts) / a pass that is almost
 # all start-up cost (a tiny model on a GPU): batching everyone together is nearly free.
@@ -196,6 +196,16 @@ def _halves(rows: list[int]) -> list[list[int]]:
 )
 def test_warm_first(cold, expected):
     assert warm_first(cold, _halves) == expected
+
+
+def test_a_cold_row_yields_to_warm_ones_only_once():
+    """Taken back unrun and planned again, a cold row is not put last again (no starvation)."""
+    request = Request(future=None, deadline=1e9, results=[None] * 3, remaining=3)
+    items = [Item(request, k, name, [1, 2], 0.0) for k, name in enumerate(["hot", "cold", "new"])]
+    on_device = {"hot"}.__contains__
+    assert late_rows(items, on_device) == [False, True, True]
+    assert late_rows(items, on_device) == [False, False, False]  # the second time: in order
+    assert late_rows([Item(request, 0, "cold", [1], 0.0)], on_device) == [True]  # a new row
 
 
 def test_a_hot_adapter_never_waits_for_a_cold_ones_activation(engine, factory, tmp_path):

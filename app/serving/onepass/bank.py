@@ -40,7 +40,7 @@ FILLS = {
 }
 
 
-PARKED = 256  # adapters out of a slot whose rows are kept (`Bank.park`)
+PARKED = 64  # adapters out of a slot whose rows are kept (`Bank.park`)
 BODY_ORDER = {"lora": 1, "ia3": 2, "prefix": 3}  # bottleneck wirings: 0
 
 
