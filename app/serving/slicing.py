@@ -23,6 +23,11 @@ from app.serving.costs import PassCost
 
 WINDOW_S = 1.0  # a tenant that queued a request this recently is active
 FLOOR_FIXED = 2.0  # a slice may take at least this many times a pass's fixed cost
+# Nor less than this (seconds): waiting for a pass that short costs a light key less than its
+# own HTTP and tokenising do (the tiny model on a CPU: slices cost its flood 15-17% of its
+# answers and left the light key's p99 as it was). The uncalibrated model counts padded
+# tokens, never this few.
+MIN_SLICE_S = 0.005
 
 Shape = tuple[int, int]  # (rows, widest row) of a tenant's latest request
 
@@ -50,11 +55,12 @@ def slice_budget(active: Mapping[Hashable, Shape], cost: PassCost) -> float | No
     """The predicted duration one pass may take while tenants contend; None with one tenant.
 
     That is the predicted pass of the lightest active tenant's typical request, but at least
-    `FLOOR_FIXED` x the fixed cost of a pass (a slice is never mostly start-up)."""
+    `FLOOR_FIXED` x the fixed cost of a pass (a slice is never mostly start-up) and
+    `MIN_SLICE_S`."""
     if len(active) < 2:
         return None
     lightest = min(cost.predict(rows, width) for rows, width in active.values())
-    return max(lightest, FLOOR_FIXED * cost.fixed)
+    return max(lightest, FLOOR_FIXED * cost.fixed, MIN_SLICE_S)
 
 
 def slice_rows(

@@ -18,21 +18,23 @@ from app.serving.engine import Engine
 from app.serving.fairness import FairShare
 from app.serving.planning import Item, Limits, Request, collect
 from app.serving.requests import RequestQueue
-from app.serving.slicing import RecentTenants, slice_budget, slice_rows
+from app.serving.slicing import MIN_SLICE_S, RecentTenants, slice_budget, slice_rows
 
 PER_ROW = PassCost(fixed=1e-3, per_row=1e-3)  # a CPU-like pass: each row costs a start-up
 GPU = PassCost(fixed=5e-3, per_row=1e-6)  # a pass that is almost all start-up cost
+SLOW = PassCost(fixed=1e-2, per_row=1e-2)  # PER_ROW x 10: over the shortest slice
 TOKENS = PassCost.from_overhead(32)  # the uncalibrated model (padded tokens, not seconds)
 
 BUDGET_CASES = [
     # (name, active tenants' (rows, width), cost, budget)
     ("no tenant", {}, PER_ROW, None),
     ("one tenant: no slicing", {"f": (4, 8)}, PER_ROW, None),
-    ("the lightest tenant's request", {"f": (4, 8), "l": (3, 8)}, PER_ROW, 4e-3),
-    ("never below twice the fixed cost", {"f": (4, 8), "l": (1, 8)}, PER_ROW, 2e-3),
+    ("the lightest tenant's request", {"f": (4, 8), "l": (3, 8)}, SLOW, 4e-2),
+    ("never below twice the fixed cost", {"f": (4, 8), "l": (1, 8)}, SLOW, 2e-2),
+    ("never below the shortest slice", {"f": (4, 8), "l": (1, 8)}, PER_ROW, MIN_SLICE_S),
     ("a GPU: the floor", {"f": (4, 8), "l": (1, 8)}, GPU, 10e-3),
     ("uncalibrated: tokens", {"f": (8, 8), "l": (2, 20)}, TOKENS, 72.0),
-    ("three tenants: the lightest", {"a": (9, 8), "b": (5, 8), "c": (6, 8)}, PER_ROW, 6e-3),
+    ("three tenants: the lightest", {"a": (9, 8), "b": (5, 8), "c": (6, 8)}, SLOW, 6e-2),
 ]
 
 
@@ -109,9 +111,9 @@ def test_recent_tenants_remember_a_window():
     assert recent.active(10.5) == {"f": (4, 8), "l": (1, 3)}
     recent.note("f", 2, 12, now=10.8)
     assert recent.active(11.0) == {"f": (2, 12), "l": (1, 3)}  # the latest request's shape
-    assert slice_budget(recent.active(11.0), PER_ROW) == pytest.approx(2e-3)
+    assert slice_budget(recent.active(11.0), SLOW) == pytest.approx(2e-2)
     assert recent.active(11.5) == {"f": (2, 12)}  # the light key went quiet: forgotten
-    assert slice_budget(recent.active(11.5), PER_ROW) is None  # one tenant: no slices
+    assert slice_budget(recent.active(11.5), SLOW) is None  # one tenant: no slices
     assert recent.active(11.8) == {"f": (2, 12)}
     assert recent.active(11.9) == {}
 
