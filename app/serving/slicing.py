@@ -7,9 +7,10 @@ CPU: 32 rows, ~50-60 ms). So while more than one tenant is active (`RecentTenant
 request within the last `WINDOW_S`), every batch is cut to a predicted duration of about the
 lightest active tenant's own request alone (`slice_budget`): a newcomer waits at most one
 such slice, and is taken first into the next batch (its fair share).
-With one tenant (or without API keys) there is no budget and nothing changes; on a GPU the
-fixed cost of a pass dominates, so the budget (at least `FLOOR_FIXED` x the fixed cost)
-still holds big passes. No clock reads here: `now` is passed in.
+With one tenant (or without API keys) there is no budget and nothing changes. A slice never
+costs the flood more than `APP_FAIR_SLICE_SLOWDOWN` of its time per text (`slice_rows`), so
+where a pass is mostly its fixed cost (a GPU; MiniLM on a CPU) passes stay big. No clock
+reads here: `now` is passed in.
 """
 
 from __future__ import annotations
