@@ -211,7 +211,9 @@ MAX_BLOCKS = 16
 
 def late_rows(items: Sequence, on_device: Callable[[str], bool]) -> list[bool]:
     """Which of a batch's rows `warm_first` plans last: those whose adapter is not on the
-    device, unless they yielded once already (each is marked: `Item.yielded`)."""
+    device, unless they yielded once already (each is marked: `Item.yielded`). So when the
+    rest of a batch goes back to the queue (`passes.run_passes`), a cold row is not put last
+    again, and a stream of warm rows cannot starve it."""
     late = [not (item.yielded or on_device(item.adapter)) for item in items]
     for item, cold in zip(items, late, strict=True):
         item.yielded |= cold
@@ -224,9 +226,7 @@ def warm_first(
     """A batch's passes, the rows flagged `cold` planned apart after the others: [row indices].
 
     `plan(rows)` plans a subset of the rows (its answer indexes into `rows`). A batch all warm
-    or all cold is planned whole, as before. A cold row yields once (`Item.yielded`): when the
-    rest of a batch goes back to the queue (`passes.run_passes`), it is not put last again, so
-    a stream of warm rows cannot starve it.
+    or all cold is planned whole, as before (`late_rows` says which rows are cold).
     """
     warm = [row for row, late in enumerate(cold) if not late]
     if len(warm) in (0, len(cold)):

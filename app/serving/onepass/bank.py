@@ -116,7 +116,8 @@ class Bank:
 
     def unpark(self, owner: str, module: str) -> None:
         """The rows parked under `owner` now serve `module` (its slot); none: nothing."""
-        if self.parked.pop(owner, False) is None:
+        if owner in self.parked:
+            del self.parked[owner]
             self._rename(owner, module)
 
     def _rename(self, old: str, new: str) -> None:
