@@ -72,6 +72,7 @@ class Item:
     ids: list[int]
     enqueued: float = field(default_factory=time.monotonic)
     yielded: bool = False  # planned after warm rows once (`fairness.warm_first`): never again
+    sent_back: bool = False  # went back to the queue unrun once (`passes.run_passes`): never again
 
 
 def new_request(

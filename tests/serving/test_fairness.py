@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 
 import pytest
 
@@ -168,21 +169,46 @@ def test_rows_given_back_unrun_are_not_charged():
     assert {id(i.request): i.request.served for i in again} == levels
 
 
+def _replan(passes, pass_s, arrive_after):
+    """run_passes over `passes` of `_Row`s: (numbers run in order, numbers given back)."""
+    ran = []
+
+    async def run(items):
+        await asyncio.sleep(pass_s)
+        ran.extend(items)
+
+    rest = asyncio.run(run_passes(passes, run, lambda: len(ran) >= arrive_after))
+    return [r.n for r in ran], [r.n for r in rest]
+
+
+@dataclass(eq=False)
+class _Row:
+    n: int
+    sent_back: bool = False
+
+
 def test_a_batch_cut_into_slow_passes_stops_for_a_newcomer():
     """run_passes: after a pass, a request that arrived and a rest of over REPLAN_S give the
     rest back; quick passes, or no newcomer, run the whole batch."""
-    passes = [[k] for k in range(5)]
 
     def scenario(pass_s, arrive_after):
-        ran = []
-
-        async def run(items):
-            await asyncio.sleep(pass_s)
-            ran.extend(items)
-
-        rest = asyncio.run(run_passes(passes, run, lambda: len(ran) >= arrive_after))
-        return ran, rest
+        return _replan([[_Row(k)] for k in range(5)], pass_s, arrive_after)
 
     assert scenario(0.06, 1) == ([0], [1, 2, 3, 4])
     assert scenario(0.06, 99) == ([0, 1, 2, 3, 4], [])
     assert scenario(0.001, 1) == ([0, 1, 2, 3, 4], [])
+
+
+def test_a_row_goes_back_once_and_then_runs_first():
+    """Rows given back are marked; planned again behind other passes, their passes run first
+    and they are not given back again (the longest texts, planned last, would otherwise go
+    back at every batch of a busy queue)."""
+    rows = [_Row(k) for k in range(4)]
+    assert _replan([[r] for r in rows], 0.06, 1) == ([0], [1, 2, 3])
+    assert all(r.sent_back for r in rows[1:]) and not rows[0].sent_back
+    newcomers = [_Row(k) for k in (10, 11, 12)]
+    again = [[newcomers[0]], [newcomers[1]], [rows[2], newcomers[2]], [rows[1]], [rows[3]]]
+    ran, rest = _replan(again, 0.06, 1)
+    assert ran == [2, 12, 1, 3]  # every pass holding a row given back, before any other
+    assert rest == [10, 11]  # then the newcomers may go back
+    assert _replan([[_Row(k)] for k in range(3)], 0.06, 1)[1] == [1, 2]
