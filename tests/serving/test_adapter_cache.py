@@ -8,6 +8,7 @@ from adapters_store import AdapterNotFound, AdapterStore, BaseModelMismatch, Bas
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull
 from app.serving.engine import Engine, Segment
+from tests.support.stacks import written_bytes
 
 NAMES = ["a", "b", "c", "d", "e"]
 
@@ -246,8 +247,7 @@ def test_the_byte_budget_counts_the_one_pass_stacks(engine, tmp_path, factory):
         result = run_batch(engine, cache, [Segment(n, ids) for n in batch], None)
         for name, outcome in zip(batch, result.outcomes, strict=True):
             assert outcome[0].logits == pytest.approx(reference[name], abs=1e-5), name
-        held = sum(t.untyped_storage().nbytes() for s in engine._onepass.bank.tables.values()
-                   for t in s.tensors.values())  # fmt: skip
+        held = written_bytes(engine._onepass.bank)
         assert engine.stack_bytes() == held > 0
         assert sum(own[n] for n in cache.snapshot()) + held <= budget
     assert len(cache.snapshot()) < budget / (sum(own.values()) / len(own))

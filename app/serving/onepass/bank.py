@@ -11,7 +11,8 @@ Rows are numbered per *family* (`family_of`: LoRA, IA3, prefix tuning, a bottlen
 head wiring): an adapter holds a row only in the stacks of its own families, so a LoRA
 adapter costs nothing in the bottleneck stacks. A family whose rows are a third used or less
 is compacted (rows moved down, the stacks cut); an empty family frees its stacks. `nbytes` is
-what every stack holds (capacity included): the adapter cache counts it in its byte budget.
+what every stack's written rows hold (free ones included; on the CPU, stacks are allocated
+`RESERVE` rows ahead, never written): the adapter cache counts it in its byte budget.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ FILLS = {
 
 
 PARKED = 64  # adapters out of a slot whose rows are kept (`Bank.park`)
+# Rows each stack is allocated with on the CPU, where rows never written take no memory:
+# above the slots' rows + PARKED of a bench's Zipf window, so that no growth copies them.
+RESERVE = 256
 BODY_ORDER = {"lora": 1, "ia3": 2, "prefix": 3}  # bottleneck wirings: 0
 
 
@@ -83,6 +87,7 @@ class Bank:
         self.model = model
         self.sites = sites(model)
         self.device, self.dtype = device, dtype
+        self.reserve = RESERVE if torch.device(device).type == "cpu" else 0
         self.families: dict[Hashable, Family] = {}
         self.tables: dict[tuple, Stack] = {}
         self.entries: dict[str, Entry] = {}
@@ -165,14 +170,16 @@ class Bank:
             family = self.families[name] = Family()
         if name not in entry.rows:
             entry.rows[name], grew = family.rows.take()
-            if grew:
-                for table in family.keys:
+            for table in family.keys:
+                if grew:
                     self.tables[table].resize(family.rows.capacity)
+                self.tables[table].cover(entry.rows[name])  # the fill where it has no part
         stack = self.tables.get(key)
         if stack is None:
             fills = head_fills(key[1]) if key[0] == "head" else FILLS[key[0]]
-            stack = Stack(fills, capacity=family.rows.capacity, device=self.device,
-                          dtype=self.dtype)  # fmt: skip
+            rows = family.rows
+            stack = Stack(fills, capacity=rows.capacity, device=self.device, dtype=self.dtype,
+                          reserve=self.reserve, ready=rows.top)  # fmt: skip
             self.tables[key] = stack
             family.keys.append(key)
         entry.parts[key] = length  # noted first: a put that fails half-way is still reset

@@ -1,15 +1,21 @@
 """Adapter tensors as data: per location, one row per resident adapter, zero-padded.
 
-A `Stack` holds named tensors of shape (capacity, *dims). A row is written when an adapter is
+A `Stack` holds named tensors of shape (rows, *dims). A row is written when an adapter is
 registered (a copy of its tensors, padded to the stack's largest shape: rank, bottleneck size,
 prefix length) and reset to the stack's neutral fill when it leaves: an adapter of the family
 without a part at this location reads that fill (zero LoRA, unit IA3 scale, ...).
 
+Rows are written only once handed out (`cover`: the fill, the first time): rows [0, ready)
+hold values, the rest were never written. A stack may be allocated ahead of its capacity
+(`reserve` rows, on the CPU: pages never written take no memory), so that the family grows
+into it without a copy. Each growth past it copied every row on the inference thread, with a
+fault per new page: 13-55 ms for 27-93 MiniLM bottleneck rows, the cold requests' p99.
+
 `Rows` numbers the rows of one family of stacks (every stack of a family has the same
 capacity): the lowest free row first, so a family that shrinks (`compact`) moves few rows.
-Capacity grows by half (geometric: a copy per growth, amortised) and shrinks back when a
-third or less is in use, so the rows held stay within 1.5x (3x just before a shrink) of the
-rows in use.
+Capacity grows by half (geometric: a copy per growth past the allocation, amortised) and
+shrinks back when a third or less is in use, so the rows written stay within 1.5x (3x just
+before a shrink) of the rows in use.
 """
 
 from __future__ import annotations
@@ -25,18 +31,32 @@ def grown(capacity: int) -> int:
 
 
 class Stack:
-    def __init__(self, fills: dict[str, float], *, capacity: int, device: Any, dtype: Any):
+    def __init__(
+        self, fills: dict[str, float], *, capacity: int, device: Any, dtype: Any,
+        reserve: int = 0, ready: int | None = None,
+    ) -> None:  # fmt: skip
         self.fills = fills
         self.capacity = capacity
+        self.reserve = reserve  # rows allocated at least
+        self.ready = capacity if ready is None else ready  # rows [0, ready) were written
         self.device, self.dtype = device, dtype
         self.tensors: dict[str, torch.Tensor] = {}
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        """What the written rows hold (rows allocated ahead and never written: nothing)."""
+        return sum(t[: self.ready].numel() * t.element_size() for t in self.tensors.values())
+
+    def cover(self, row: int) -> None:
+        """Rows up to `row` hold the fill if never written: `row` was handed out."""
+        if row >= self.ready:
+            for name, tensor in self.tensors.items():
+                tensor[self.ready : row + 1].fill_(self.fills[name])
+            self.ready = row + 1
 
     def put(self, row: int, values: dict[str, torch.Tensor]) -> None:
         """Write `values` into `row` (each padded with its fill to the stack's shape)."""
+        self.cover(row)
         for name, value in values.items():
             value = value.to(device=self.device, dtype=self.dtype)
             self._fit(name, tuple(value.shape))
@@ -53,37 +73,45 @@ class Stack:
 
     def resize(self, capacity: int, moves: dict[int, int] | None = None) -> None:
         """`capacity` rows, the first min(old, new) kept; `moves` (old row -> new row) copied
-        first, when shrinking."""
-        for name, tensor in list(self.tensors.items()):
+        first, when shrinking. Growing within the allocation copies nothing; shrinking
+        copies the rows kept into a new allocation (the old one's written pages freed)."""
+        for tensor in self.tensors.values():
             for old, new in (moves or {}).items():
                 tensor[new].copy_(tensor[old])
-            if capacity < self.capacity:
-                self.tensors[name] = tensor[:capacity].clone()  # frees the rest
-            else:
-                self.tensors[name] = self._resized(name, tensor, (capacity, *tensor.shape[1:]))
+        self.ready = min(self.ready, capacity)  # rows past a shrunk capacity: moved or free
+        for name, tensor in list(self.tensors.items()):
+            if capacity < self.capacity or capacity > tensor.shape[0]:
+                shape = (self._allocated(capacity), *tensor.shape[1:])
+                self.tensors[name] = self._resized(name, tensor, shape)
         self.capacity = capacity
+
+    def _allocated(self, capacity: int) -> int:
+        return max(capacity, self.reserve)
 
     def _fit(self, name: str, dims: tuple[int, ...]) -> None:
         old = self.tensors.get(name)
         if old is None:
-            shape = (self.capacity, *dims)
-            self.tensors[name] = torch.full(
-                shape, self.fills[name], device=self.device, dtype=self.dtype
-            )
+            shape = (self._allocated(self.capacity), *dims)
+            self.tensors[name] = torch.empty(shape, device=self.device, dtype=self.dtype)
+            self.tensors[name][: self.ready].fill_(self.fills[name])
             return
-        shape = (self.capacity, *(max(a, b) for a, b in zip(old.shape[1:], dims, strict=True)))
+        shape = (old.shape[0], *(max(a, b) for a, b in zip(old.shape[1:], dims, strict=True)))
         if shape != tuple(old.shape):
             self.tensors[name] = self._resized(name, old, shape)
 
     def _resized(self, name: str, old: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """`old` copied into a tensor of `shape`, the rest filled: each byte written once (a
-        stack of hundreds of resident adapters is hundreds of MB: a fill of the whole, then
-        a copy over most of it, doubled what a growth cost)."""
+        """The written rows of `old` copied into a tensor of `shape`, their padding filled:
+        each byte written once, rows never written left so (a stack of hundreds of resident
+        adapters is hundreds of MB: a fill of the whole, then a copy over most of it, doubled
+        what a growth cost)."""
         new = torch.empty(shape, device=self.device, dtype=self.dtype)
-        new[tuple(slice(0, n) for n in old.shape)].copy_(old)
-        for dim, n in enumerate(old.shape):  # the slabs past `old` along each dimension
+        rows = self.ready
+        new[(slice(0, rows), *(slice(0, n) for n in old.shape[1:]))].copy_(old[:rows])
+        for dim, n in enumerate(old.shape[1:], start=1):  # padding past `old`, each dimension
             if n < shape[dim]:
-                new[(slice(None),) * dim + (slice(n, None),)].fill_(self.fills[name])
+                new[(slice(0, rows),) + (slice(None),) * (dim - 1) + (slice(n, None),)].fill_(
+                    self.fills[name]
+                )
         return new
 
 
@@ -94,6 +122,7 @@ class Rows:
         self.capacity = capacity
         self._free = list(range(capacity))
         self.used = 0
+        self.top = 0  # rows [0, top) were handed out since the last shrink (free ones too)
 
     def take(self) -> tuple[int, bool]:
         """The lowest free row, and whether the capacity grew to make one."""
@@ -103,7 +132,9 @@ class Rows:
             self._free = list(range(old, self.capacity))
             grew = True
         self.used += 1
-        return heapq.heappop(self._free), grew
+        row = heapq.heappop(self._free)
+        self.top = max(self.top, row + 1)
+        return row, grew
 
     def give(self, row: int) -> None:
         heapq.heappush(self._free, row)
@@ -127,4 +158,5 @@ class Rows:
         self._free = low
         heapq.heapify(self._free)
         self.capacity = capacity
+        self.top = min(self.top, capacity)
         return moves
