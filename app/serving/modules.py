@@ -55,7 +55,7 @@ class AdapterModules:
         """`name` leaves its slot. `keep`: it stays on the device with the same tensors (the
         slot goes to another adapter), so its stacked copy is kept, under its own module
         name, until it is bound again or unloaded (`unload_adapter` forgets it), the last
-        `bank.PARKED` of them: adapters that take turns in few slots (a Zipf tail) are
+        `Bank.keep` of them: adapters that take turns in few slots (a Zipf tail) are
         copied once, not at every rebind."""
         module = self._bound.pop(name, None)
         if module is None:

@@ -8,6 +8,7 @@ from adapters_store import AdapterNotFound, AdapterStore, BaseModelMismatch, Bas
 from app.metrics import Metrics
 from app.serving.adapter_cache import AdapterCache, CacheFull
 from app.serving.engine import Engine, Segment
+from app.serving.onepass import bank as bank_module
 from tests.support.stacks import written_bytes
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -160,12 +161,11 @@ def test_an_adapter_out_of_its_slot_keeps_its_stacked_rows_until_it_changes(engi
 
 
 def test_only_the_last_parked_adapters_keep_their_rows(engine, store, monkeypatch):
-    from app.serving.onepass import bank as bank_module
-
-    monkeypatch.setattr(bank_module, "PARKED", 2)
+    bank = engine._onepass.bank
+    assert bank.keep == bank_module.PARKED_CPU  # on the CPU, as many as the reserve holds
+    monkeypatch.setattr(bank, "keep", 2)
     cache = _cache(engine, store)  # one slot: each ensure parks the previous occupant
     expected = {name: _probs(engine, cache.ensure(name).name) for name in NAMES}
-    bank = engine._onepass.bank
     assert list(bank.parked) == ["c", "d"] and len(bank.entries) == 3  # "e" in the slot
     for name in ["a", *NAMES]:  # "a" copied again, the parked ones taken back
         assert _probs(engine, cache.ensure(name).name) == expected[name]

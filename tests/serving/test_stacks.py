@@ -13,7 +13,7 @@ import random
 
 import torch
 
-from app.serving.onepass.bank import Bank
+from app.serving.onepass.bank import PARKED, PARKED_CPU, RESERVE, Bank
 from app.serving.onepass.stacks import Rows, Stack
 
 FILLS = {"a": 0.0, "m": 1.0}
@@ -104,5 +104,7 @@ def test_the_bank_reserves_rows_on_the_cpu_only():
     class _Model:
         base_model = torch.nn.Module()
 
-    assert Bank(_Model(), device="cpu", dtype=torch.float32).reserve > 0
-    assert Bank(_Model(), device="meta", dtype=torch.float32).reserve == 0
+    cpu = Bank(_Model(), device="cpu", dtype=torch.float32)
+    other = Bank(_Model(), device="meta", dtype=torch.float32)
+    assert (cpu.reserve, cpu.keep) == (RESERVE, PARKED_CPU) and 32 + PARKED_CPU <= RESERVE
+    assert (other.reserve, other.keep) == (0, PARKED)
