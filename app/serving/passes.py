@@ -207,13 +207,13 @@ async def run_passes(
     planned again with the newcomers, so a short request rides in the next pass instead of
     waiting for every pass of a batch cut into many (issue 28).
 
-    A row goes back once at most (`Item.sent_back`), and a pass holding rows that went back
-    runs before the other passes of its tenants (other tenants' passes keep their places: a
-    light key's pass still comes before a flood's). Passes run shortest first, so without
-    that the longest texts of a busy queue's batches went back at every batch for as long as
-    requests kept arriving (MiniLM's Zipf p99 rose to 1-2 s).
+    A row goes back once at most (`Item.sent_back`): a batch holding rows that went back
+    runs to its end. Passes run shortest first, so without that the longest texts of a busy
+    queue's batches went back at every batch for as long as requests kept arriving (MiniLM's
+    Zipf p99 rose to 1-2.7 s). Running the passes of rows that went back first, before the
+    rest of their batch, cost a 64-client MiniLM flood of one key 30-40% of its answers while
+    a light key was active (more batches stopped early, in smaller passes).
     """
-    passes = _given_back_first(passes)
     for k, items in enumerate(passes):
         started = time.monotonic()
         await run(items)
@@ -225,17 +225,3 @@ async def run_passes(
                 item.sent_back = True
             return rest
     return []
-
-
-def _given_back_first(passes: list[list[Item]]) -> list[list[Item]]:
-    """`passes` with, among the places of each set of tenants' passes, those holding rows
-    that went back first (stable otherwise)."""
-    places: dict[frozenset, list[int]] = {}
-    for k, items in enumerate(passes):
-        places.setdefault(frozenset(item.request.tenant for item in items), []).append(k)
-    out = list(passes)
-    for ks in places.values():
-        mine = sorted((passes[k] for k in ks), key=lambda p: not any(i.sent_back for i in p))
-        for k, items in zip(ks, mine, strict=True):
-            out[k] = items
-    return out

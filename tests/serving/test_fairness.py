@@ -184,12 +184,7 @@ def _replan(passes, pass_s, arrive_after):
 @dataclass(eq=False)
 class _Row:
     n: int
-    tenant: str | None = None
     sent_back: bool = False
-
-    @property
-    def request(self):
-        return self  # run_passes reads a row's tenant from its request
 
 
 def test_a_batch_cut_into_slow_passes_stops_for_a_newcomer():
@@ -204,25 +199,13 @@ def test_a_batch_cut_into_slow_passes_stops_for_a_newcomer():
     assert scenario(0.001, 1) == ([0, 1, 2, 3, 4], [])
 
 
-def test_a_row_goes_back_once_and_then_runs_first():
-    """Rows given back are marked; planned again behind other passes, their passes run first
-    and they are not given back again (the longest texts, planned last, would otherwise go
-    back at every batch of a busy queue)."""
+def test_a_row_goes_back_once_at_most():
+    """Rows given back are marked; a batch holding any runs to its end (the longest texts,
+    planned last, would otherwise go back at every batch of a busy queue); the next may stop."""
     rows = [_Row(k) for k in range(4)]
     assert _replan([[r] for r in rows], 0.06, 1) == ([0], [1, 2, 3])
     assert all(r.sent_back for r in rows[1:]) and not rows[0].sent_back
     newcomers = [_Row(k) for k in (10, 11, 12)]
     again = [[newcomers[0]], [newcomers[1]], [rows[2], newcomers[2]], [rows[1]], [rows[3]]]
-    ran, rest = _replan(again, 0.06, 1)
-    assert ran == [2, 12, 1, 3]  # every pass holding a row given back, before any other
-    assert rest == [10, 11]  # then the newcomers may go back
-    assert _replan([[_Row(k)] for k in range(3)], 0.06, 1)[1] == [1, 2]
-
-
-def test_rows_given_back_go_first_among_their_tenants_passes_only():
-    """A light key's pass planned first stays first: the flood's given-back rows go ahead
-    of the flood's other passes, not of the light key's."""
-    back = [_Row(k, "flood", sent_back=True) for k in (1, 2)]
-    light, fresh = _Row(0, "light"), [_Row(k, "flood") for k in (3, 4)]
-    passes = [[light], [fresh[0]], [fresh[1]], [back[0]], [back[1]]]
-    assert _replan(passes, 0.06, 1) == ([0, 1, 2], [3, 4])
+    assert _replan(again, 0.06, 1) == ([10, 11, 2, 12, 1, 3], [])  # in its planned order
+    assert _replan([[_Row(k)] for k in range(3)], 0.06, 1) == ([0], [1, 2])
