@@ -210,9 +210,9 @@ async def run_passes(
     A row goes back once at most (`Item.sent_back`): a batch holding rows that went back
     runs to its end. Passes run shortest first, so without that the longest texts of a busy
     queue's batches went back at every batch for as long as requests kept arriving (MiniLM's
-    Zipf p99 rose to 1-2.7 s). Running the passes of rows that went back first, before the
-    rest of their batch, cost a 64-client MiniLM flood of one key 30-40% of its answers while
-    a light key was active (more batches stopped early, in smaller passes).
+    Zipf p99 was 1.5-3.1 s; 0.56-0.76 s with the rule). Running the passes of rows that went
+    back first, before the rest of their batch, cost a 64-client MiniLM flood of one key a
+    third of its answers while a light key was active (3 runs against 3; docs/benchmarks.md).
     """
     for k, items in enumerate(passes):
         started = time.monotonic()
