@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +163,21 @@ class Engine(AdapterModules):
         return {k: v for k, v in self.model.state_dict().items() if is_base_parameter(k)}
 
     # ---- inference (inference thread) ----------------------------------------------------
+    def between_layers(self, hook: Callable[[], None] | None) -> None:
+        """Call `hook` between the encoder layers of each one-pass body (None: nothing); it
+        may run a `nestable` forward there (`app.serving.preempt`)."""
+        if self._onepass is not None:
+            self._onepass.between = hook
+
+    def nestable(self, adapters: Sequence[str]) -> bool:
+        """Whether a forward of these adapters' rows may run between the layers of another:
+        all on the one-pass path, their rows stacked already (it writes nothing there)."""
+        onepass = self._onepass
+        if onepass is None:
+            return False
+        modules = [self.module_of(name) for name in adapters]
+        return all(onepass.ready(m) and self._compat(m).key == ONEPASS_KEY for m in modules)
+
     def forward(self, segments: Sequence[Segment]) -> list[list[list[float]]]:
         """Raw logits per segment and row, in the order of `segments` (adapters_store.rendering
         turns them into each task's scores).

@@ -7,10 +7,15 @@ prefixes, the others over their own keys only), and the bottleneck layers'
 `bottleneck_layer_forward`. The hooks act only while `body` runs a batch (no AdapterSetup is
 active then, so the library applies no adapter of its own); otherwise they step aside and the
 library's own path runs unchanged.
+
+Before each encoder layer of a one-pass body and before its feed-forward part (`stops`),
+`between` (when set) may run another, short one-pass body on the same thread
+(`app.serving.preempt`): `body` keeps the plan of the pass it interrupts and puts it back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -39,6 +44,9 @@ class OnePass:
         self.model = model
         self.bank = Bank(model, device=first.device, dtype=first.dtype)
         self.plan: Plan | None = None
+        self.between: Callable[[], None] | None = None  # called at each stop of a body
+        for module in stops(model):
+            module.register_forward_pre_hook(self._between)
         for kind, site, layer in self.bank.sites:
             if kind == "linear":
                 layer.register_forward_hook(partial(self._linear, site))
@@ -60,11 +68,16 @@ class OnePass:
         if self.model.adapters_config.active_setup is not None:
             raise RuntimeError("one-pass forward needs no active adapter setup on the model")
         entries = {m: self.bank.ensure(m) for m in dict.fromkeys(modules)}
-        self.plan = build_plan([entries[m] for m in modules], sizes, input_ids.device)
+        outer, self.plan = self.plan, build_plan([entries[m] for m in modules], sizes,
+                                                 input_ids.device)  # fmt: skip
         try:
             return self.model.base_model(input_ids=input_ids, attention_mask=mask, return_dict=True)
         finally:
-            self.plan = None
+            self.plan = outer  # a body run between the layers of another gives it back
+
+    def ready(self, module: str) -> bool:
+        """Whether `module`'s rows are in the stacks: a body over it writes nothing."""
+        return module in self.bank.entries
 
     def order(self, modules: list[str]) -> list[int]:
         """The order to run segments of these modules in (indexes): by body family, so each
@@ -78,6 +91,11 @@ class OnePass:
         return apply_heads(self.bank, body, modules, sizes)
 
     # ---- hooks ---------------------------------------------------------------------------
+    def _between(self, layer: Any, args: tuple) -> None:
+        between = self.between
+        if between is not None and self.plan is not None:
+            between()
+
     def _linear(self, site: str, layer: Any, args: tuple, out: Any) -> Any:
         plan = self.plan
         if plan is None:
@@ -127,3 +145,12 @@ class OnePass:
                                           acts)  # fmt: skip
                 out = out.index_copy(0, rows.sel, part)
         return out
+
+
+def stops(model: Any) -> list[Any]:
+    """Where a body may stop for another: each encoder layer (BERT-like: `encoder.layer`) and
+    its feed-forward part (`intermediate`, ~60% of a layer's time), in order; [] without."""
+    encoder = getattr(model.base_model, "encoder", None)
+    layers = list(getattr(encoder, "layer", []))
+    found = [(layer, getattr(layer, "intermediate", None)) for layer in layers]
+    return [m for pair in found for m in pair if m is not None]
