@@ -61,6 +61,7 @@ def build_limits(view: BatchingView, engine: Engine) -> Limits:
         calibration_budget_s=view.pass_cost_budget_s,
         learn_costs=view.pass_cost_learning,
         slice_slowdown=view.fair_slice_slowdown,
+        preempt=view.fair_preempt,
     )
 
 

@@ -69,6 +69,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.nested_passes = Counter(
+            "inference_nested_passes_total",
+            "Light keys' passes run between two layers of another key's pass",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "inference_queue_depth", "Texts waiting", registry=r, multiprocess_mode="livesum"
         )

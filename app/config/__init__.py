@@ -222,6 +222,11 @@ class Settings(BaseSettings):
         "down to no fewer texts than keep a flood's predicted time per text within this factor "
         "of a full pass's (1: no slicing)",
     )
+    fair_preempt: bool = Field(
+        True,
+        description="while a pass runs, a light API key's request may run as a pass of its "
+        "own between two of its encoder layers (one-pass adapters on the device)",
+    )
 
     @field_validator("data_roots", "allowed_hosts", mode="before")
     @classmethod

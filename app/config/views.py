@@ -112,6 +112,7 @@ class BatchingView(_View):
     pass_cost_budget_s: float
     pass_cost_learning: bool
     fair_slice_slowdown: float
+    fair_preempt: bool
     max_resident_adapters: int
     max_resident_bytes: int | None
     host_cache_bytes: int

@@ -164,7 +164,7 @@ class EngineServer:
             return False
         ids, key = wire.unpack_ids(message.ids, message.lengths), (who, message.id)
         try:
-            request = self.batcher.requests.enqueue(ids, message.adapters, tenant=message.tenant)
+            request = self.batcher.enqueue(ids, message.adapters, tenant=message.tenant)
         except (StoreError, ServiceError) as exc:
             self.shares.release(key)
             self._post(who, wire.Answer(message.id, failure=wire.failure_of(exc)))

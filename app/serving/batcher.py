@@ -6,7 +6,9 @@ into items (one text for one adapter) in a bounded FIFO queue. An asyncio loop c
 plans their passes (`app.serving.planning`, with this device's cost model: timed in the warm-up
 that readiness waits for, `app.serving.warm_up`, re-fitted live, `app.serving.cost_learning`;
 while API keys contend, batches are cut to short time slices, `app.serving.slicing`)
-and hands each pass to the single inference thread (`app.serving.passes.run_batch`).
+and hands each pass to the single inference thread (`app.serving.passes.run_batch`). A light
+key's request that arrives while another key's pass runs may run between two of that pass's
+layers (`app.serving.preempt`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from adapters_store import AdapterStore
@@ -63,7 +65,10 @@ class Batcher:
         self.calibration: asyncio.Task | None = None  # the warm-up, while it runs
         self.warmed = False
         self._stopping = False
-        self._inference = InferenceThread(engine, cache, metrics)
+        nested_done = self._nested_done if limits.preempt else None
+        self._inference = InferenceThread(engine, cache, metrics, nested_done)
+        self._running: list[Item] | None = None  # the pass on the inference thread
+        self._left: list[Item] = []  # offered to the last pass, which ended first
         self._tokenizer = Tokenizer(engine)
 
     @property
@@ -159,7 +164,7 @@ class Batcher:
         try:
             if decoding is not None:
                 await decoding
-            request = self.requests.enqueue(ids, adapters, tenant=tenant, deadline=deadline)
+            request = self.enqueue(ids, adapters, tenant=tenant, deadline=deadline)
             try:
                 await asyncio.shield(request.future)  # results may still arrive: don't cancel it
             except asyncio.CancelledError:
@@ -171,6 +176,19 @@ class Batcher:
             self.requests.count("cancelled")
             raise
         return self.requests.finish(request, adapters, len(ids), timing)
+
+    def enqueue(self, ids, adapters, *, tenant=None, deadline=None) -> planning.Request:
+        """Queue ids whose adapters are in memory (`RequestQueue.enqueue`; its future completes
+        with the results). While another key's pass runs, a light key's rows may run between
+        two of its layers (`app.serving.preempt`)."""
+        request = self.requests.enqueue(ids, adapters, tenant=tenant, deadline=deadline)
+        self._offer([tenant])
+        return request
+
+    def _offer(self, tenants: Iterable[Hashable]) -> None:
+        """While a pass runs, offer it the rows of each light key of `tenants`."""
+        if self._running is not None and self.limits.preempt:
+            self._inference.preemption.offer_light(self.requests, self._running, tenants)
 
     async def _tokenize(
         self, texts: Sequence[Text], truncation: bool, deadline: float
@@ -238,15 +256,39 @@ class Batcher:
 
     async def _run(self, batch: list[Item]) -> None:
         batch = [item for item in batch if not item.request.done]  # gone since collected
-        ran = await self._inference.run_pass(batch) if batch else None
+        if not batch:
+            return
+        preemption = self._inference.preemption
+        self._running = batch
+        preemption.arm()
+        self._offer(dict.fromkeys(item.request.tenant for item in self._left))
+        try:
+            ran = await self._inference.run_pass(batch)
+        finally:
+            self._running = None
+            self._left, nested = preemption.disarm()
+            if self._left:  # offered, but the pass ended first: the batch's next pass may
+                self.requests.requeue(self._left)
         if ran is None:
             return
+        _, result = self._settle(batch, ran)
+        if not nested and not any(isinstance(o, BaseException) for o in result.outcomes):
+            width = max(len(item.ids) for item in batch)  # every row ran: a pass of this shape
+            self.costs.observe(len(batch), width, result.forward_s)
+
+    def _settle(self, batch: list[Item], ran: Any) -> Any:
+        """Deliver a pass's results to its rows (`ran`: run_pass's answer); `ran` back."""
         groups, result = ran
         for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
             self._deliver([batch[i] for i in rows], outcome, result)
-        if not any(isinstance(outcome, BaseException) for outcome in result.outcomes):
-            width = max(len(item.ids) for item in batch)  # every row ran: a pass of this shape
-            self.costs.observe(len(batch), width, result.forward_s)
+        return ran
+
+    def _nested_done(self, rows: list[Item], ran: Any) -> None:
+        """A nested pass's result (None: its rows could not run nested and go back first)."""
+        if ran is None:
+            self.requests.requeue(rows)
+        else:
+            self._settle(rows, ran)
 
     def _deliver(self, items: list[Item], outcome: Any, result: BatchResult) -> None:
         redo = deliver(items, outcome, result, self.metrics)

@@ -44,6 +44,7 @@ class Limits:
     calibration_budget_s: float = 1.5
     learn_costs: bool = False  # re-fit the cost model from the live passes' timings
     slice_slowdown: float = 1.25  # what time slices may cost a flood per text (1: no slices)
+    preempt: bool = True  # a light key's pass may run between two layers of another's
 
 
 @dataclass(eq=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -96,8 +97,9 @@ def _flood(port: int, key: str, clients: int, seconds: float) -> subprocess.Pope
 def test_a_flood_meets_its_share_of_the_queue_and_a_light_key_is_served(tiny_model_dir, data):
     """32 clients of one key (4 texts each, retrying at once) against a queue of 64 texts:
     the flood gets 429 at its share (32 texts); the light key gets no error, and its requests
-    are served in the next batch rather than behind the flood's backlog. Before: no 429; the
-    queue filled and both keys got 503s."""
+    are served in the next batch rather than behind the flood's backlog, some of them between
+    two layers of a flood's pass (app/serving/preempt.py). Before: no 429; the queue filled and
+    both keys got 503s."""
     env = server_env(data, APP_MAX_QUEUE="64", APP_KEY_QUEUE_SHARE="0.5")
     with running_server(data_dir=data, base_model=tiny_model_dir, env=env) as srv:
         asyncio.run(light(srv.port, LIGHT, count=10))  # warm-up
@@ -105,11 +107,14 @@ def test_a_flood_meets_its_share_of_the_queue_and_a_light_key_is_served(tiny_mod
         flood = _flood(srv.port, FLOOD, clients=32, seconds=90)
         try:
             time.sleep(2.0)
-            under, under_errors = asyncio.run(light(srv.port, LIGHT, count=10))
+            under, under_errors = asyncio.run(light(srv.port, LIGHT, count=30))
         finally:
             flood.terminate()  # it stops and prints what it got
             out, _ = flood.communicate(timeout=60)
         flood_statuses = json.loads(out.strip().splitlines()[-1])
+        shown = httpx.get(srv.url + "/metrics", headers=bearer(LIGHT), timeout=30).text
+    nested = re.search(r"(?m)^inference_nested_passes_total (\S+)", shown)
+    assert nested and float(nested.group(1)) > 0  # light passes ran inside the flood's
     assert not alone_errors and not under_errors, (alone_errors, under_errors)
     assert flood_statuses.get("429", 0) > 0 and flood_statuses.get("200", 0) > 0, flood_statuses
     assert "503" not in flood_statuses, flood_statuses
