@@ -215,6 +215,9 @@ def summary(m: dict) -> dict:
         "light_errors": {str(k): v for k, v in (m["alone_errors"] + m["under_errors"]).items()},
         "flood_statuses": flood,
         "server_rejected": rejected,
+        "nested_passes": sum(  # light passes run between two layers of the flood's
+            float(v) for v in re.findall(r"(?m)^inference_nested_passes_total (\S+)", m["metrics"])
+        ),
         "processes": m["processes"],
         "flood_cpu_cores": {role: sec / m["elapsed"] for role, sec in m["cpu"].items()},
         "flood_cpu_ms_per_request": tree.per_request(m["cpu"], answered),
