@@ -15,15 +15,15 @@ when that pass runs between its slices.
 A nested pass changes nothing the interrupted one reads: it runs only where its adapters are on
 the device in their slots at the store's version and stacked on the one-pass path already
 (`Engine.nestable`, `InferenceThread._in_place`, checked on the inference thread when it is
-taken); otherwise its rows go back to the queue, first. Nested passes take at most as long as the interrupted pass has run
-so far (`Preemption.poll`): keys that send many small requests get at most half of the device
-while a flood's pass runs, never all of it. Rows offered that a pass did not take (it ended
-first) go back to the queue and are offered to the batch's next pass. A light key's rows are
-not charged to its fair share: it has nothing queued after them, so `fairness.take_fair`
-would forget it anyway (no banked credit either way). The interrupted pass's time
-(`inference_batch_seconds`, a request's inference time) includes the nested one's, and the
-cost model does not learn from it. On a GPU the thread stops where it has queued the kernels
-so far, so a nested pass waits for those (not measured: no GPU was lent).
+taken); otherwise its rows go back to the queue, first. Nested passes take at most as long as
+the interrupted pass has run so far (`Preemption.poll`): keys that send many small requests
+get at most half of the device while a flood's pass runs, never all of it. Rows offered that
+a pass did not take (it ended first) go back to the queue and are offered to the batch's next
+pass. A light key's rows are not charged to its fair share: it has nothing queued after them,
+so `fairness.take_fair` would forget it anyway (no banked credit either way). The interrupted
+pass's time (`inference_batch_seconds`, a request's inference time) includes the nested
+one's, and the cost model does not learn from it. On a GPU the thread stops where it has
+queued the kernels so far, so a nested pass waits for those (not measured: no GPU was lent).
 """
 
 from __future__ import annotations
