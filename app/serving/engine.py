@@ -164,8 +164,9 @@ class Engine(AdapterModules):
 
     # ---- inference (inference thread) ----------------------------------------------------
     def between_layers(self, hook: Callable[[], None] | None) -> None:
-        """Call `hook` between the encoder layers of each one-pass body (None: nothing); it
-        may run a `nestable` forward there (`app.serving.preempt`)."""
+        """Call `hook` at each stop of a one-pass body (before an encoder layer or its
+        feed-forward part; None: nothing); it may run a `nestable` forward there
+        (`app.serving.preempt`)."""
         if self._onepass is not None:
             self._onepass.between = hook
 
