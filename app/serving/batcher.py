@@ -67,7 +67,6 @@ class Batcher:
         self._stopping = False
         nested_done = self._nested_done if limits.preempt else None
         self._inference = InferenceThread(engine, cache, metrics, nested_done)
-        self._running: list[Item] | None = None  # the pass on the inference thread
         self._left: list[Item] = []  # offered to the last pass, which ended first
         self._tokenizer = Tokenizer(engine)
 
@@ -186,9 +185,9 @@ class Batcher:
         return request
 
     def _offer(self, tenants: Iterable[Hashable]) -> None:
-        """While a pass runs, offer it the rows of each light key of `tenants`."""
-        if self._running is not None and self.limits.preempt:
-            self._inference.preemption.offer_light(self.requests, self._running, tenants)
+        """While a pass runs, offer it the rows of each light key of `tenants` (armed only
+        with `Limits.preempt`)."""
+        self._inference.preemption.offer_light(self.requests, tenants)
 
     async def _tokenize(
         self, texts: Sequence[Text], truncation: bool, deadline: float
@@ -259,29 +258,28 @@ class Batcher:
         if not batch:
             return
         preemption = self._inference.preemption
-        self._running = batch
-        preemption.arm()
-        self._offer(dict.fromkeys(item.request.tenant for item in self._left))
+        if self.limits.preempt:
+            preemption.arm(batch)
+            self._offer(dict.fromkeys(item.request.tenant for item in self._left))
         try:
             ran = await self._inference.run_pass(batch)
         finally:
-            self._running = None
             self._left, nested = preemption.disarm()
             if self._left:  # offered, but the pass ended first: the batch's next pass may
                 self.requests.requeue(self._left)
         if ran is None:
             return
-        _, result = self._settle(batch, ran)
+        self._settle(batch, ran)
+        result = ran[1]
         if not nested and not any(isinstance(o, BaseException) for o in result.outcomes):
             width = max(len(item.ids) for item in batch)  # every row ran: a pass of this shape
             self.costs.observe(len(batch), width, result.forward_s)
 
-    def _settle(self, batch: list[Item], ran: Any) -> Any:
-        """Deliver a pass's results to its rows (`ran`: run_pass's answer); `ran` back."""
+    def _settle(self, batch: list[Item], ran: Any) -> None:
+        """Deliver a pass's results to its rows (`ran`: run_pass's answer)."""
         groups, result = ran
         for (_, rows), outcome in zip(groups, result.outcomes, strict=True):
             self._deliver([batch[i] for i in rows], outcome, result)
-        return ran
 
     def _nested_done(self, rows: list[Item], ran: Any) -> None:
         """A nested pass's result (None: its rows could not run nested and go back first)."""

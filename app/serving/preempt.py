@@ -51,44 +51,48 @@ def light(queued: Iterable, tenant: Hashable, running: Sequence) -> list | None:
 class Preemption:
     """Rows offered to the pass on the inference thread, to run between two of its layers.
 
-    `arm` / `disarm` (event loop) frame each pass; `offer` (event loop) hands rows over while
-    it runs; `poll` (inference thread, between layers) takes them and calls `run(rows)`.
+    `arm(running)` / `disarm` (event loop) frame each pass (`running`: its rows); `offer` /
+    `offer_light` (event loop) hand rows over while it runs; `poll` (inference thread, between
+    layers) takes them and calls `run(rows)`.
     """
 
     def __init__(self, run: Callable[[list], Any], clock: Callable[[], float] = time.perf_counter):
         self._run, self._clock = run, clock
         self._lock = threading.Lock()
-        self._armed = False
+        self._running: Sequence | None = None  # the rows of the pass that runs, if any
         self._rows: list | None = None  # offered, not taken yet
         self._started = 0.0  # when the pass began (`arm`)
         self._nested_s = 0.0  # the nested passes' time within it
         self._nesting = False  # a nested pass runs: no pass inside it
 
-    def arm(self) -> None:
-        """A pass starts: rows may be offered to it."""
+    def arm(self, running: Sequence = ()) -> None:
+        """A pass of `running` starts: rows may be offered to it."""
         with self._lock:
-            self._armed, self._rows = True, None
+            self._running, self._rows = running, None
             self._started, self._nested_s = self._clock(), 0.0
 
     def disarm(self) -> tuple[list, bool]:
         """The pass ended: (the rows offered and not taken, whether a nested pass ran)."""
         with self._lock:
             rows, took = self._rows or [], self._nested_s > 0
-            self._armed, self._rows = False, None
+            self._running, self._rows = None, None
         return rows, took
 
     def offer(self, rows: list) -> bool:
         """Hand `rows` to the running pass; False when none runs (they stay queued). Rows
         offered before it reaches its next layer share one nested pass."""
         with self._lock:
-            if not self._armed:
+            if self._running is None:
                 return False
             self._rows = [*(self._rows or ()), *rows]
             return True
 
-    def offer_light(self, queue: Any, running: Sequence, tenants: Iterable[Hashable]) -> None:
+    def offer_light(self, queue: Any, tenants: Iterable[Hashable]) -> None:
         """Offer the rows of each light key of `tenants` (`light`) in `queue` (a
-        `RequestQueue`) to the pass of `running`; those it takes leave the queue."""
+        `RequestQueue`) to the running pass, if any; those it takes leave the queue."""
+        running = self._running
+        if running is None:
+            return
         for tenant in tenants:
             rows = light(queue.items, tenant, running)
             if rows and self.offer(rows):
