@@ -182,12 +182,27 @@ def _ops(engine, names: list[str]) -> int:
 @pytest.mark.parametrize("method", [*METHODS, "mix"])
 def test_operators_do_not_grow_with_distinct_adapters(engine, method):
     methods = MIX if method == "mix" else (method,)
-    one = _ops(engine, [f"{methods[0].replace('_', '-')}-0"])
+    one = _ops(engine, [f"{m.replace('_', '-')}-0" for m in methods])  # one adapter per method
     many = [f"{methods[i % len(methods)].replace('_', '-')}-{i // len(methods)}" for i in range(8)]
     many += [f"{m.replace('_', '-')}-{i}" for m in methods for i in range(9, 10)][: 16 - len(many)]
     many = list(dict.fromkeys(many))
     ratio = _ops(engine, many) / one
     assert ratio <= 1.25, (method, len(many), ratio)
+
+
+def test_attention_without_prefix_rows_copies_nothing(engine):
+    """The library's SDPA attention repeats q, k and v once each (for Parallel blocks) before
+    its operator; a one-pass body without prefix rows runs the operator on them as they are."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = engine.tokenize(TEXTS[:4])
+    segments = [Segment("seq-bn-0", ids[:2]), Segment("lora-0", ids[2:])]
+    engine.forward(segments)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine.forward(segments)
+    names = [e.name for e in prof.events()]
+    assert "aten::scaled_dot_product_attention" in names
+    assert "aten::repeat" not in names
 
 
 def test_the_library_path_grows_with_distinct_adapters(tiny_model_dir, saved):

@@ -142,6 +142,13 @@ def _row_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     return torch.addcmul(bias, F.layer_norm(x, x.shape[-1:], eps=LN_EPS), weight)
 
 
+def attention(q, k, v, mask: Any):
+    """Scaled dot-product attention as the library's SDPA attention runs it (eval mode, no
+    prefix): the same operator on the same values, without copying q, k and v first (its
+    `match_attn_matrices_for_parallel` repeats each once when no Parallel block widens them)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 def prefix_attention(q, k, v, mask: Any, t: Tensors, rows: Any, site: tuple, cache: dict):
     """Scaled dot-product attention of (batch, heads, tokens, head size) queries, keys and
     values, where the span of prefix-tuning rows (`rows`, a `plan.Rows`) attends over each

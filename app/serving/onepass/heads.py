@@ -65,6 +65,8 @@ def apply_heads(bank: Any, body: Any, modules: Sequence[str], sizes: Sequence[in
 def _group(bank, body, key: tuple, modules: list[str], spans: list[tuple[int, int]]) -> list:
     _, layers, activation, pooler = key
     hidden = body["pooler_output"] if pooler else body["last_hidden_state"][:, 0]
+    if len(spans) == 1:  # one segment: its rows are a span, its weights one row of the stacks
+        return [_one(bank, hidden, key, modules[0], spans[0])]
     width = max(size for _, size in spans)
     rows = [start + j for start, size in spans for j in range(size)]
     slots = [s * width + j for s, (_, size) in enumerate(spans) for j in range(size)]
@@ -87,3 +89,18 @@ def _group(bank, body, key: tuple, modules: list[str], spans: list[tuple[int, in
         out.append([row[:labels] for row in flat[at : at + size]])
         at += size
     return out
+
+
+def _one(bank, hidden: Any, key: tuple, module: str, span: tuple[int, int]) -> list:
+    """`_group` of one segment: the same operators on a batch of one, without the gathers."""
+    _, layers, activation, _ = key
+    start, size = span
+    x = hidden[start : start + size].unsqueeze(0)
+    t, row = bank.tables[key].tensors, bank.entries[module].rows[key]
+    act = Activation_Function_Class(activation) if activation != "None" else None
+    for i in range(layers):
+        x = torch.baddbmm(t[f"b{i}"][row : row + 1], x, t[f"w{i}"][row : row + 1])
+        if i < layers - 1 and act is not None:
+            x = act(x)
+    labels = bank.entries[module].parts[key]
+    return [row[:labels] for row in x[0].float().cpu().tolist()]

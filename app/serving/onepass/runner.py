@@ -45,6 +45,7 @@ class OnePass:
         self.bank = Bank(model, device=first.device, dtype=first.dtype)
         self.plan: Plan | None = None
         self.between: Callable[[], None] | None = None  # called at each stop of a body
+        self.sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         for module in stops(model):
             module.register_forward_pre_hook(self._between)
         for kind, site, layer in self.bank.sites:
@@ -109,19 +110,25 @@ class OnePass:
 
     def _attention(self, site: str, attn: Any, original: Any, hidden: Any, *args, **kw) -> Any:
         plan = self.plan
-        if plan is None or ("prefix", site) not in plan.sites:
+        prefixed = plan is not None and ("prefix", site) in plan.sites
+        mask = args[0] if args else kw.get("attention_mask")
+        rest = [*args[1:], *(v for k, v in kw.items() if k != "attention_mask")]
+        plain = not any(x is not None and x is not False for x in rest)
+        if not prefixed and (plan is None or not self.sdpa or not plain or attn.training):
             return original(hidden, *args, **kw)
-        mask = args[0] if args else kw.pop("attention_mask", None)
-        if any(x is not None and x is not False for x in [*args[1:], *kw.values()]):
+        if not plain:
             raise RuntimeError("one-pass prefix attention takes hidden states and a mask only")
         heads, size = attn.num_attention_heads, attn.attention_head_size
         qkv = [
             m(hidden).view(hidden.shape[0], -1, heads, size).transpose(1, 2)
             for m in (attn.query, attn.key, attn.value)
         ]
-        tensors = self.bank.tables["prefix", site].tensors
-        rows, at = plan.families["prefix"], plan.prefixes[site]
-        out = compute.prefix_attention(*qkv, mask, tensors, rows, at, plan.masks)
+        if prefixed:
+            tensors = self.bank.tables["prefix", site].tensors
+            rows, at = plan.families["prefix"], plan.prefixes[site]
+            out = compute.prefix_attention(*qkv, mask, tensors, rows, at, plan.masks)
+        else:  # the library's SDPA attention without its copies for Parallel composition
+            out = compute.attention(*qkv, mask)
         return out.transpose(1, 2).reshape(hidden.shape[0], -1, heads * size), None
 
     def _bottleneck(self, site: str, original: Any, h: Any, inp: Any, ln: Any) -> Any:
