@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     )
 
     # batching
-    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_batch_size: int = Field(64, ge=1, le=1024)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
     max_batch_tokens: int = Field(16384, ge=64)
     split_overhead_tokens: int | None = Field(
