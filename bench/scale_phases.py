@@ -83,18 +83,23 @@ async def cold_then_warm(port, *, names, texts, limit_s) -> dict:
     conn = Conn(port)
     cold: list[float] = []
     warm: list[float] = []
+    added: list[float] = []  # cold minus warm of one adapter: what its activation added
     errors = 0
     deadline = time.perf_counter() + limit_s
     try:
         for i, name in enumerate(names):
             if time.perf_counter() > deadline:
                 break
+            pair = []
             for bucket in (cold, warm):
                 status, took = await _timed(conn, name, texts[i % len(texts)])
                 if status == 200:
                     bucket.append(took)
+                    pair.append(took)
                 else:
                     errors += 1
+            if len(pair) == 2:
+                added.append(pair[0] - pair[1])
     finally:
         conn.close()
     return {
@@ -102,6 +107,7 @@ async def cold_then_warm(port, *, names, texts, limit_s) -> dict:
         "errors": errors,
         **percentiles("cold", cold),
         **percentiles("warm", warm),
+        **percentiles("added", added),
     }
 
 

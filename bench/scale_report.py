@@ -85,6 +85,8 @@ def rows(results: dict, opts) -> list[str]:
         f"| {_num(cold.get('cold_p50_ms'))} / {_num(cold.get('cold_p99_ms'))} |",
         f"| the same adapters at once again (warm): p50 / p99 ms | "
         f"{_num(cold.get('warm_p50_ms'))} / {_num(cold.get('warm_p99_ms'))} |",
+        f"| cold minus warm, per adapter (what activating it added): p50 / p99 ms | "
+        f"{_num(cold.get('added_p50_ms'))} / {_num(cold.get('added_p99_ms'))} |",
         f"| hot p99, {opts.hot_clients} clients on {2} adapters: alone / under a cold storm of "
         f"{opts.storm_clients} clients ({hot.get('storm_requests', '-')} cold requests), ms | "
         f"{_num(alone.get('p99_ms'))} / {_num(storm.get('p99_ms'))} |",

@@ -16,7 +16,7 @@ from tests.support.server import REPO, process_env
 NUMBERS = {
     "one_adapter": ("req_s", "p50_ms", "p99_ms", "cpu_ms_per_request"),
     "zipf": ("req_s", "p50_ms", "p99_ms", "cpu_ms_per_request"),
-    "cold": ("cold_p50_ms", "cold_p99_ms", "warm_p50_ms", "warm_p99_ms"),
+    "cold": ("cold_p50_ms", "cold_p99_ms", "warm_p50_ms", "warm_p99_ms", "added_p99_ms"),
     "hot_storm": ("ratio_p99", "storm_p50_ms", "storm_p99_ms"),
     "listing": ("median_ms", "max_ms", "bytes", "items"),
     "rss_mb": ("startup", "after_zipf"),
