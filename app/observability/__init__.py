@@ -6,5 +6,6 @@
 - `middleware`: `RequestObserver`, the pure-ASGI middleware that ties them together.
 
 Import the modules, not this package (it imports nothing). The busiest-adapters label
-policy lives below, in `app.metrics` (`TopAdapters`): the metrics never import this package.
+policy lives below, in `app.metrics.top_adapters` (`TopAdapters`): the metrics never import
+this package.
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from adapters_store import StoreError
 from adapters_store.rendering import Head
-from app.metrics import Metrics
+from app.metrics import Metrics, observe_many
 from app.serving.adapter_cache import AdapterCache, CacheFull, Resident
 from app.serving.engine import Engine, Segment
 from app.serving.errors import InferenceFailed, NonFiniteScores, ServiceError
@@ -131,6 +131,7 @@ def deliver(
     """Hand a pass's results (or its error) to the requests of `items`; the items to run
     again (`settle`: rows an older adapter version made)."""
     redo: list[Item] = []
+    waits: list[float] = []
     for position, item in enumerate(items):
         request = item.request
         if request.done:
@@ -141,8 +142,7 @@ def deliver(
         if isinstance(outcome, BaseException):
             fail(request, outcome)
             continue
-        if metrics:
-            metrics.queue_seconds.observe(waited)
+        waits.append(waited)
         row = outcome[position]
         if not all(map(math.isfinite, row.logits)):
             fail(request, _non_finite(item.adapter, row.version))
@@ -151,6 +151,8 @@ def deliver(
         if request.remaining == 0:
             request.done = True
             request.future.set_result(None)
+    if metrics and waits:
+        observe_many(metrics.queue_seconds, waits)
     return redo
 
 

@@ -137,3 +137,52 @@ def test_logging_config_routes_uvicorn_through_the_one_handler():
     assert config["root"]["level"] == "DEBUG"
     assert config["formatters"]["default"]["()"] is JsonFormatter
     assert all(v["propagate"] and not v["handlers"] for v in config["loggers"].values())
+
+
+_OBSERVE_BOTH = """
+import random, sys
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from app.metrics import LATENCY_BUCKETS, observe_many
+values = [random.Random(0).expovariate(100.0) for _ in range(500)] + [0.005, 99.0, 0.0]
+one, many = CollectorRegistry(), CollectorRegistry()
+h1 = Histogram("one", "w", buckets=LATENCY_BUCKETS, registry=one)
+h2 = Histogram("many", "w", buckets=LATENCY_BUCKETS, registry=many)
+for v in values:
+    h1.observe(v)
+observe_many(h2, values[:250])
+observe_many(h2, values[250:])
+observe_many(h2, [])
+if len(sys.argv) > 1:  # multiprocess mode: what the files hold, summed as /metrics reads them
+    from prometheus_client import multiprocess
+    shared = CollectorRegistry()
+    multiprocess.MultiProcessCollector(shared, path=sys.argv[1])
+    print(generate_latest(shared).decode())
+else:
+    print(generate_latest(one).decode(), generate_latest(many).decode(), sep="\\n")
+"""
+
+
+def test_observe_many_equals_one_observe_per_value(tmp_path):
+    """In one process and in the multiprocess mode (the engine's: values in shared files)."""
+    import subprocess
+
+    from tests.support.server import REPO, process_env
+
+    for env, args in [
+        (process_env(), []),
+        ({**process_env(), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, [str(tmp_path)]),
+    ]:
+        out = subprocess.run([sys.executable, "-c", _OBSERVE_BOTH, *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        samples = _samples(out)
+        one = {k[3:]: v for k, v in samples.items() if k.startswith("one")}
+        many = {k[4:]: v for k, v in samples.items() if k.startswith("many")}
+        assert one.keys() == many.keys() and '_bucket{le="0.005"}' in one, out
+        assert all(one[k] == many[k] for k in one if k != "_sum")  # buckets and count
+        assert abs(one["_sum"] - many["_sum"]) < 1e-9 and one["_count"] == 503
+
+
+def _samples(text: str) -> dict[str, float]:
+    """name{labels} -> value of an exposition, less comments and creation times."""
+    lines = [line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#"]
+    return {k: float(v) for k, v in lines if "_created" not in k}
