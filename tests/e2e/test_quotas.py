@@ -100,7 +100,10 @@ def test_a_flood_meets_its_share_of_the_queue_and_a_light_key_is_served(tiny_mod
     are served in the next batch rather than behind the flood's backlog, some of them between
     two layers of a flood's pass (app/serving/preempt.py). Before: no 429; the queue filled and
     both keys got 503s."""
-    env = server_env(data, APP_MAX_QUEUE="64", APP_KEY_QUEUE_SHARE="0.5")
+    # Passes of 16: the flood's share (32 texts) runs as several, so light requests arrive
+    # while one runs (with the default 64 a batch holds the whole share and the light key's
+    # rows, and its pass runs first: nothing to nest).
+    env = server_env(data, APP_MAX_QUEUE="64", APP_KEY_QUEUE_SHARE="0.5", APP_MAX_BATCH_SIZE="16")
     with running_server(data_dir=data, base_model=tiny_model_dir, env=env) as srv:
         asyncio.run(light(srv.port, LIGHT, count=10))  # warm-up
         alone, alone_errors = asyncio.run(light(srv.port, LIGHT, count=30))
