@@ -96,10 +96,10 @@ def _one(bank, hidden: Any, key: tuple, module: str, span: tuple[int, int]) -> l
     _, layers, activation, _ = key
     start, size = span
     x = hidden[start : start + size].unsqueeze(0)
-    t, row = bank.tables[key].tensors, bank.entries[module].rows[key]
+    t, at = bank.tables[key].tensors, bank.entries[module].rows[key]
     act = Activation_Function_Class(activation) if activation != "None" else None
     for i in range(layers):
-        x = torch.baddbmm(t[f"b{i}"][row : row + 1], x, t[f"w{i}"][row : row + 1])
+        x = torch.baddbmm(t[f"b{i}"][at : at + 1], x, t[f"w{i}"][at : at + 1])
         if i < layers - 1 and act is not None:
             x = act(x)
     labels = bank.entries[module].parts[key]

@@ -110,11 +110,13 @@ class OnePass:
 
     def _attention(self, site: str, attn: Any, original: Any, hidden: Any, *args, **kw) -> Any:
         plan = self.plan
-        prefixed = plan is not None and ("prefix", site) in plan.sites
+        if plan is None:  # not a one-pass body: the library's own attention
+            return original(hidden, *args, **kw)
+        prefixed = ("prefix", site) in plan.sites
         mask = args[0] if args else kw.get("attention_mask")
         rest = [*args[1:], *(v for k, v in kw.items() if k != "attention_mask")]
         plain = not any(x is not None and x is not False for x in rest)
-        if not prefixed and (plan is None or not self.sdpa or not plain or attn.training):
+        if not prefixed and (not self.sdpa or not plain or attn.training):
             return original(hidden, *args, **kw)
         if not plain:
             raise RuntimeError("one-pass prefix attention takes hidden states and a mask only")
