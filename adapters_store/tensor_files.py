@@ -4,9 +4,11 @@
   (known dtype, offsets inside the data, bytes equal to the shape's) and against caps: the
   header is at most `MAX_HEADER_BYTES` (read only after its length passed) and its
   `__metadata__` at most `MAX_METADATA_BYTES`. A 65 KB zip can hold a 60 MB `__metadata__`.
-- `read_tensors` (serving): each tensor read from the file into memory of its own, so a
+- `read_tensors` (serving): the tensors' bytes read from the file into memory of our own, so a
   decoded adapter holds its tensors' bytes and nothing else of the file (a view into one
-  buffer of the whole file would keep the metadata and any unreferenced bytes alive, uncounted).
+  buffer of the whole file would keep the metadata and any unreferenced bytes alive,
+  uncounted). Where the tensors lie back to back, each aligned for its dtype (as safetensors
+  writes them), that is one read into one buffer they all view; otherwise one read each.
 - `check_weights` (uploads): the caps above, the library's own parse, then every tensor must be
   floating point and finite (NaN or infinity makes every score NaN, which JSON cannot carry);
   values are checked a chunk at a time, so the check allocates at most `CHECK_CHUNK_BYTES`.
@@ -108,17 +110,36 @@ def _entry(key: str, entry: dict, data: int, data_size: int) -> Entry:
 
 
 def read_tensors(path: Path) -> dict[str, Any]:
-    """A safetensors file's tensors, each read straight into memory of its own (one read per
-    tensor; safetensors' own `load_file` costs ~5x more per small file)."""
+    """A safetensors file's tensors read straight into memory of our own: one read of the
+    span they fill when nothing else lies in it, else one read per tensor (safetensors' own
+    `load_file` costs ~5x more per small file; one read instead of one per tensor saved a
+    fifth of decoding a MiniLM bottleneck adapter, 28 tensors)."""
     import torch
 
-    out = {}
     with path.open("rb") as f:
-        for entry in read_header(f, path.name):
-            raw = torch.empty(entry.end - entry.start, dtype=torch.uint8)
-            _read_into(f, entry.start, raw, path.name)
-            out[entry.key] = raw.view(entry.dtype).view(entry.shape)
-    return out
+        entries = read_header(f, path.name)
+        if not entries:
+            return {}
+        start = min(e.start for e in entries)
+        span = max(e.end for e in entries) - start
+        dense = span == sum(e.end - e.start for e in entries)
+        if not dense or any((e.start - start) % e.dtype.itemsize for e in entries):
+            return {e.key: _read_one(f, e, path.name) for e in entries}
+        raw = torch.empty(span, dtype=torch.uint8)
+        _read_into(f, start, raw, path.name)
+    return {e.key: _view(raw[e.start - start : e.end - start], e) for e in entries}
+
+
+def _read_one(f: IO[bytes], entry: Entry, name: str) -> Any:
+    import torch
+
+    raw = torch.empty(entry.end - entry.start, dtype=torch.uint8)
+    _read_into(f, entry.start, raw, name)
+    return _view(raw, entry)
+
+
+def _view(raw: Any, entry: Entry) -> Any:
+    return raw.view(entry.dtype).view(entry.shape)
 
 
 def _read_into(f: IO[bytes], at: int, raw: Any, name: str) -> None:

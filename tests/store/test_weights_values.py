@@ -8,6 +8,7 @@ before anything is written, naming the file and the tensor or the cap.
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -78,3 +79,49 @@ def test_a_header_over_the_cap_is_refused_before_it_is_read(tmp_path):
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
     with pytest.raises(InvalidAdapter, match=f"the cap is {MAX_HEADER_BYTES}"):
         check_weights(path)
+
+
+def _safetensors(path, tensors: dict, *, gap: int = 0, skew: int = 0) -> None:
+    """A file of `tensors` (name -> float32 or int8 tensor) written by hand: `gap` unused
+    bytes after the first tensor, `skew` bytes before the first one."""
+    header, blobs, at = {}, [b"\0" * skew], skew
+    for i, (name, t) in enumerate(tensors.items()):
+        data = t.contiguous().numpy().tobytes()
+        code = {torch.float32: "F32", torch.int8: "I8"}[t.dtype]
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [at, at + len(data)]}
+        blobs.append(data + (b"\0" * gap if i == 0 else b""))
+        at += len(data) + (gap if i == 0 else 0)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
+@pytest.mark.parametrize(
+    "layout, shared",
+    [({}, True), ({"skew": 3}, True), ({"gap": 4096}, False), ({"int8_first": True}, False)],
+    ids=["back-to-back", "bytes-before", "a-gap", "misaligned"],
+)
+def test_read_tensors_holds_only_the_tensors_bytes(tmp_path, layout, shared):
+    """Tensors that lie back to back, each aligned for its dtype, are read at once into one
+    buffer they view (bytes before the first are not read); a gap (bytes nobody references)
+    or a misaligned tensor: one buffer each. Either way the values are the file's and the
+    memory held is the tensors' bytes, nothing more."""
+    from adapters_store.tensor_files import read_tensors
+
+    tensors = {
+        "a": torch.arange(12, dtype=torch.float32).view(3, 4),
+        "c": torch.linspace(-1, 1, 5),
+        "empty": torch.zeros(0, 4),
+        "b": torch.tensor([1, -2, 3], dtype=torch.int8),
+    }
+    if layout.pop("int8_first", False):  # the floats then lie 3 bytes off their alignment
+        tensors = {"b": tensors.pop("b"), **tensors}
+    path = tmp_path / "w.safetensors"
+    _safetensors(path, tensors, **layout)
+    read = read_tensors(path)
+    assert read.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert read[name].dtype == t.dtype and torch.equal(read[name], t), name
+    held = {t.untyped_storage().data_ptr(): t.untyped_storage() for t in read.values() if t.numel()}
+    assert (len(held) == 1) is shared
+    assert sum(s.nbytes() for s in held.values()) == sum(t.nbytes for t in tensors.values())
