@@ -4,7 +4,8 @@ Rows are written only once handed out (`Stack.cover`), so a stack allocated ahea
 its allocation without a copy, and what it counts (`nbytes`) is the rows written, not the
 allocation. The same random sequence of puts, clears, growths and shrinks runs on a stack with
 a reserve and one without; every row handed out must read the same in both and equal what was
-put (padded with the fill) or the fill.
+put (padded with the fill) or the fill. A put into a row never written writes it once: the
+fill only where no value goes (the bank covers a row only in the stacks where it puts nothing).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def _expected(value: dict[str, torch.Tensor] | None, shapes: dict) -> dict[str, 
     return out
 
 
-def test_a_reserved_stack_and_a_grown_one_hold_the_same_rows():
+def test_a_reserved_stack_and_a_grown_one_hold_the_same_rows(monkeypatch):
+    empty = torch.empty  # new stack memory reads NaN, not zeros or a freed stack's fill
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))
     rng = random.Random(7)
     families = {reserve: _family(reserve) for reserve in (0, 64)}
     held: dict[int, dict | None] = {}  # row -> what its holder put (None: nothing)
@@ -60,13 +63,18 @@ def test_a_reserved_stack_and_a_grown_one_hold_the_same_rows():
         value = {"a": torch.randn(width, 4)}
         if rng.random() < 0.5:
             value["m"] = torch.randn(1, 6)
+        covered = rng.random() < 0.5  # the bank covers a row only where it puts nothing
         taken = set()
         for rows, stack in families.values():
             row, grew = rows.take()
             if grew:
                 stack.resize(rows.capacity)
-            stack.cover(row)
+            if covered:
+                stack.cover(row)
             stack.put(row, value)
+            shapes = {n: tuple(t.shape[1:]) for n, t in stack.tensors.items()}
+            for name, want in _expected(value, shapes).items():  # read back at once
+                assert torch.equal(stack.tensors[name][row], want), (row, name)
             taken.add(row)
         (row,) = taken  # both number rows alike
         held[row] = value
