@@ -15,7 +15,9 @@ Builds (or takes from the cache under --scratch) a store of N adapters of severa
    drawn from Zipf(s) over all N names, and their ratio; the server's CPU ms per request;
    (the 2 hot adapters get a few untimed requests first);
 3. cold activation: --cold adapters never requested before, one after another, each requested
-   twice in a row (cold, then warm): p50/p99 of both; the server's adapter metrics;
+   twice in a row (cold, then warm): p50/p99 of both and of their difference; the server's
+   adapter metrics, and from its histograms the p50/p99 of its own read and activation work
+   in that phase (bucket bounds: the forward's variance is not in them);
 4. hot p99: --hot-clients on 2 hot adapters alone, then while --storm-clients request
    never-seen adapters back to back (a cold storm); the ratio;
 5. GET /adapters?limit=50: median time of 20 calls and the answer's size;
@@ -169,6 +171,7 @@ def serve_phases(run: Run, server, names: list[str], texts: list[str]) -> None:
     run.phase("prime", phases.prime, server.url, names=hot, texts=texts)
     load = {"texts": texts, "clients": opts.clients, "seconds": opts.seconds}
     run.phase("one_adapter", phases.throughput, port, pid, names=hot[:1], **load)
+    run.phase("metrics_before_cold", phases.adapter_metrics, server.url)
     run.phase("cold", phases.cold_then_warm, port, names=cold, texts=texts,
               limit_s=opts.cold_limit_s)  # fmt: skip
     run.phase("metrics_after_cold", phases.adapter_metrics, server.url)

@@ -17,6 +17,7 @@ from bench import proctree as tree
 from bench.common import Conn, closed_loop
 
 # Today's adapter metrics and the ones the reworked cache adds; absent ones are skipped.
+TIMED = ("adapter_load_seconds", "adapter_activation_seconds")  # histograms with buckets kept
 ADAPTER_METRICS = (
     "adapter_activation_seconds",
     "adapter_cache_hits_total",
@@ -177,7 +178,8 @@ def listing(url: str, *, calls: int, limit_s: float = 60.0) -> dict:
 
 
 def adapter_metrics(url: str) -> dict[str, float]:
-    """Samples of ADAPTER_METRICS from /metrics (histograms: _count and _sum only)."""
+    """Samples of ADAPTER_METRICS from /metrics (histograms: _count and _sum; the buckets of
+    the read and activation times too, for their quantiles)."""
     import httpx
 
     response = httpx.get(url + "/metrics", timeout=30)
@@ -188,8 +190,11 @@ def adapter_metrics(url: str) -> dict[str, float]:
         if not line or line.startswith("#"):
             continue
         key, _, value = line.rpartition(" ")
-        stem = key.split("{")[0].removesuffix("_count").removesuffix("_sum")
-        if stem in ADAPTER_METRICS and not key.split("{")[0].endswith("_created"):
+        name = key.split("{")[0]
+        if name.removesuffix("_bucket") in TIMED:
+            out[key] = float(value)
+        stem = name.removesuffix("_count").removesuffix("_sum")
+        if stem in ADAPTER_METRICS and not name.endswith("_created"):
             out[key] = float(value)
     return out
 

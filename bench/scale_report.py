@@ -87,6 +87,8 @@ def rows(results: dict, opts) -> list[str]:
         f"{_num(cold.get('warm_p50_ms'))} / {_num(cold.get('warm_p99_ms'))} |",
         f"| cold minus warm, per adapter (what activating it added): p50 / p99 ms | "
         f"{_num(cold.get('added_p50_ms'))} / {_num(cold.get('added_p99_ms'))} |",
+        f"| the server's own work per cold adapter (histogram bucket bounds): read p50 / p99, "
+        f"activation p50 / p99 ms | {_work(results)} |",
         f"| hot p99, {opts.hot_clients} clients on {2} adapters: alone / under a cold storm of "
         f"{opts.storm_clients} clients ({hot.get('storm_requests', '-')} cold requests), ms | "
         f"{_num(alone.get('p99_ms'))} / {_num(storm.get('p99_ms'))} |",
@@ -118,11 +120,38 @@ def goal_lines(results: dict) -> list[str]:
     return lines
 
 
+def bucket_quantile(before: dict, after: dict, stem: str, q: float) -> float | None:
+    """The upper bound (ms) of the histogram bucket that holds the `q` quantile of `stem`'s
+    observations made between two scrapes; None when there were none."""
+    counts = []
+    for key, value in after.items():
+        if key.startswith(stem + "_bucket{") and 'le="' in key:
+            le = float(key.split('le="', 1)[1].split('"', 1)[0])
+            counts.append((le, value - before.get(key, 0.0)))
+    counts.sort()
+    if not counts or counts[-1][1] <= 0:
+        return None
+    total = counts[-1][1]  # the +Inf bucket: every observation
+    return next(le * 1000 for le, n in counts if n >= q * total)
+
+
+def _work(results: dict) -> str:
+    before = results.get("metrics_before_cold") or {}
+    after = results.get("metrics_after_cold") or {}
+    parts = []
+    for stem in ("adapter_load_seconds", "adapter_activation_seconds"):
+        bounds = [bucket_quantile(before, after, stem, q) for q in (0.5, 0.99)]
+        parts.append(" / ".join("-" if b is None else f"<= {b:g}" for b in bounds))
+    return ", ".join(parts)
+
+
 def metric_lines(results: dict) -> list[str]:
     lines = []
     for key in ("metrics_after_cold", "metrics_end"):
         samples = results.get(key) or {}
-        shown = ", ".join(f"{k} {v:g}" for k, v in samples.items() if k != "error")
+        shown = ", ".join(
+            f"{k} {v:g}" for k, v in samples.items() if k != "error" and "_bucket{" not in k
+        )
         lines.append(f"{key}: {shown or 'none of the adapter metrics exist'}")
     return [*lines, *zipf_split(results)]
 

@@ -15,7 +15,7 @@ from bench.common import api_workers_env
 from bench.first_request import line
 from bench.overhead_procs import first_goals, sweep_lines
 from bench.proctree import per_request, roles_text
-from bench.scale_report import goal_lines, rows, zipf_split
+from bench.scale_report import bucket_quantile, goal_lines, rows, zipf_split
 
 
 def test_scale_sets_the_count_for_its_server() -> None:
@@ -121,3 +121,20 @@ def test_per_request_and_roles_text() -> None:
                                                     "other": 0.1})  # fmt: skip
     assert all(math.isnan(v) for v in per_request(cpu, 0).values())
     assert roles_text(per_request(cpu, 1000)) == "0.50 / 1.00 / 0.00"
+
+
+def test_bucket_quantile_counts_only_the_phase_between_two_scrapes():
+    """Cumulative buckets before and after a phase: its own observations' quantiles, as the
+    upper bound of the bucket that holds them (ms); none observed: None."""
+    stem = "adapter_activation_seconds"
+
+    def scrape(counts: dict[str, float]) -> dict[str, float]:
+        return {f'{stem}_bucket{{le="{le}"}}': n for le, n in counts.items()}
+
+    before = scrape({"0.0025": 5, "0.005": 5, "0.01": 5, "+Inf": 5})  # 5 fast ones earlier
+    after = scrape({"0.0025": 5, "0.005": 60, "0.01": 103, "+Inf": 105})  # 100 in the phase
+    assert bucket_quantile(before, after, stem, 0.5) == 5.0  # 55 of 100 within 5 ms
+    assert bucket_quantile(before, after, stem, 0.98) == 10.0
+    assert bucket_quantile(before, after, stem, 0.99) == math.inf  # 2 past the last bound
+    assert bucket_quantile(after, after, stem, 0.5) is None
+    assert bucket_quantile(before, after, "adapter_load_seconds", 0.5) is None
