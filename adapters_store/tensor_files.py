@@ -112,8 +112,8 @@ def _entry(key: str, entry: dict, data: int, data_size: int) -> Entry:
 def read_tensors(path: Path) -> dict[str, Any]:
     """A safetensors file's tensors read straight into memory of our own: one read of the
     span they fill when nothing else lies in it, else one read per tensor (safetensors' own
-    `load_file` costs ~5x more per small file; one read instead of one per tensor saved a
-    fifth of decoding a MiniLM bottleneck adapter, 28 tensors)."""
+    `load_file` costs ~5x more per small file; a MiniLM bottleneck adapter's two files, 28
+    tensors, read in 0.35-0.45 ms this way against 0.55-0.84 ms one by one, quiet process)."""
     import torch
 
     with path.open("rb") as f:
