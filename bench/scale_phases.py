@@ -16,10 +16,12 @@ from dataclasses import asdict
 from bench import proctree as tree
 from bench.common import Conn, closed_loop
 
+# Histograms whose buckets are kept too (their quantiles over a phase).
+TIMED = ("adapter_load_seconds", "adapter_activation_seconds", "adapter_cold_seconds")
 # Today's adapter metrics and the ones the reworked cache adds; absent ones are skipped.
-TIMED = ("adapter_load_seconds", "adapter_activation_seconds")  # histograms with buckets kept
 ADAPTER_METRICS = (
     "adapter_activation_seconds",
+    "adapter_cold_seconds",
     "adapter_cache_hits_total",
     "adapter_cache_misses_total",
     "adapter_evictions_total",

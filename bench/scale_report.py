@@ -88,7 +88,8 @@ def rows(results: dict, opts) -> list[str]:
         f"| cold minus warm, per adapter (what activating it added): p50 / p99 ms | "
         f"{_num(cold.get('added_p50_ms'))} / {_num(cold.get('added_p99_ms'))} |",
         f"| the server's own work per cold adapter (histogram bucket bounds): read p50 / p99, "
-        f"activation p50 / p99 ms | {_work(results)} |",
+        f"activation p50 / p99, both (read + first activation) p50 / p99 ms | "
+        f"{_work(results)} |",
         f"| hot p99, {opts.hot_clients} clients on {2} adapters: alone / under a cold storm of "
         f"{opts.storm_clients} clients ({hot.get('storm_requests', '-')} cold requests), ms | "
         f"{_num(alone.get('p99_ms'))} / {_num(storm.get('p99_ms'))} |",
@@ -139,7 +140,7 @@ def _work(results: dict) -> str:
     before = results.get("metrics_before_cold") or {}
     after = results.get("metrics_after_cold") or {}
     parts = []
-    for stem in ("adapter_load_seconds", "adapter_activation_seconds"):
+    for stem in ("adapter_load_seconds", "adapter_activation_seconds", "adapter_cold_seconds"):
         bounds = [bucket_quantile(before, after, stem, q) for q in (0.5, 0.99)]
         parts.append(" / ".join("-" if b is None else f"<= {b:g}" for b in bounds))
     return ", ".join(parts)

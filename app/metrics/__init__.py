@@ -96,6 +96,13 @@ class Metrics:
             buckets=ACTIVATION_BUCKETS,
             registry=r,
         )
+        self.adapter_cold_seconds = Histogram(
+            "adapter_cold_seconds",
+            "A cold adapter made usable: its read from the store plus its first activation "
+            "(the adapter's own work, no queueing)",
+            buckets=ACTIVATION_BUCKETS,
+            registry=r,
+        )
         self.adapter_activation_seconds = Histogram(
             "adapter_activation_seconds",
             "Making a cold adapter usable on the inference thread (to the device, into a slot)",

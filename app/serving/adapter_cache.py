@@ -124,7 +124,7 @@ class AdapterCache:
         started = time.perf_counter()
         decoded = decode(self.store, name, base=self.engine.base_ref, dtype=self.engine.dtype)
         self.engine.note_key(name, decoded.compat.key)
-        self._m.loaded(started)
+        decoded.read_s = self._m.loaded(started)
         return decoded
 
     def _put_host(self, decoded: Decoded) -> None:
@@ -165,7 +165,7 @@ class AdapterCache:
         except CacheFull:
             self._put_host(decoded)
             raise
-        self._m.activated(started)
+        self._m.activated(started, decoded)
         return entry.resident
 
     def unload(self, name: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from app.metrics import Metrics
+from app.serving.decode import Decoded
 
 TIERS = ("device", "host")
 COUNTERS = ("adapter_cache_hits", "adapter_cache_misses", "adapter_evictions")
@@ -28,14 +29,24 @@ class CacheMetrics:
         if self.enabled:
             self._counters[metric, tier].inc()
 
-    def activated(self, started: float) -> None:
+    def activated(self, started: float, decoded: Decoded | None = None) -> None:
+        """An activation that began at `started`; `decoded`'s first since it was read is also
+        a cold one: its read plus this activation (`adapter_cold_seconds`)."""
+        seconds = time.perf_counter() - started
         if self.enabled:
-            self._metrics.adapter_activation_seconds.observe(time.perf_counter() - started)
+            self._metrics.adapter_activation_seconds.observe(seconds)
+            if decoded is not None and decoded.read_s:
+                self._metrics.adapter_cold_seconds.observe(decoded.read_s + seconds)
+        if decoded is not None:
+            decoded.read_s = 0.0  # activated again later (after an eviction): not cold
 
-    def loaded(self, started: float) -> None:
+    def loaded(self, started: float) -> float:
+        """A read that began at `started`; -> its seconds."""
+        seconds = time.perf_counter() - started
         if self.enabled:
             self._metrics.adapter_loads.inc()
-            self._metrics.adapter_load_seconds.observe(time.perf_counter() - started)
+            self._metrics.adapter_load_seconds.observe(seconds)
+        return seconds
 
     def gauges(self, *, device: tuple[int, int], host: tuple[int, int]) -> None:
         """Resident (count, bytes) per tier."""

@@ -61,6 +61,7 @@ class Decoded:
     head: dict | None = field(default=None, repr=False)  # head_config.json's "config"
     task: str = "single_label"  # the manifest's task and thresholds (adapters_store.rendering)
     thresholds: dict[int, float] | None = None
+    read_s: float = 0.0  # how long reading it took, until its first activation (then 0)
 
 
 def stamp_of(store: AdapterStore, name: str) -> Stamp | None:

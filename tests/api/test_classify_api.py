@@ -236,5 +236,6 @@ def test_health_ready_and_metrics(client):
     assert 'adapters_resident{tier="device"} 1.0' in text
     assert 'adapter_cache_hits_total{tier="host"} 1.0' in text  # read ahead, off the thread
     assert "adapter_activation_seconds_count 1.0" in text
+    assert "adapter_cold_seconds_count 1.0" in text
     assert "inference_queue_depth 0.0" in text
     assert "adapter_load_seconds_count 1.0" in text

@@ -109,6 +109,25 @@ def test_prefetch_decodes_off_the_inference_thread(engine, store):
     cache.close()
 
 
+def test_a_cold_adapter_counts_its_read_and_first_activation_once(engine, store):
+    """`adapter_cold_seconds`: an adapter's read plus its first activation after it (read
+    ahead or not); activated again from the host tier after an eviction, it read nothing."""
+    import asyncio
+
+    cache = _cache(engine, store, count=1)
+    asyncio.run(cache.prefetch(["a"]))  # read ahead, activated later
+    cache.ensure("a")
+    read, active = (_sample(cache, f"adapter_{m}_seconds_sum") for m in ("load", "activation"))
+    assert _sample(cache, "adapter_cold_seconds_count") == 1
+    assert _sample(cache, "adapter_cold_seconds_sum") == pytest.approx(read + active)
+    cache.ensure("b")  # read now (a miss of both tiers); a goes to the host tier
+    cache.ensure("a")  # back from the host tier: an activation, no read
+    assert _sample(cache, "adapter_activation_seconds_count") == 3
+    assert _sample(cache, "adapter_cold_seconds_count") == 2
+    assert _sample(cache, "adapter_loads_total") == 2
+    cache.close()
+
+
 def test_lru_byte_budget(engine, store):
     probe = _cache(engine, store)
     one = probe.ensure("a").nbytes
