@@ -52,12 +52,16 @@ def process_tree(pid: int) -> list[int]:
 def role_of(pid: int, root: int) -> str:
     if pid == root:
         return "main"
-    if (fields := stat(pid)) is not None and fields[0] == "Z":  # a zombie has no title left:
+    fields = stat(pid)
+    if fields is not None and fields[0] == "Z":  # a zombie has no title left:
         return role_of(int(fields[1]), root)  # its parent's role, where reaping puts its CPU
     try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "other"
+    if not raw and fields is not None:  # exiting, not yet a zombie: its memory and title are
+        return role_of(int(fields[1]), root)  # gone already; its CPU goes as a zombie's
+    title = raw.split(b"\0")[0].decode()
     if title == "adapter-serve: engine":
         return "engine"
     return "api" if title.startswith("adapter-serve: api ") else "other"
