@@ -52,15 +52,12 @@ def process_tree(pid: int) -> list[int]:
 def role_of(pid: int, root: int) -> str:
     if pid == root:
         return "main"
-    fields = stat(pid)
-    if fields is not None and fields[0] == "Z":  # a zombie has no title left:
-        return role_of(int(fields[1]), root)  # its parent's role, where reaping puts its CPU
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "other"
-    if not raw and fields is not None:  # exiting, not yet a zombie: its memory and title are
-        return role_of(int(fields[1]), root)  # gone already; its CPU goes as a zombie's
+    if not raw and (fields := stat(pid)) is not None:  # exiting or a zombie: no title left;
+        return role_of(int(fields[1]), root)  # its parent's role, where reaping puts its CPU
     title = raw.split(b"\0")[0].decode()
     if title == "adapter-serve: engine":
         return "engine"

@@ -181,7 +181,7 @@ def listing(url: str, *, calls: int, limit_s: float = 60.0) -> dict:
 
 def adapter_metrics(url: str) -> dict[str, float]:
     """Samples of ADAPTER_METRICS from /metrics (histograms: _count and _sum; the buckets of
-    the read and activation times too, for their quantiles)."""
+    TIMED too, for their quantiles)."""
     import httpx
 
     response = httpx.get(url + "/metrics", timeout=30)

@@ -175,11 +175,10 @@ class Bank:
         slot keeps its config: converting it to a dict took ~a tenth of an activation)."""
         config = self.model.adapters_config.get(module)
         known = self._configs.get(module)
-        if known is not None and known[0] is config:
-            return known[1], known[2]
-        as_dict = config.to_dict() if hasattr(config, "to_dict") else config
-        self._configs[module] = (config, bn_activation(as_dict), bn_wiring(as_dict))
-        return self._configs[module][1:]
+        if known is None or known[0] is not config:
+            as_dict = config.to_dict() if hasattr(config, "to_dict") else config
+            known = self._configs[module] = (config, bn_activation(as_dict), bn_wiring(as_dict))
+        return known[1], known[2]
 
     def _put(self, entry: Entry, key: tuple, values: dict, length: int) -> None:
         name = family_of(key)
