@@ -143,3 +143,29 @@ def test_cpu_is_always_float32():
 def test_rank(top_k, expected):
     got = rank([0.3, 0.2, 0.5], {0: "a", 1: "b", 2: "c"}, top_k)
     assert [(p["label"], p["score"]) for p in got] == expected
+
+
+def test_the_feed_forward_runs_whole_without_transformers_signature_check(engine):
+    """`unchunked_feed_forward`: the layers' module calls the feed-forward part directly (no
+    `inspect.signature` a layer a pass); a layer that chunks still gets transformers' chunks."""
+    import inspect
+
+    from transformers.pytorch_utils import apply_chunking_to_forward
+
+    from app.serving import engine as engine_module
+
+    layers = [m for m in engine.model.modules() if hasattr(m, "chunk_size_feed_forward")]
+    assert layers and all(layer.chunk_size_feed_forward == 0 for layer in layers)
+    names = inspect.unwrap(type(layers[0]).forward).__globals__
+    assert names["apply_chunking_to_forward"] is engine_module._unchunked
+    x = torch.arange(24.0).reshape(2, 4, 3)
+    calls = []
+
+    def double(t):
+        calls.append(t.shape)
+        return t * 2
+
+    assert torch.equal(engine_module._unchunked(double, 0, 1, x), x * 2) and calls == [(2, 4, 3)]
+    chunked = engine_module._unchunked(double, 2, 1, x)  # transformers' own: two chunks of 2
+    assert torch.equal(chunked, apply_chunking_to_forward(double, 2, 1, x))
+    assert calls[1:] == [(2, 2, 3)] * 4
