@@ -10,9 +10,8 @@ heartbeat says it is up: silence for BEAT_LOST_S, or a new boot id, fails every 
 with a 503 that says why, `running` turns false (`/readyz` red), and the next beat (the
 restarted engine) makes it true again. The store on disk is the truth: nothing is lost.
 
-`EngineInfo` stands where the Engine stands for /readyz and uploads; the other stand-ins (the
-cache's, the limiter's) are app.procs.stand_ins's.
-"""
+`EngineInfo` stands where the Engine stands for /readyz and uploads; the other stand-ins
+(the cache's, the limiter's) are app.procs.stand_ins's."""
 
 from __future__ import annotations
 
@@ -72,7 +71,7 @@ class EngineClient:
         self._boot: str | None = None
         self._last_beat = 0.0
         self._pending: dict[int, asyncio.Future] = {}
-        self._outbox: list[bytes] = []  # messages of this turn of the loop (`_post`)
+        self._outbox: list[Any] = []  # messages of this turn of the loop (`_post`): one frame
         self._ids = itertools.count(1)
         self._tokenizer: Tokenizer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -119,11 +118,9 @@ class EngineClient:
         self._check_up()
         flat, lengths = wire.pack_ids(ids)
         who = None if tenant is None else str(tenant)
-        answer = await self._ask(
-            wire.Classify(
-                next(self._ids), flat, lengths, list(adapters), truncation, who, self._boot or ""
-            )
-        )
+        message = wire.Classify(next(self._ids), flat, lengths, list(adapters), truncation, who,
+                                self._boot or "")  # fmt: skip
+        answer = await self._ask(message)
         if timing is not None:
             timing.queue_ms, timing.inference_ms = answer.queue_ms, answer.inference_ms
         if answer.failure is not None:
@@ -188,9 +185,7 @@ class EngineClient:
             self._tokenizer.close()
             thaw()
         if self._ctx is not None:
-            self._socket.close(0)
-            self._beats.close(0)
-            self._ctx.term()
+            self._ctx.destroy(linger=0)  # its two sockets closed, then the context
 
     def _check_up(self) -> None:
         if not self.running:
@@ -200,7 +195,7 @@ class EngineClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[message.id] = future
         try:
-            self._post(wire.encode(message))
+            self._post(message)
             async with asyncio.timeout(self.timeout_s + 10):  # the engine answers by its timeout
                 return await future
         except TimeoutError:
@@ -209,26 +204,32 @@ class EngineClient:
             # Cancelling this task cancelled `future` too: unanswered unless it has a result.
             answered = future.done() and not future.cancelled()
             if not answered and isinstance(message, wire.Classify):
-                self._post(wire.encode(wire.Cancel(message.id)))
+                self._post(wire.Cancel(message.id))
             raise
         finally:
             self._pending.pop(message.id, None)
 
-    def _post(self, payload: bytes) -> None:
-        """Send with the other messages of this turn of the loop: one message to the engine."""
+    def _post(self, message: Any) -> None:
+        """Send with the other messages of this turn of the loop: one frame to the engine."""
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(payload)
+        self._outbox.append(message)
 
     def _flush(self) -> None:
-        frames, self._outbox = self._outbox, []
+        messages, self._outbox = self._outbox, []
         if not self._socket.closed:
-            self._socket.send_multipart(frames)
+            self._socket.send(wire.encode_turn(messages, self._unsendable))
+
+    def _unsendable(self, message: Any, exc: Exception) -> None:  # its caller gets the error
+        if (future := self._pending.get(message.id)) is not None and not future.done():
+            future.set_exception(exc)
 
     async def _receive(self) -> None:
         while True:
-            for payload in await self._socket.recv_multipart():  # the engine's replies, batched
-                reply = wire.from_engine(payload)
+            replies, malformed = wire.from_engine_turn(await self._socket.recv())  # one turn's
+            if malformed:  # their callers time out
+                log.warning("dropped %d malformed message(s) from the engine", malformed)
+            for reply in replies:
                 future = self._pending.get(reply.id)
                 if future is not None and not future.done():
                     future.set_result(reply)

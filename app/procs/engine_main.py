@@ -3,7 +3,7 @@
 It loads the base model, builds the serving stack as one process does (`build_serving`:
 adapter tiers and loader thread, batcher with its planner, inference thread and cost model)
 and hosts the per-key LocalLimiter and KeyShares of every API process. It answers on a ROUTER
-socket (`wire` messages, several per multipart message: a request whose adapters are in memory
+socket (`wire` messages, each turn's in one frame: a request whose adapters are in memory
 is queued with no task, others await their reads; a `Cancel` drops it); beats every BEAT_S.
 SIGTERM stops it: no new requests, the batcher stops, the sockets close.
 Exit code 3: the base model cannot be loaded (the supervisor gives up rather than restart).
@@ -88,7 +88,7 @@ class EngineServer:
         self.pub.bind(beats)
         self.tasks: dict[tuple[bytes, int], asyncio.Task] = {}  # awaited work (cold, calls)
         self.requests: dict[tuple[bytes, int], Request] = {}  # queued with no task
-        self.outbox: dict[bytes, list[bytes]] = {}  # replies of this turn, per API process
+        self.outbox: dict[bytes, list] = {}  # replies of this turn, per API process (one frame)
         self.calls = {
             "ensure": self._ensure,
             "unload": self._unload,
@@ -115,14 +115,13 @@ class EngineServer:
 
     async def _receive(self) -> None:
         while True:
-            who, *frames = await self.router.recv_multipart()  # an API process's messages
-            for payload in frames:
-                try:
-                    message = wire.to_engine(payload)
-                except msgspec.ValidationError:
-                    log.warning("dropped a malformed message from an API process")
-                    continue
-                self._take_in(who, message)
+            who, *frames = await self.router.recv_multipart()  # an API process's turn
+            for frame in frames:  # one frame a turn
+                messages, malformed = wire.to_engine_turn(frame)
+                if malformed:
+                    log.warning("dropped %d malformed message(s) from an API process", malformed)
+                for message in messages:
+                    self._take_in(who, message)
 
     def _take_in(self, who: bytes, message: wire.ToEngine) -> None:
         key = (who, message.id)
@@ -190,14 +189,14 @@ class EngineServer:
         """Send `reply` with the others of this turn of the loop: one message per API process."""
         if not self.outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self.outbox.setdefault(who, []).append(wire.encode(reply))
+        self.outbox.setdefault(who, []).append(reply)
 
     def _flush(self) -> None:
         boxes, self.outbox = self.outbox, {}
         if self.router.closed:  # stopping: the API processes answer what is left
             return
-        for who, frames in boxes.items():
-            self.router.send_multipart([who, *frames])
+        for who, replies in boxes.items():
+            self.router.send_multipart([who, wire.encode_turn(replies, wire.failed_in_place)])
 
     async def _answer(self, who: bytes, work: Any) -> None:
         try:

@@ -122,8 +122,8 @@ def test_a_cancel_that_comes_with_its_request_leaves_no_work_behind(server, tiny
             flat, lengths = wire.pack_ids([[0, 713, 2]])
             boot = client._boot or ""
             request = wire.Classify(10**9, flat, lengths, ["never-read"], True, None, boot)
-            client._post(wire.encode(request))  # both leave in one multipart message
-            client._post(wire.encode(wire.Cancel(request.id)))
+            client._post(request)  # both leave in one frame
+            client._post(wire.Cancel(request.id))
             await asyncio.sleep(1.0)
         finally:
             await client.close()

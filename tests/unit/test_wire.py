@@ -12,6 +12,7 @@ from adapters_store import AdapterNotFound, InvalidName, StoreError
 from app.api.errors import STATUS_BY_CODE, domain_error_response
 from app.procs import wire
 from app.serving.errors import (
+    InferenceFailed,
     NonFiniteScores,
     QueueFull,
     RequestTimeout,
@@ -96,3 +97,25 @@ def test_an_unknown_class_keeps_its_code_and_message():
     assert isinstance(back, wire.RemoteFailure)
     assert (back.code, back.message, back.retry_after_s) == ("queue_full", "full", 2)
     assert STATUS_BY_CODE[back.code] == domain_error_response(back).status_code == 503
+
+
+def test_one_turn_travels_as_one_frame_and_a_malformed_message_drops_alone():
+    flat, lengths = wire.pack_ids([[0, 5, 2]])
+    turn = [wire.Classify(1, flat, lengths, ["a"]), wire.Cancel(1), wire.Call(2, "residency")]
+    assert wire.to_engine_turn(wire.encode(turn)) == (turn, 0)
+    answers = [wire.Answer(1, failure=wire.failure_of(QueueFull("full"))), wire.Reply(2, {})]
+    assert wire.from_engine_turn(wire.encode(answers)) == (answers, 0)
+    mixed = wire.encode([turn[0], {"not": "a message"}, 7, turn[1]])
+    assert wire.to_engine_turn(mixed) == ([turn[0], turn[1]], 2)
+    assert wire.to_engine_turn(b"\xc1") == ([], 1)  # not msgpack at all
+    assert wire.to_engine_turn(wire.encode(turn[0]))[0] == []  # a message, not a list of them
+
+
+def test_a_reply_that_cannot_be_encoded_fails_alone():
+    fine, broken = wire.Reply(1, {"a": 1}), wire.Reply(2, result=object())
+    refused = []
+    frame = wire.encode_turn([fine, broken], lambda m, exc: refused.append(m))
+    assert wire.from_engine_turn(frame) == ([fine], 0) and refused == [broken]
+    replies, _ = wire.from_engine_turn(wire.encode_turn([broken, fine], wire.failed_in_place))
+    assert [r.id for r in replies] == [2, 1] and replies[1] == fine
+    assert type(wire.error_of(replies[0].failure)) is InferenceFailed
