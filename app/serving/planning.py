@@ -61,7 +61,6 @@ class Request:
     items: list[Item] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)  # adapter -> version of its rows
     tenant: Hashable = None  # whose request (the API key's id): the queue is shared fairly
-    timer: asyncio.TimerHandle | None = None  # fails it at its deadline (RequestQueue.enqueue)
     served: float | None = None  # its level among its tenant's requests (fairness._Lane)
 
 

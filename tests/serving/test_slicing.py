@@ -125,8 +125,7 @@ def test_the_request_queue_notes_each_tenant():
         queue = RequestQueue(Limits(32, 4096, 0.005, 64, 30.0), None)
         queue.enqueue([[1, 2, 3], [4]], ["a", "b"], tenant="k")
         queue.enqueue([[5, 6]], ["a"], tenant="l")
-        for request in {item.request for item in queue.items}:
-            request.timer.cancel()
+        queue.fail_all(RuntimeError("done"))  # the sweep's timer cancelled
         return queue.recent.active(time.monotonic())
 
     assert asyncio.run(scenario()) == {"k": (4, 3), "l": (1, 2)}  # texts x adapters, widest
