@@ -222,7 +222,12 @@ def plan_passes(lengths: Sequence[int], cost: PassCost, *, step: int = 1) -> lis
     starts = [k for k in range(n) if k == 0 or bucket[k] != bucket[k - 1]]
     best = [0.0] + [math.inf] * n  # best[j]: cheapest plan for the first j sorted rows
     cut = [0] * (n + 1)
-    for j in range(1, n + 1):
+    # Where no cap binds, a pass starts where a length run begins, so it also ends where one
+    # ends: only those positions need a plan (runs x runs predictions, not rows x runs).
+    ends: Iterable[int] = range(1, n + 1)
+    if n and all((cost.row_cap(w) or n) >= n for w in set(width)):
+        ends = [*starts[1:], n]
+    for j in ends:
         cap = cost.row_cap(width[j - 1]) or n
         # Without a cap, a pass only needs to start where a length begins (never worse).
         if cap >= j:

@@ -325,3 +325,39 @@ def test_noise_cannot_cap_passes_below_what_amortises_the_fixed_cost():
     assert dict(row_caps(noisy, tolerance=0.1, max_rows=64))[128] == 1
     model = fit_pass_cost(noisy, max_rows=64)
     assert model.row_cap(128) >= max(MIN_ROW_CAP, amortising_rows(model, 128, 64)) > 4
+
+
+def _plan_at_every_row(lengths, cost, step):
+    """plan_passes's program without caps, solved at every sorted row (its original form)."""
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: lengths[i])
+    width = [lengths[i] for i in order]
+    bucket = [-(-w // step) for w in width]
+    starts = [k for k in range(n) if k == 0 or bucket[k] != bucket[k - 1]]
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in (k for k in starts if k < j):
+            total = best[i] + cost.predict(j - i, width[j - 1])
+            if total < best[j]:
+                best[j], cut[j] = total, i
+    passes, j = [], n
+    while j > 0:
+        passes.append(order[cut[j] : j])
+        j = cut[j]
+    return passes[::-1]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_uncapped_plans_solve_only_where_length_runs_end_and_choose_the_same(seed):
+    rng = random.Random(seed)
+    pool = rng.choice([[12], [4, 9, 30, 31, 64, 120], list(range(1, 129))])
+    lengths = [rng.choice(pool) for _ in range(rng.randint(0, 80))]
+    cost = PassCost(
+        fixed=rng.choice([0.0, 5.0, 200.0, 1e-3]),
+        per_row=rng.choice([0.0, 3.0]),
+        per_token=rng.choice([1.0, 1e-6]),
+        per_token_width=rng.choice([0.0, 0.01]),
+        caps=rng.choice([(), ((32, NO_CAP), (128, 500))]),  # none binds
+    )
+    step = rng.choice([1, 8])
+    assert plan_passes(lengths, cost, step=step) == _plan_at_every_row(lengths, cost, step)
