@@ -5,11 +5,10 @@ elsewhere: app.procs) while their cold adapters are read (`AdapterCache.prefetch
 into items (one text for one adapter) in a bounded FIFO queue. An asyncio loop cuts batches,
 plans their passes (`app.serving.planning`, with this device's cost model: timed in the warm-up
 that readiness waits for, `app.serving.warm_up`, re-fitted live, `app.serving.cost_learning`;
-while API keys contend, batches are cut to short time slices, `app.serving.slicing`)
-and hands each pass to the single inference thread (`app.serving.passes.run_batch`). A light
-key's request that arrives while another key's pass runs may run between two of that pass's
-layers (`app.serving.preempt`).
-"""
+while API keys contend, batches are cut to short time slices, `app.serving.slicing`) and
+hands each pass to the single inference thread (`app.serving.passes.run_batch`). A light key's
+request that arrives while another key's pass runs may run between two of its layers
+(`app.serving.preempt`)."""
 
 from __future__ import annotations
 
@@ -59,7 +58,9 @@ class Batcher:
         self.metrics = metrics
         self.requests = RequestQueue(limits, metrics)  # admission, deadlines, results
         self._fair = FairShare()  # tenants' shares of the queue (app.serving.fairness)
-        self._expected = 1
+        # The rows a batch waits for (`dispatch_delay`): the most queued + running since the
+        # last cut (its size alone let 64 clients settle into two alternating batches of 32).
+        self._expected, self._running = 1, 0
         self._task: asyncio.Task | None = None
         self.costs = DeviceCosts(engine, limits)
         self.calibration: asyncio.Task | None = None  # the warm-up, while it runs
@@ -181,6 +182,7 @@ class Batcher:
         with the results). While another key's pass runs, a light key's rows may run between
         two of its layers (`app.serving.preempt`)."""
         request = self.requests.enqueue(ids, adapters, tenant=tenant, deadline=deadline)
+        self._expected = max(self._expected, len(self.requests.items) + self._running)
         self._offer([tenant])
         return request
 
@@ -234,8 +236,11 @@ class Batcher:
             self.requests.gauge()
             if not batch:
                 continue
-            self._expected = len(batch)
-            await self._run_batch(batch)
+            self._expected = self._running = len(batch)
+            try:
+                await self._run_batch(batch)
+            finally:
+                self._running = 0
 
     async def _run_batch(self, batch: list[Item]) -> None:
         cost, key = self.pass_cost, self.engine.batch_key

@@ -280,9 +280,10 @@ def dispatch_delay(
 ) -> float:
     """Seconds to wait before cutting a batch (0 = now, inf = nothing queued).
 
-    Cut at once when the queue holds as many items as the last batch had (the recent
-    concurrency; 1 for a lone client, so it never waits) or a full batch; otherwise wait for
-    more until the oldest item has waited `max_wait`.
+    Cut at once when the queue holds `expected` items (the recent concurrency: the Batcher
+    passes the most items it held, queued and running, since its last cut; 1 for a lone
+    client, so it never waits) or a full batch; otherwise wait for more until the oldest item
+    has waited `max_wait`.
     """
     if queued <= 0:
         return math.inf
