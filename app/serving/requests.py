@@ -72,7 +72,7 @@ class RequestQueue:
         self._sweep, now = None, time.monotonic()
         for request in [r for r in self.in_flight if r.done or r.deadline <= now]:
             self.in_flight.discard(request)
-            if not request.future.done():
+            if not request.done and not request.future.done():  # (done: answered or dropped)
                 fail(request, self.timed_out())
         if self.in_flight:
             self._sweep = asyncio.get_running_loop().call_later(SWEEP_S, self._expire_due)
